@@ -1,0 +1,189 @@
+"""``xrd-pipeline``: the command line of the pipeline (simulate, integrate, heatmap, demo)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import PipelineError
+from .integrate import DEFAULT_BINS, DEFAULT_METHOD, ERROR_MODELS, UNITS, IntegrationSettings
+
+EXIT_OK, EXIT_FAILED_FRAMES, EXIT_ERROR = 0, 1, 2
+
+
+def _none_or_float(text: str) -> float | None:
+    return None if text.lower() == "none" else float(text)
+
+
+def _none_or_str(text: str) -> str | None:
+    return None if text.lower() == "none" else text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xrd-pipeline", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens, for troubleshooting")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("integrate", help="integrate acquisitions into merged NeXus files")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="a module/part file, a directory or image files")
+    p.add_argument("--poni", required=True, type=Path, help="pyFAI calibration (.poni)")
+    p.add_argument("--mask", type=Path, help="mask file (EDF, TIFF, Dioptas .mask, .npy); non-zero = masked")
+    p.add_argument("--bins", type=int, default=DEFAULT_BINS, help=f"number of radial bins (default {DEFAULT_BINS})")
+    p.add_argument("--unit", default="2th_deg", choices=list(UNITS), help="radial unit (default 2th_deg)")
+    p.add_argument(
+        "--method", default=",".join(DEFAULT_METHOD), help="pyFAI method split,algo,impl (default bbox,csr,cython)"
+    )
+    p.add_argument(
+        "--polarization", type=_none_or_float, default=0.99, help="polarization factor, or none (default 0.99)"
+    )
+    p.add_argument("--no-solid-angle", action="store_true", help="switch the solid-angle correction off")
+    p.add_argument(
+        "--error-model",
+        type=_none_or_str,
+        default=None,
+        choices=[None, *ERROR_MODELS],
+        help="compute sigma with this pyFAI error model (default none)",
+    )
+    p.add_argument("--dataset", help="dataset path inside generic HDF5 files (default /entry/data/data)")
+    p.add_argument("-o", "--output", type=Path, default=Path("."), help="result file (.nxs) or directory (default .)")
+    p.add_argument("--workers", type=int, default=1, help="integration threads (default 1)")
+
+    p = sub.add_parser("heatmap", help="draw a merged file as a frame × radial-axis picture")
+    p.add_argument("merged", type=Path)
+    p.add_argument("-o", "--output", type=Path, help="PNG file (default: beside the merged file)")
+    p.add_argument("--scale", default="sqrt", choices=["linear", "sqrt", "log"])
+
+    p = sub.add_parser("simulate", help="write a simulated Lambda 2M acquisition (compression ramp)")
+    p.add_argument("outdir", type=Path)
+    p.add_argument("--frames", type=int, default=200)
+    p.add_argument("--frames-per-file", type=int, default=50)
+    p.add_argument("--rate", type=float, help="write in real time at this many frames/s, as a detector would")
+    p.add_argument("--compression", default="bslz4", choices=["bslz4", "gzip"])
+    p.add_argument("--stem", default="ramp_00001")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("demo", help="simulate a ramp, integrate it, draw the heatmap (the main job)")
+    p.add_argument("--workdir", type=Path, default=Path("demo-output"))
+    p.add_argument("--frames", type=int, default=300)
+    return parser
+
+
+def cmd_integrate(args) -> int:
+    from .offline import integrate_source
+    from .progress import Progress
+    from .sources import open_sources
+
+    settings = IntegrationSettings(
+        poni_path=args.poni,
+        bins=args.bins,
+        unit=args.unit,
+        mask_path=args.mask,
+        method=tuple(args.method.split(",")),
+        polarization_factor=args.polarization,
+        correct_solid_angle=not args.no_solid_angle,
+        error_model=args.error_model,
+    )
+    if args.workers < 1 or args.workers > 64:
+        raise PipelineError(f"--workers {args.workers} is out of range; expected 1 to 64")
+    sources = open_sources(args.sources, dataset=args.dataset)
+    if args.output.suffix == ".nxs" and len(sources) > 1:
+        raise PipelineError(f"{len(sources)} acquisitions given but one output file {args.output}; give a directory")
+    status = EXIT_OK
+    for source in sources:
+        out = args.output if args.output.suffix == ".nxs" else args.output / f"{source.name}.nxs"
+        progress = Progress(source.name, source.expected_frames())
+        try:
+            report = integrate_source(source, settings, out, workers=args.workers, progress=progress)
+        finally:
+            progress.close()
+        print(report.output)
+        print(
+            f"{source.name}: {report.frames_integrated} frames integrated in {report.elapsed_s:.1f} s "
+            f"({report.frames_per_second:.1f} frames/s)",
+            file=sys.stderr,
+        )
+        if report.duplicates_ignored:
+            print(f"{source.name}: {report.duplicates_ignored} duplicate frame(s) ignored", file=sys.stderr)
+        for f in report.failures:
+            print(f"FAILED {f.file}: {f.reason}", file=sys.stderr)
+            status = EXIT_FAILED_FRAMES
+    return status
+
+
+def cmd_heatmap(args) -> int:
+    from .heatmap import render_heatmap
+
+    print(render_heatmap(args.merged, args.output, args.scale))
+    return EXIT_OK
+
+
+def cmd_simulate(args) -> int:
+    from .simulate import simulate_acquisition
+
+    acq = simulate_acquisition(
+        args.outdir,
+        frames=args.frames,
+        frames_per_file=args.frames_per_file,
+        compression=args.compression,
+        stem=args.stem,
+        rate=args.rate,
+        seed=args.seed,
+    )
+    print(
+        f"{acq.n_frames} frames in {len(acq.module_files[0])} parts x {len(acq.module_files)} modules: {acq.directory}"
+    )
+    print(f"calibration: {acq.poni_path}")
+    print(f"mask:        {acq.mask_path}")
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from .heatmap import render_heatmap
+    from .offline import integrate_source
+    from .progress import Progress
+    from .simulate import simulate_acquisition
+    from .sources import LambdaSource
+
+    raw = args.workdir / "raw"
+    stem = "ramp_00001"
+    while raw.exists() and any(raw.glob(f"{stem}_m*")):
+        stem = f"ramp_{int(stem[-5:]) + 1:05d}"
+    print(f"simulating {args.frames} frames of a Lambda 2M compression ramp in {raw} ...", file=sys.stderr)
+    acq = simulate_acquisition(raw, frames=args.frames, frames_per_file=50, stem=stem)
+    settings = IntegrationSettings(poni_path=acq.poni_path, mask_path=acq.mask_path, bins=2048, unit="2th_deg")
+    source = LambdaSource.from_file(acq.module_files[0][0])
+    progress = Progress("integrating", acq.n_frames)
+    try:
+        report = integrate_source(source, settings, args.workdir / "processed" / f"{stem}.nxs", progress=progress)
+    finally:
+        progress.close()
+    png = render_heatmap(report.output)
+    print(f"merged file: {report.output} ({report.frames_integrated} frames, {report.frames_per_second:.1f} frames/s)")
+    print(f"heatmap:     {png}")
+    return EXIT_OK if report.ok else EXIT_FAILED_FRAMES
+
+
+COMMANDS = {"integrate": cmd_integrate, "heatmap": cmd_heatmap, "simulate": cmd_simulate, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except PipelineError as exc:
+        print(f"xrd-pipeline {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"xrd-pipeline {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

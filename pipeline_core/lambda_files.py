@@ -1,0 +1,196 @@
+"""Finding and reading the files of one Lambda acquisition.
+
+Any one file name identifies the acquisition: ``<stem>_m<k>[_part<NNNNN>].nxs`` (older firmware,
+``k`` = 1, 2, 3) or ``<stem>_m<kk>.nxs`` plus ``<stem>_master.nxs`` (2024+). Unlike Dioptas' regex we
+accept module numbers of any width, so ``_m01`` does not silently become "module 1 only".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from . import lambda_layout as L
+from .errors import SourceError
+from .hdf5_io import open_h5
+
+_MODULE_RE = re.compile(r"^(?P<stem>.+)_m(?P<module>\d{1,2})(?:_part(?P<part>\d+))?\.nxs$")
+_MASTER_RE = re.compile(r"^(?P<stem>.+)_master\.nxs$")
+
+
+@dataclass(frozen=True)
+class LambdaName:
+    stem: str
+    module: int | None  # None for the master file
+    part: int | None
+
+
+def parse_lambda_name(path: str | Path) -> LambdaName | None:
+    """Split a Lambda file name into stem, module and part; None when it is not one."""
+    name = Path(path).name
+    m = _MODULE_RE.match(name)
+    if m:
+        part = m.group("part")
+        return LambdaName(m.group("stem"), int(m.group("module")), None if part is None else int(part))
+    m = _MASTER_RE.match(name)
+    if m:
+        return LambdaName(m.group("stem"), None, None)
+    return None
+
+
+@dataclass(frozen=True)
+class LambdaPart:
+    """The module files of one part (one chunk of frames), ordered by module number."""
+
+    index: int
+    modules: tuple[int, ...]
+    files: tuple[Path, ...]
+
+    @property
+    def first_file(self) -> Path:
+        """The module-1 file, which Dioptas' Batch View lists as the part's raw file."""
+        return self.files[0]
+
+
+@dataclass(frozen=True)
+class LambdaAcquisition:
+    """All files of one acquisition of one detector."""
+
+    directory: Path
+    stem: str
+    modules: tuple[int, ...]
+    parts: tuple[LambdaPart, ...]
+
+    @classmethod
+    def from_file(cls, path: str | Path, expected_modules: tuple[int, ...] | None = None) -> LambdaAcquisition:
+        """Find every module and part of the acquisition that ``path`` belongs to.
+
+        A module missing from *every* part is a module switched off (no file written) and is left out,
+        unless ``expected_modules`` says it must be there; a module missing from *some* parts is kept,
+        and those parts fail when read, naming the missing file.
+        """
+        path = Path(path).absolute()
+        name = parse_lambda_name(path)
+        if name is None:
+            raise SourceError(
+                f"{path.name} is not a Lambda file name; expected <stem>_m<k>.nxs, <stem>_m<k>_part<NNNNN>.nxs "
+                "or <stem>_master.nxs"
+            )
+        return cls.from_stem(path.parent, name.stem, expected_modules)
+
+    @classmethod
+    def from_stem(
+        cls, directory: Path, stem: str, expected_modules: tuple[int, ...] | None = None
+    ) -> LambdaAcquisition:
+        directory = Path(directory).absolute()
+        found: dict[tuple[int, int], Path] = {}
+        for candidate in directory.glob(f"{glob_escape(stem)}_m*.nxs"):
+            name = parse_lambda_name(candidate)
+            if name is None or name.stem != stem or name.module is None:
+                continue
+            key = (name.part or 0, name.module)
+            if key in found:
+                raise SourceError(
+                    f"two files for module {name.module} part {key[0]}: {found[key].name} and {candidate.name}"
+                )
+            found[key] = candidate
+        if not found:
+            raise SourceError(f"no module files <stem>_m<k>*.nxs for stem {stem!r} in {directory}")
+        modules = tuple(sorted(expected_modules or {m for _, m in found}))
+        part_numbers = sorted({p for p, _ in found})
+        parts = tuple(
+            LambdaPart(
+                p, modules, tuple(found.get((p, m), _missing_name(directory, stem, m, p, found)) for m in modules)
+            )
+            for p in part_numbers
+        )
+        return cls(directory, stem, modules, parts)
+
+    @property
+    def files(self) -> list[Path]:
+        return [f for part in self.parts for f in part.files]
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([\[\]*?])", r"[\1]", text)
+
+
+def _missing_name(directory: Path, stem: str, module: int, part: int, found: dict) -> Path:
+    """The name a missing module file would have, following the naming of the files that exist."""
+    sample = next(iter(found.values())).name
+    width = len(re.match(r".+_m(\d{1,2})", sample).group(1))  # type: ignore[union-attr]
+    suffix = f"_part{part:05d}" if "_part" in sample[len(stem) :] else ""
+    return directory / f"{stem}_m{module:0{width}d}{suffix}.nxs"
+
+
+@dataclass
+class ModuleFile:
+    """An open module file: metadata read, frames read on demand into reusable buffers."""
+
+    path: Path
+    h5: h5py.File
+    data: h5py.Dataset
+    offset: tuple[float, float]
+    frame_numbers: np.ndarray
+    pixel_mask: np.ndarray | None
+
+    @classmethod
+    def open(cls, path: Path, retries: int = 3, delay_s: float = 0.5) -> ModuleFile:
+        h5 = open_h5(path, retries=retries, delay_s=delay_s)
+        try:
+            return cls._read_metadata(path, h5)
+        except Exception:
+            h5.close()
+            raise
+
+    @classmethod
+    def _read_metadata(cls, path: Path, h5: h5py.File) -> ModuleFile:
+        if L.DATA not in h5:
+            raise SourceError(f"{path} has no {L.DATA}; expected a Lambda module file (see lambda-format.md)")
+        data = h5[L.DATA]
+        if data.ndim != 3:
+            raise SourceError(f"{path}: {L.DATA} has shape {data.shape}; expected (frames, rows, columns)")
+        if data.dtype.kind not in "iu" and data.dtype.kind != "f":
+            raise SourceError(f"{path}: {L.DATA} has dtype {data.dtype}; expected integer counts")
+        if L.TRANSLATION in h5:
+            distance = np.asarray(h5[L.TRANSLATION][()], dtype=np.float64).ravel()
+            if distance.size < 2 or not np.all(np.isfinite(distance[:2])):
+                raise SourceError(f"{path}: {L.TRANSLATION} = {distance}; expected [x, y, z] in pixels")
+            offset = (float(distance[0]), float(distance[1]))
+        else:
+            raise SourceError(f"{path} has no {L.TRANSLATION}: the module offset is needed to stitch")
+        n = data.shape[0]
+        if L.SEQUENCE_NUMBER in h5:
+            numbers = np.asarray(h5[L.SEQUENCE_NUMBER][()], dtype=np.int64).ravel()
+            if numbers.size < n:
+                raise SourceError(f"{path}: {numbers.size} sequence numbers for {n} frames")
+            numbers = numbers[:n]
+        else:
+            raise SourceError(f"{path} has no {L.SEQUENCE_NUMBER}: frame numbers are needed to merge")
+        mask = None
+        if L.PIXEL_MASK in h5:
+            raw = np.asarray(h5[L.PIXEL_MASK][()])
+            mask = raw.reshape(raw.shape[-2:]) != 0 if raw.size == np.prod(data.shape[1:]) else None
+        return cls(path, h5, data, offset, numbers, mask)
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.data.shape[0])
+
+    @property
+    def module_shape(self) -> tuple[int, int]:
+        return tuple(int(n) for n in self.data.shape[1:])  # type: ignore[return-value]
+
+    def read(self, start: int, stop: int, out: np.ndarray) -> None:
+        """Read frames ``start:stop`` into ``out`` (preallocated: fresh arrays per chunk are slower)."""
+        try:
+            self.data.read_direct(out, np.s_[start:stop], np.s_[0 : stop - start])
+        except Exception as exc:
+            raise SourceError(f"{self.path}: frames {start}..{stop - 1} cannot be read ({exc})") from exc
+
+    def close(self) -> None:
+        self.h5.close()

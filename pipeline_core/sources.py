@@ -1,0 +1,373 @@
+"""Frame sources: where stitched frames, their frame numbers and their bad-pixel mask come from.
+
+Every source turns its files into a stream of :class:`FrameChunk` (a few frames at a time, so a
+2000-frame part never sits in memory whole) and reports what it could not read as
+:class:`FailedInput` instead of skipping it. Three kinds:
+
+* :class:`LambdaSource` — a Lambda acquisition (modules stitched with Dioptas' rule);
+* :class:`Hdf5Source` — one 3-D dataset per file (Eiger-style ``/entry/data/data``);
+* :class:`ImageSource` — single image files read by fabio (TIFF, CBF, EDF, …).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import lambda_layout as L
+from .errors import SourceError
+from .hdf5_io import open_h5
+from .lambda_files import LambdaAcquisition, LambdaPart, ModuleFile, parse_lambda_name
+from .stitch import StitchLayout
+
+IMAGE_SUFFIXES = {".tif", ".tiff", ".cbf", ".edf", ".img", ".mar3450", ".sfrm", ".mccd", ".npy"}
+HDF5_SUFFIXES = {".nxs", ".h5", ".hdf5", ".hdf", ".nx5"}
+DEFAULT_DATASETS = ("/entry/data/data", "/entry/instrument/detector/data")
+
+
+@dataclass
+class FrameChunk:
+    """A few consecutive stitched frames of one input file."""
+
+    frame_numbers: np.ndarray  # (n,) acquisition frame numbers
+    frames: np.ndarray  # (n, rows, cols)
+    file_index: int  # index into ``source.raw_files``
+    index_in_file: np.ndarray  # (n,) frame index inside that file
+
+
+@dataclass
+class FailedInput:
+    """Frames (or a whole file) that could not be read, and why."""
+
+    file: str
+    reason: str
+    frame_numbers: list[int] = field(default_factory=list)
+
+
+ErrorSink = Callable[[FailedInput], None]
+
+
+class FrameSource:
+    """Common interface. ``prepare()`` must run before ``frame_shape``/``detector_mask`` are known."""
+
+    name: str
+    frame_shape: tuple[int, int]
+    detector_mask: np.ndarray | None
+    raw_files: list[str]
+    input_files: list[str]
+
+    def prepare(self) -> None:
+        raise NotImplementedError
+
+    def chunks(self, chunk_size: int, on_error: ErrorSink) -> Iterator[FrameChunk]:
+        raise NotImplementedError
+
+    def expected_frames(self) -> int | None:
+        """Number of frames announced by the files, if cheap to know (for progress bars)."""
+        return None
+
+
+class LambdaSource(FrameSource):
+    """A Lambda acquisition: every part's module files read side by side and stitched."""
+
+    def __init__(self, acquisition: LambdaAcquisition, retries: int = 3, retry_delay_s: float = 0.5):
+        self.acquisition = acquisition
+        self.name = acquisition.stem
+        self.retries = retries
+        self.retry_delay_s = retry_delay_s
+        self.layout: StitchLayout | None = None
+        self.raw_files = [str(p.first_file) for p in acquisition.parts]
+        self.input_files = [str(f) for f in acquisition.files]
+
+    @classmethod
+    def from_file(cls, path: str | Path, **kwargs) -> LambdaSource:
+        return cls(LambdaAcquisition.from_file(path), **kwargs)
+
+    def prepare(self) -> None:
+        """Take the layout from the first part whose module files all open."""
+        errors = []
+        for part in self.acquisition.parts:
+            try:
+                modules = self._open_part(part)
+            except SourceError as exc:
+                errors.append(str(exc))
+                continue
+            try:
+                self.layout = StitchLayout.from_offsets([m.offset for m in modules], [m.module_shape for m in modules])
+                self.frame_shape = self.layout.frame_shape
+                self.detector_mask = self.layout.stitch_mask([m.pixel_mask for m in modules])
+                return
+            finally:
+                for m in modules:
+                    m.close()
+        raise SourceError(f"no part of {self.name} could be opened: " + "; ".join(errors))
+
+    def expected_frames(self) -> int | None:
+        total = 0
+        for part in self.acquisition.parts:
+            try:
+                with open_h5(part.first_file, retries=0) as h5:
+                    total += int(h5[L.DATA].shape[0])
+            except (SourceError, KeyError):
+                return None
+        return total
+
+    def _open_part(self, part: LambdaPart) -> list[ModuleFile]:
+        opened: list[ModuleFile] = []
+        try:
+            for path in part.files:
+                if not path.exists():
+                    raise SourceError(f"module file {path} is missing (module switched off or not yet written?)")
+                opened.append(ModuleFile.open(path, retries=self.retries, delay_s=self.retry_delay_s))
+        except SourceError:
+            for m in opened:
+                m.close()
+            raise
+        return opened
+
+    def _check_part(self, part: LambdaPart, modules: list[ModuleFile]) -> int:
+        """Validate a part against the layout; return the usable frame count."""
+        assert self.layout is not None
+        expected = StitchLayout.from_offsets([m.offset for m in modules], [m.module_shape for m in modules])
+        if expected != self.layout:
+            raise SourceError(
+                f"part {part.index} ({part.first_file.name}) has module shapes/offsets "
+                f"{[(m.module_shape, m.offset) for m in modules]} unlike the first part's; frame shape would be "
+                f"{expected.frame_shape}, expected {self.layout.frame_shape}"
+            )
+        # One module may log one extra frame: use the shortest, but never silently drop more than that.
+        counts = [m.n_frames for m in modules]
+        n = min(counts)
+        if max(counts) - n > 1:
+            raise SourceError(f"part {part.index}: module files hold {counts} frames; they must agree (±1)")
+        ref = modules[0].frame_numbers[:n]
+        for m in modules[1:]:
+            if not np.array_equal(m.frame_numbers[:n], ref):
+                raise SourceError(f"{m.path}: sequence numbers differ from {modules[0].path.name}'s")
+        return n
+
+    def chunks(self, chunk_size: int, on_error: ErrorSink) -> Iterator[FrameChunk]:
+        if self.layout is None:
+            self.prepare()
+        assert self.layout is not None
+        buffers: dict = {}
+        for file_index, part in enumerate(self.acquisition.parts):
+            try:
+                modules = self._open_part(part)
+            except SourceError as exc:
+                on_error(FailedInput(str(part.first_file), str(exc), self._guess_numbers(part)))
+                continue
+            try:
+                yield from self._part_chunks(file_index, part, modules, chunk_size, buffers, on_error)
+            finally:
+                for m in modules:
+                    m.close()
+
+    def _part_chunks(self, file_index, part, modules, chunk_size, buffers, on_error) -> Iterator[FrameChunk]:
+        assert self.layout is not None
+        try:
+            n = self._check_part(part, modules)
+        except SourceError as exc:
+            on_error(FailedInput(str(part.first_file), str(exc), [int(v) for v in modules[0].frame_numbers]))
+            return
+        for start in range(0, n, chunk_size):
+            stop = min(start + chunk_size, n)
+            numbers = modules[0].frame_numbers[start:stop]
+            try:
+                module_frames = []
+                for k, m in enumerate(modules):
+                    key = (k, stop - start, m.data.dtype.str)
+                    if key not in buffers:
+                        buffers[key] = np.empty((stop - start, *m.module_shape), dtype=m.data.dtype)
+                    m.read(start, stop, buffers[key])
+                    module_frames.append(buffers[key])
+                frames = self.layout.stitch(module_frames)
+            except SourceError as exc:
+                on_error(FailedInput(str(part.first_file), str(exc), [int(v) for v in numbers]))
+                continue
+            yield FrameChunk(numbers.copy(), frames, file_index, np.arange(start, stop))
+
+    def _guess_numbers(self, part: LambdaPart) -> list[int]:
+        """Frame numbers of a part that failed, from any of its module files that still opens."""
+        for path in part.files:
+            try:
+                m = ModuleFile.open(path, retries=0)
+            except SourceError:
+                continue
+            try:
+                return [int(v) for v in m.frame_numbers]
+            finally:
+                m.close()
+        return []
+
+
+class Hdf5Source(FrameSource):
+    """Files that each hold a 3-D frame stack in one dataset; frames numbered from 1 across files."""
+
+    def __init__(self, files: Sequence[str | Path], dataset: str | None = None, retries: int = 3):
+        self.files = [Path(f).absolute() for f in files]
+        if not self.files:
+            raise SourceError("no HDF5 files given")
+        self.dataset = dataset
+        self.retries = retries
+        self.name = self.files[0].stem
+        self.raw_files = [str(f) for f in self.files]
+        self.input_files = list(self.raw_files)
+        self.detector_mask = None
+
+    def _dataset(self, h5, path: Path):
+        candidates = (self.dataset,) if self.dataset else DEFAULT_DATASETS
+        for name in candidates:
+            if name in h5 and getattr(h5[name], "ndim", 0) in (2, 3):
+                return h5[name]
+        raise SourceError(f"{path} has no frame dataset at {' or '.join(candidates)}; give the path with --dataset")
+
+    def prepare(self) -> None:
+        errors = []
+        for path in self.files:
+            try:
+                with open_h5(path, retries=self.retries) as h5:
+                    self.frame_shape = tuple(int(n) for n in self._dataset(h5, path).shape[-2:])
+                return
+            except SourceError as exc:
+                errors.append(str(exc))
+        raise SourceError("; ".join(errors))
+
+    def chunks(self, chunk_size: int, on_error: ErrorSink) -> Iterator[FrameChunk]:
+        next_number = 1
+        for file_index, path in enumerate(self.files):
+            try:
+                h5 = open_h5(path, retries=self.retries)
+            except SourceError as exc:
+                on_error(FailedInput(str(path), str(exc)))
+                continue
+            with h5:
+                try:
+                    ds = self._dataset(h5, path)
+                except SourceError as exc:
+                    on_error(FailedInput(str(path), str(exc)))
+                    continue
+                n = 1 if ds.ndim == 2 else ds.shape[0]
+                if tuple(ds.shape[-2:]) != self.frame_shape:
+                    on_error(
+                        FailedInput(
+                            str(path), f"{path}: frames are {tuple(ds.shape[-2:])}, expected {self.frame_shape}"
+                        )
+                    )
+                    next_number += n
+                    continue
+                for start in range(0, n, chunk_size):
+                    stop = min(start + chunk_size, n)
+                    numbers = np.arange(next_number + start, next_number + stop)
+                    try:
+                        frames = ds[()][None] if ds.ndim == 2 else ds[start:stop]
+                    except Exception as exc:
+                        on_error(FailedInput(str(path), f"{path}: frames {start}..{stop - 1}: {exc}", numbers.tolist()))
+                        continue
+                    yield FrameChunk(numbers, frames, file_index, np.arange(start, stop))
+                next_number += n
+
+
+class ImageSource(FrameSource):
+    """Single image files (one or more frames each) read with fabio; frames numbered from 1."""
+
+    def __init__(self, files: Sequence[str | Path]):
+        self.files = [Path(f).absolute() for f in files]
+        if not self.files:
+            raise SourceError("no image files given")
+        self.name = self.files[0].stem
+        self.raw_files = [str(f) for f in self.files]
+        self.input_files = list(self.raw_files)
+        self.detector_mask = None
+
+    @staticmethod
+    def _read(path: Path) -> np.ndarray:
+        try:
+            if path.suffix.lower() == ".npy":
+                data = np.load(path, allow_pickle=False)
+            else:
+                import fabio
+
+                with fabio.open(str(path)) as img:
+                    data = np.stack([img.getframe(i).data for i in range(img.nframes)]) if img.nframes > 1 else img.data
+        except Exception as exc:
+            raise SourceError(f"{path} cannot be read as an image ({exc})") from exc
+        data = np.asarray(data)
+        return data[None] if data.ndim == 2 else data
+
+    def prepare(self) -> None:
+        errors = []
+        for path in self.files:
+            try:
+                self.frame_shape = tuple(int(n) for n in self._read(path).shape[-2:])
+                return
+            except SourceError as exc:
+                errors.append(str(exc))
+        raise SourceError("; ".join(errors))
+
+    def chunks(self, chunk_size: int, on_error: ErrorSink) -> Iterator[FrameChunk]:
+        next_number = 1
+        for file_index, path in enumerate(self.files):
+            try:
+                frames = self._read(path)
+            except SourceError as exc:
+                on_error(FailedInput(str(path), str(exc), [next_number]))
+                next_number += 1
+                continue
+            n = frames.shape[0]
+            numbers = np.arange(next_number, next_number + n)
+            next_number += n
+            if tuple(frames.shape[-2:]) != self.frame_shape:
+                on_error(
+                    FailedInput(
+                        str(path),
+                        f"{path}: frame shape {frames.shape[-2:]}, expected {self.frame_shape}",
+                        numbers.tolist(),
+                    )
+                )
+                continue
+            yield FrameChunk(numbers, frames, file_index, np.arange(n))
+
+
+def open_sources(paths: Sequence[str | Path], dataset: str | None = None) -> list[FrameSource]:
+    """Turn command-line paths (files or directories) into sources, one per acquisition/stream.
+
+    Lambda files are grouped by acquisition stem (so two detectors, or two scans, give two sources);
+    other HDF5 files form one stack source; image files one image source.
+    """
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files.extend(
+                sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in HDF5_SUFFIXES | IMAGE_SUFFIXES)
+            )
+        elif p.exists():
+            files.append(p)
+        else:
+            raise SourceError(f"{p} does not exist")
+    if not files:
+        raise SourceError(f"no data files in {', '.join(map(str, paths))}")
+    lambda_stems: dict[tuple[Path, str], Path] = {}
+    h5_files: list[Path] = []
+    images: list[Path] = []
+    for f in files:
+        name = parse_lambda_name(f)
+        if name is not None and dataset is None:
+            lambda_stems.setdefault((f.parent.absolute(), name.stem), f)
+        elif f.suffix.lower() in HDF5_SUFFIXES:
+            h5_files.append(f)
+        elif f.suffix.lower() in IMAGE_SUFFIXES:
+            images.append(f)
+        else:
+            raise SourceError(
+                f"{f}: unknown file type {f.suffix!r}; expected Lambda .nxs, HDF5 or an image fabio reads"
+            )
+    sources: list[FrameSource] = [LambdaSource.from_file(f) for f in lambda_stems.values()]
+    if h5_files:
+        sources.append(Hdf5Source(h5_files, dataset))
+    if images:
+        sources.append(ImageSource(images))
+    return sources
