@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,36 @@ class IntegrationSettings:
 
     def replace(self, **changes) -> IntegrationSettings:
         return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """Plain-JSON form, for messages and provenance."""
+        d = dataclasses.asdict(self)
+        d["poni_path"] = str(self.poni_path)
+        d["mask_path"] = None if self.mask_path is None else str(self.mask_path)
+        d["method"] = list(self.method)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> IntegrationSettings:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ConfigError(f"unknown integration setting(s) {sorted(unknown)}; expected {sorted(names)}")
+        return cls(**data)
+
+    def fingerprint(self) -> str:
+        """Identifies the result: settings plus the *content* of the PONI and mask files."""
+        parts = [json.dumps(self.to_dict(), sort_keys=True), _content_digest(self.poni_path)]
+        if self.mask_path is not None:
+            parts.append(_content_digest(self.mask_path))
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _content_digest(path: Path) -> str:
+    try:
+        return file_sha256(path)
+    except OSError:
+        return "missing"
 
 
 def validate_bins(bins: int) -> int:
@@ -163,6 +194,8 @@ class IntegrationEngine:
         )
         warm = self.ai.integrate1d(np.zeros(self.frame_shape, np.float32), self.settings.bins, **self._kwargs)
         self.radial = np.asarray(warm.radial, dtype=np.float64)
+        #: What the Merger compares so patterns integrated differently never land in one file.
+        self.fingerprint = self.settings.fingerprint()
 
     def build_mask(self) -> np.ndarray:
         mask = np.zeros(self.frame_shape, dtype=bool)

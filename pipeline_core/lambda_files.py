@@ -194,3 +194,20 @@ class ModuleFile:
 
     def close(self) -> None:
         self.h5.close()
+
+
+def frame_numbers_from_any(files: list[Path] | tuple[Path, ...]) -> list[int]:
+    """Frame numbers of a part that failed, from whichever of its module files still opens.
+
+    So that a failure is listed with the frames it cost, not as an anonymous file.
+    """
+    for path in files:
+        try:
+            m = ModuleFile.open(path, retries=0)
+        except SourceError:
+            continue
+        try:
+            return [int(v) for v in m.frame_numbers]
+        finally:
+            m.close()
+    return []

@@ -157,12 +157,14 @@ class MergedFileWriter:
         _set_str(proc, "error_model", s.error_model or "none")
         _set_str(proc, "start_time", now_iso())
         _set_str(proc, "status", "running")
-        proc.create_dataset("files", data=list(raw_files), dtype=STR)
+        proc.create_dataset("files", data=list(raw_files), dtype=STR, maxshape=(None,), chunks=(256,))
         proc.create_dataset("input_files", data=list(input_files), dtype=STR)
         self.pos_map = proc.create_dataset(
             "pos_map", shape=(0, 2), maxshape=(None, 2), chunks=(1024, 2), dtype=np.int64
         )
-        proc.create_dataset("file_map", data=np.zeros(self.n_raw_files + 1, dtype=np.int64))
+        proc.create_dataset(
+            "file_map", data=np.zeros(self.n_raw_files + 1, dtype=np.int64), maxshape=(None,), chunks=(256,)
+        )
         failed = proc.create_group("failed")
         failed.attrs["NX_class"] = "NXcollection"
         for name in ("file", "reason", "frame_numbers"):
@@ -245,6 +247,16 @@ class MergedFileWriter:
             ds[start : old_n + k] = merged[key]
         self._numbers = np.concatenate([self._numbers[:start], merged["numbers"]])
         self._file_index = np.concatenate([self._file_index[:start], merged["pos"][:, 0]])
+        self._write_file_map()
+
+    def set_raw_file(self, index: int, path: str) -> None:
+        """Name the raw (module-1) file of part ``index``; live scans learn their parts one by one."""
+        files = self.proc["files"]
+        if index >= files.shape[0]:
+            files.resize((index + 1,))
+            self.proc["file_map"].resize((index + 2,))
+            self.n_raw_files = index + 1
+        files[index] = path
         self._write_file_map()
 
     def _write_file_map(self) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 from . import lambda_layout as L
 from .errors import SourceError
 from .hdf5_io import open_h5
-from .lambda_files import LambdaAcquisition, LambdaPart, ModuleFile, parse_lambda_name
+from .lambda_files import LambdaAcquisition, LambdaPart, ModuleFile, frame_numbers_from_any, parse_lambda_name
 from .stitch import StitchLayout
 
 IMAGE_SUFFIXES = {".tif", ".tiff", ".cbf", ".edf", ".img", ".mar3450", ".sfrm", ".mccd", ".npy"}
@@ -131,22 +131,13 @@ class LambdaSource(FrameSource):
     def _check_part(self, part: LambdaPart, modules: list[ModuleFile]) -> int:
         """Validate a part against the layout; return the usable frame count."""
         assert self.layout is not None
-        expected = StitchLayout.from_offsets([m.offset for m in modules], [m.module_shape for m in modules])
-        if expected != self.layout:
+        layout, n = check_part_modules(modules)
+        if layout != self.layout:
             raise SourceError(
                 f"part {part.index} ({part.first_file.name}) has module shapes/offsets "
                 f"{[(m.module_shape, m.offset) for m in modules]} unlike the first part's; frame shape would be "
-                f"{expected.frame_shape}, expected {self.layout.frame_shape}"
+                f"{layout.frame_shape}, expected {self.layout.frame_shape}"
             )
-        # One module may log one extra frame: use the shortest, but never silently drop more than that.
-        counts = [m.n_frames for m in modules]
-        n = min(counts)
-        if max(counts) - n > 1:
-            raise SourceError(f"part {part.index}: module files hold {counts} frames; they must agree (±1)")
-        ref = modules[0].frame_numbers[:n]
-        for m in modules[1:]:
-            if not np.array_equal(m.frame_numbers[:n], ref):
-                raise SourceError(f"{m.path}: sequence numbers differ from {modules[0].path.name}'s")
         return n
 
     def chunks(self, chunk_size: int, on_error: ErrorSink) -> Iterator[FrameChunk]:
@@ -158,7 +149,7 @@ class LambdaSource(FrameSource):
             try:
                 modules = self._open_part(part)
             except SourceError as exc:
-                on_error(FailedInput(str(part.first_file), str(exc), self._guess_numbers(part)))
+                on_error(FailedInput(str(part.first_file), str(exc), frame_numbers_from_any(part.files)))
                 continue
             try:
                 yield from self._part_chunks(file_index, part, modules, chunk_size, buffers, on_error)
@@ -189,19 +180,6 @@ class LambdaSource(FrameSource):
                 on_error(FailedInput(str(part.first_file), str(exc), [int(v) for v in numbers]))
                 continue
             yield FrameChunk(numbers.copy(), frames, file_index, np.arange(start, stop))
-
-    def _guess_numbers(self, part: LambdaPart) -> list[int]:
-        """Frame numbers of a part that failed, from any of its module files that still opens."""
-        for path in part.files:
-            try:
-                m = ModuleFile.open(path, retries=0)
-            except SourceError:
-                continue
-            try:
-                return [int(v) for v in m.frame_numbers]
-            finally:
-                m.close()
-        return []
 
 
 class Hdf5Source(FrameSource):
@@ -371,3 +349,58 @@ def open_sources(paths: Sequence[str | Path], dataset: str | None = None) -> lis
     if images:
         sources.append(ImageSource(images))
     return sources
+
+
+def check_part_modules(modules: Sequence[ModuleFile]) -> tuple[StitchLayout, int]:
+    """Layout and usable frame count of one part's module files, or SourceError saying what disagrees.
+
+    One module may log one extra frame (lambda-format.md): the shortest count is used; more than one
+    frame of difference, or sequence numbers that differ, mean the files do not belong together.
+    """
+    layout = StitchLayout.from_offsets([m.offset for m in modules], [m.module_shape for m in modules])
+    counts = [m.n_frames for m in modules]
+    n = min(counts)
+    if max(counts) - n > 1:
+        raise SourceError(f"{modules[0].path.name}: module files hold {counts} frames; they must agree (±1)")
+    ref = modules[0].frame_numbers[:n]
+    for m in modules[1:]:
+        if not np.array_equal(m.frame_numbers[:n], ref):
+            raise SourceError(f"{m.path}: sequence numbers differ from {modules[0].path.name}'s")
+    return layout, n
+
+
+@dataclass
+class PartFrames:
+    """Stitched frames of a range of one part, with what is needed to integrate them."""
+
+    frames: np.ndarray
+    frame_numbers: np.ndarray
+    layout: StitchLayout
+    detector_mask: np.ndarray
+
+
+def read_part_range(
+    module_files: Sequence[str | Path], start: int, stop: int, retries: int = 3, retry_delay_s: float = 0.5
+) -> PartFrames:
+    """Open one part's module files, read frames ``start:stop`` and stitch them (the live path)."""
+    modules: list[ModuleFile] = []
+    try:
+        for path in map(Path, module_files):
+            if not path.exists():
+                raise SourceError(f"module file {path} is missing")
+            modules.append(ModuleFile.open(path, retries=retries, delay_s=retry_delay_s))
+        layout, n = check_part_modules(modules)
+        if not 0 <= start < stop <= n:
+            raise SourceError(f"{modules[0].path}: frames {start}..{stop - 1} requested, the part has {n}")
+        buffers = [np.empty((stop - start, *m.module_shape), m.data.dtype) for m in modules]
+        for m, buf in zip(modules, buffers, strict=True):
+            m.read(start, stop, buf)
+        return PartFrames(
+            layout.stitch(buffers),
+            modules[0].frame_numbers[start:stop].copy(),
+            layout,
+            layout.stitch_mask([m.pixel_mask for m in modules]),
+        )
+    finally:
+        for m in modules:
+            m.close()

@@ -1,0 +1,194 @@
+"""The integration stage of the live pipeline, without Tango.
+
+Woken by "work available" hints, it claims work items one at a time (``claim`` is a callable: the
+Integrator device passes a call of the Stitcher's ``ClaimWork`` command), reads and stitches the
+item's frames, integrates them with a warm engine and hands a :class:`PatternBatch` on. It also
+polls for work when idle, because an event is a hint, not a delivery guarantee.
+
+The engine is rebuilt only when the settings or the detector layout/mask change.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import PipelineError
+from .integrate import IntegrationEngine, IntegrationSettings, read_poni
+from .mask import check_mask_shape, load_mask_file
+from .messages import FailedFrames, PatternBatch, WorkItem
+from .sources import read_part_range
+from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IntegrateCounters:
+    frames_received: int = 0
+    frames_processed: int = 0
+    frames_failed: int = 0
+    busy_s: float = 0.0
+
+
+class IntegrateStage:
+    def __init__(
+        self,
+        name: str,
+        settings: IntegrationSettings | None,
+        claim: Callable[[], WorkItem | None],
+        on_batch: Callable[[PatternBatch], None],
+        on_error: Callable[[str], None],
+        poll_interval_s: float = 1.0,
+    ):
+        self.name = name
+        self._settings = settings
+        self._claim = claim
+        self._on_batch = on_batch
+        self._on_error = on_error
+        self._engine: IntegrationEngine | None = None
+        self._engine_lock = threading.Lock()
+        self.frame_shape: tuple[int, int] | None = None
+        self.counters = IntegrateCounters()
+        self.last_pattern: np.ndarray | None = None
+        self.radial: np.ndarray | None = None
+        self.running = False
+        self._worker = Worker(
+            f"xrd-integrate-{name}", self._drain, on_error, idle=self._poll, idle_interval_s=poll_interval_s
+        )
+
+    # -- settings ---------------------------------------------------------------------------------
+    @property
+    def settings(self) -> IntegrationSettings | None:
+        return self._settings
+
+    def set_settings(self, settings: IntegrationSettings) -> None:
+        """Validate, then switch. A bad PONI or a mask of the wrong shape raises and the old value stays."""
+        read_poni(settings.poni_path)
+        if settings.mask_path is not None:
+            mask = load_mask_file(settings.mask_path)
+            if self.frame_shape is not None:
+                check_mask_shape(mask, self.frame_shape, f"file {settings.mask_path}")
+        with self._engine_lock:
+            self._settings = settings
+            self._engine = None
+
+    # -- work ---------------------------------------------------------------------------------------
+    def wake(self) -> None:
+        """Work is available (an event arrived). Returns at once."""
+        if self.running and self._worker.depth < 2:
+            self._worker.submit("wake")
+
+    def _poll(self) -> None:
+        if self.running:
+            self._drain("poll")
+
+    def _drain(self, _reason: str) -> None:
+        while self.running:
+            item = self._claim()
+            if item is None:
+                return
+            self.process(item)
+
+    def process(self, item: WorkItem) -> PatternBatch:
+        """Integrate one work item and hand the batch on (also used directly by tests)."""
+        t0 = time.perf_counter()
+        self.counters.frames_received += len(item.frame_numbers)
+        batch = self._integrate(item)
+        self.counters.frames_processed += len(batch.frame_numbers)
+        self.counters.frames_failed += sum(len(f.frame_numbers) for f in batch.failed)
+        self.counters.busy_s += time.perf_counter() - t0
+        self._on_batch(batch)
+        return batch
+
+    def _integrate(self, item: WorkItem) -> PatternBatch:
+        settings = self._settings
+        empty = np.zeros((0, settings.bins if settings else 1), np.float32)
+
+        def failed(reason: str) -> PatternBatch:
+            self._on_error(f"{item.item_id}: {reason}")
+            return PatternBatch(
+                item.item_id,
+                item.scan,
+                item.detector,
+                self.name,
+                item.part,
+                "",
+                np.zeros(0, np.int64),
+                np.zeros(0, np.int64),
+                empty,
+                np.zeros(empty.shape[1]),
+                failed=[FailedFrames(item.module_files[0], reason, list(item.frame_numbers))],
+                raw_file=item.module_files[0],
+                total_frames=item.total_frames,
+            )
+
+        if item.error:
+            return failed(item.error)
+        if settings is None:
+            return failed("no PONI set on the Integrator: write its poniPath attribute")
+        try:
+            frames = read_part_range(item.module_files, item.start, item.stop)
+            engine = self._engine_for(settings, frames.frames.shape[-2:], frames.detector_mask)
+            result = np.empty((len(frames.frame_numbers), settings.bins), np.float32)
+            sigma = np.empty_like(result) if settings.error_model else None
+            for i, frame in enumerate(frames.frames):
+                pattern = engine.integrate(frame, int(frames.frame_numbers[i]))
+                result[i] = pattern.intensity
+                if sigma is not None:
+                    sigma[i] = pattern.sigma
+        except PipelineError as exc:
+            return failed(str(exc))
+        self.last_pattern = result[-1].copy()
+        self.radial = engine.radial
+        return PatternBatch(
+            item.item_id,
+            item.scan,
+            item.detector,
+            self.name,
+            item.part,
+            engine.fingerprint,
+            frames.frame_numbers,
+            np.arange(item.start, item.stop),
+            result,
+            engine.radial,
+            sigma,
+            settings=settings.to_dict(),
+            raw_file=item.module_files[0],
+            total_frames=item.total_frames,
+        )
+
+    def _engine_for(self, settings, frame_shape, detector_mask) -> IntegrationEngine:
+        with self._engine_lock:
+            e = self._engine
+            if (
+                e is None
+                or e.settings != settings
+                or e.frame_shape != tuple(frame_shape)
+                or not np.array_equal(e.detector_mask, detector_mask)
+            ):
+                if settings.mask_path is not None:
+                    check_mask_shape(
+                        load_mask_file(settings.mask_path), tuple(frame_shape), f"file {settings.mask_path}"
+                    )
+                log.info("%s: building integration engine for %s", self.name, settings)
+                e = IntegrationEngine(settings, tuple(frame_shape), detector_mask)
+                self._engine = e
+                self.frame_shape = e.frame_shape
+            return e
+
+    def start(self) -> None:
+        self.running = True
+        self.wake()
+
+    def pause(self) -> None:
+        self.running = False
+
+    def stop(self) -> None:
+        self.running = False
+        self._worker.stop()

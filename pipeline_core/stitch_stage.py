@@ -1,0 +1,286 @@
+"""The stitching stage of the live pipeline, without Tango.
+
+It hears "this module file is written" announcements (from the detector driver, via the Stitcher
+device), groups them into parts, and once every module file of a part exists and opens, checks the
+part (layout, frame counts, sequence numbers) and cuts it into :class:`WorkItem` s of a few frames.
+Integrators *claim* items one by one, so several of them share a scan without duplicating a frame.
+A part whose module files do not all arrive within ``module_timeout_s`` becomes a failed item that
+still travels down the chain, so the Merger lists it instead of waiting for it forever.
+
+Frames themselves never travel: a work item says which module files and which frame range to stitch,
+and the Integrator that claims it reads and stitches them with :func:`sources.read_part_range`.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import lambda_layout as L
+from .errors import SourceError
+from .hdf5_io import open_h5
+from .lambda_files import LambdaAcquisition, ModuleFile, frame_numbers_from_any, parse_lambda_name
+from .messages import ScanInfo, WorkItem
+from .sources import check_part_modules
+from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StitchConfig:
+    detector: str = "lambda"
+    module_count: int = 3
+    frames_per_item: int = 16
+    module_timeout_s: float = 30.0
+    open_retries: int = 3
+    open_retry_delay_s: float = 0.5
+
+
+@dataclass
+class _Scan:
+    info: ScanInfo
+    directory: Path
+    pending: dict[int, float] = field(default_factory=dict)  # part -> first announcement time
+    done_parts: set[int] = field(default_factory=set)
+    module_width: int = 1
+    parts_suffix: bool = True
+
+
+@dataclass
+class StitchCounters:
+    frames_received: int = 0
+    frames_queued: int = 0
+    frames_failed: int = 0
+    parts_done: int = 0
+
+
+class StitchStage:
+    """Turns module-file announcements into claimable work items. Thread-safe; callbacks never block."""
+
+    def __init__(
+        self,
+        config: StitchConfig,
+        on_scan: Callable[[ScanInfo], None],
+        on_work: Callable[[int], None],
+        on_error: Callable[[str], None],
+        on_layout: Callable[[tuple[int, int], np.ndarray], None] | None = None,
+    ):
+        self.config = config
+        self._on_scan = on_scan
+        self._on_work = on_work
+        self._on_error = on_error
+        self._on_layout = on_layout
+        self._lock = threading.Lock()
+        self._scans: dict[str, _Scan] = {}
+        self._queue: collections.deque[WorkItem] = collections.deque()
+        self._ids = itertools.count(1)
+        self._reintegrations = itertools.count(1)
+        self.counters = StitchCounters()
+        self.frame_shape: tuple[int, int] | None = None
+        self.detector_mask: np.ndarray | None = None
+        self.current_scan = ""
+        self._worker = Worker("xrd-stitch", self._handle, on_error, idle=self._check_pending, idle_interval_s=0.5)
+
+    # -- inputs (any thread) --------------------------------------------------------------------
+    def announce(self, path: str) -> None:
+        """A module file was written. Returns at once; the work happens on the stage's thread."""
+        self._worker.submit(("announce", str(path)))
+
+    def reintegrate(self, path: str) -> None:
+        """Queue every part of the acquisition that ``path`` (a file or directory) belongs to, as a new scan."""
+        self._worker.submit(("reintegrate", str(path)))
+
+    def claim(self) -> WorkItem | None:
+        with self._lock:
+            return self._queue.popleft() if self._queue else None
+
+    @property
+    def queue_depth(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    def stop(self) -> None:
+        self._worker.stop()
+
+    # -- stage thread ---------------------------------------------------------------------------
+    def _handle(self, job: tuple[str, str]) -> None:
+        kind, path = job
+        if kind == "announce":
+            self._announce(Path(path))
+        else:
+            self._reintegrate(Path(path))
+
+    def _announce(self, path: Path) -> None:
+        name = parse_lambda_name(path)
+        if name is None or name.module is None:
+            raise SourceError(f"announced file {path} is not a Lambda module file (<stem>_m<k>[_part<NNNNN>].nxs)")
+        scan = self._scans.get(name.stem)
+        if scan is None:
+            scan = self._new_scan(path.parent, name.stem, reintegration=False)
+        scan.module_width = len(path.name[len(name.stem) + 2 :].split("_")[0].split(".")[0])
+        scan.parts_suffix = name.part is not None
+        part = name.part or 0
+        if part in scan.done_parts:
+            log.info("part %d of %s announced again: ignored (already queued)", part, name.stem)
+            return
+        scan.pending.setdefault(part, time.monotonic())
+        self._try_part(scan, part)
+
+    def _new_scan(self, directory: Path, stem: str, reintegration: bool, parts: int = 0) -> _Scan:
+        scan_id = stem if not reintegration else f"{stem}#r{next(self._reintegrations)}"
+        total = _total_frames(directory, stem)
+        info = ScanInfo(scan_id, self.config.detector, stem, [], [], total, reintegration)
+        scan = _Scan(info, directory)
+        self._scans[scan_id] = scan
+        self.current_scan = scan_id
+        self._on_scan(info)
+        return scan
+
+    def _module_files(self, scan: _Scan, part: int) -> list[Path]:
+        suffix = f"_part{part:05d}" if scan.parts_suffix else ""
+        return [
+            scan.directory / f"{scan.info.stem}_m{k:0{scan.module_width}d}{suffix}.nxs"
+            for k in range(1, self.config.module_count + 1)
+        ]
+
+    def _try_part(self, scan: _Scan, part: int) -> bool:
+        files = self._module_files(scan, part)
+        if not all(f.exists() for f in files):
+            return False
+        try:
+            modules = [ModuleFile.open(f, self.config.open_retries, self.config.open_retry_delay_s) for f in files]
+        except SourceError as exc:
+            if time.monotonic() - scan.pending[part] < self.config.module_timeout_s:
+                return False  # still being written: the idle check tries again
+            self._fail_part(scan, part, files, str(exc))
+            return True
+        try:
+            if scan.info.total_frames is None:
+                total = _read_total(modules[0].h5)
+                if total:
+                    scan.info = dataclasses.replace(scan.info, total_frames=total)
+            layout, n = check_part_modules(modules)
+            numbers = [int(v) for v in modules[0].frame_numbers[:n]]
+            if self.frame_shape is None or self.frame_shape != layout.frame_shape:
+                self.frame_shape = layout.frame_shape
+                self.detector_mask = layout.stitch_mask([m.pixel_mask for m in modules])
+                if self._on_layout:
+                    self._on_layout(self.frame_shape, self.detector_mask)
+        except SourceError as exc:
+            self._fail_part(scan, part, files, str(exc), [int(v) for v in modules[0].frame_numbers])
+            return True
+        finally:
+            for m in modules:
+                m.close()
+        self._queue_part(scan, part, files, numbers)
+        return True
+
+    def _queue_part(self, scan: _Scan, part: int, files: list[Path], numbers: list[int]) -> None:
+        step = self.config.frames_per_item
+        items = [
+            WorkItem(
+                f"{scan.info.scan}:{part}:{start}",
+                scan.info.scan,
+                self.config.detector,
+                part,
+                [str(f) for f in files],
+                start,
+                min(start + step, len(numbers)),
+                numbers[start : start + step],
+                scan.info.total_frames,
+            )
+            for start in range(0, len(numbers), step)
+        ]
+        self._finish_part(scan, part, items, len(numbers), failed=0)
+
+    def _fail_part(self, scan: _Scan, part: int, files: list[Path], reason: str, numbers: list[int] | None = None):
+        """A part that cannot be read still goes down the chain, as an item that says why."""
+        numbers = numbers or frame_numbers_from_any(files)
+        self._on_error(f"part {part} of {scan.info.stem}: {reason}")
+        item = WorkItem(
+            f"{scan.info.scan}:{part}:failed",
+            scan.info.scan,
+            self.config.detector,
+            part,
+            [str(f) for f in files],
+            0,
+            0,
+            numbers,
+            scan.info.total_frames,
+            error=reason,
+        )
+        self._finish_part(scan, part, [item], len(numbers), failed=len(numbers))
+
+    def _finish_part(self, scan: _Scan, part: int, items: list[WorkItem], n: int, failed: int) -> None:
+        scan.pending.pop(part, None)
+        scan.done_parts.add(part)
+        with self._lock:
+            self._queue.extend(items)
+            self.counters.frames_received += n
+            self.counters.frames_queued += n - failed
+            self.counters.frames_failed += failed
+            self.counters.parts_done += 1
+        self._on_work(len(items))
+
+    def _check_pending(self) -> None:
+        """Retry parts whose module files were incomplete; give up on them after the timeout."""
+        now = time.monotonic()
+        for scan in list(self._scans.values()):
+            for part, since in list(scan.pending.items()):
+                if self._try_part(scan, part):
+                    continue
+                if now - since > self.config.module_timeout_s:
+                    files = self._module_files(scan, part)
+                    missing = [f.name for f in files if not f.exists()]
+                    self._fail_part(
+                        scan,
+                        part,
+                        files,
+                        f"module file(s) {', '.join(missing)} not written within {self.config.module_timeout_s:.0f} s",
+                    )
+
+    def _reintegrate(self, path: Path) -> None:
+        target = path
+        if path.is_dir():
+            target = next((p for p in sorted(path.glob("*_m*.nxs")) if parse_lambda_name(p)), None)
+            if target is None:
+                raise SourceError(f"no Lambda module files (<stem>_m<k>*.nxs) in {path}")
+        acq = LambdaAcquisition.from_file(target)
+        scan = self._new_scan(acq.directory, acq.stem, reintegration=True)
+        first = acq.parts[0].files[0].name
+        scan.module_width = len(first[len(acq.stem) + 2 :].split("_")[0].split(".")[0])
+        scan.parts_suffix = "_part" in first[len(acq.stem) :]
+        for part in acq.parts:
+            scan.pending[part.index] = time.monotonic() - self.config.module_timeout_s  # files are complete: no wait
+            self._try_part(scan, part.index)
+
+
+def _read_total(h5) -> int | None:
+    value = h5.get(f"{L.DETECTOR_GROUP}/collection/frame_numbers")
+    try:
+        return int(np.asarray(value[()]).ravel()[0]) if value is not None else None
+    except (ValueError, IndexError, TypeError):
+        return None
+
+
+def _total_frames(directory: Path, stem: str) -> int | None:
+    """Frames the acquisition will have, from ``collection/frame_numbers`` of any of its files."""
+    for f in sorted(directory.glob(f"{stem}_m*.nxs")):
+        try:
+            with open_h5(f, retries=0) as h5:
+                total = _read_total(h5)
+        except (SourceError, OSError):
+            continue
+        if total:
+            return total
+    return None

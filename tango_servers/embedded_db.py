@@ -1,0 +1,114 @@
+"""The embedded default Tango database: pytango's own sqlite-backed DataBaseds, run by us.
+
+Production beamlines have a MariaDB-backed Tango DB and a ``TANGO_HOST`` pointing at it; a laptop,
+a CI runner or a demo has nothing. ``ensure_database`` uses the one named by ``TANGO_HOST`` when it
+answers and otherwise starts ``python -m tango.databaseds.database`` on loopback, with its sqlite
+file kept in a state folder so registrations survive restarts. Everything else (registration,
+servers, clients) goes through the same ``TANGO_HOST`` code path either way.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_PORT = 10123  # not 10000: a developer machine may already run a real Tango DB there
+
+
+def tango_host_reachable(host: str, port: int, timeout_s: float = 1.0) -> bool:
+    """True when something accepts TCP connections at host:port (cheap check before asking Tango)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def database_answers(tango_host: str, timeout_s: float = 2.0) -> bool:
+    """True when a Tango database server answers at ``tango_host`` (``host:port``)."""
+    host, _, port = tango_host.rpartition(":")
+    if not tango_host_reachable(host, int(port), timeout_s):
+        return False
+    import tango
+
+    try:
+        tango.Database(host, int(port)).get_info()
+        return True
+    except tango.DevFailed:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class EmbeddedDatabase:
+    """A DataBaseds subprocess on 127.0.0.1; ``stop()`` ends it (and only it)."""
+
+    state_dir: Path
+    port: int
+    process: subprocess.Popen | None = None
+
+    @property
+    def tango_host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 30.0) -> EmbeddedDatabase:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.state_dir / "databaseds.log", "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tango.databaseds.database", "--host", "127.0.0.1", "--port", str(self.port), "2"],
+            cwd=self.state_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "TANGO_HOST": self.tango_host},
+        )
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"the embedded Tango database exited with code {self.process.returncode}; "
+                    f"see {self.state_dir / 'databaseds.log'}"
+                )
+            if database_answers(self.tango_host, 1.0):
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"the embedded Tango database did not answer on {self.tango_host} within {timeout_s:.0f} s")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> EmbeddedDatabase:
+        return self.start() if self.process is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def ensure_database(state_dir: Path, tango_host: str | None = None) -> tuple[str, EmbeddedDatabase | None]:
+    """Return a working TANGO_HOST: the given/ambient one if it answers, else a new embedded database.
+
+    The caller owns the returned EmbeddedDatabase (None when an external one is used) and stops it.
+    """
+    tango_host = tango_host or os.environ.get("TANGO_HOST")
+    if tango_host and database_answers(tango_host):
+        return tango_host, None
+    port = int(tango_host.rpartition(":")[2]) if tango_host and tango_host.startswith(("127.", "localhost")) else 0
+    db = EmbeddedDatabase(state_dir, port or free_port()).start()
+    return db.tango_host, db

@@ -1,0 +1,169 @@
+"""The live stages wired with plain callbacks (no Tango): announcements in, merged file out."""
+
+import threading
+import time
+
+import numpy as np
+
+from pipeline_core.integrate import IntegrationSettings
+from pipeline_core.integrate_stage import IntegrateStage
+from pipeline_core.merge_stage import MergeStage
+from pipeline_core.messages import PatternBatch, ScanInfo, WorkItem
+from pipeline_core.nexus import read_merged
+from pipeline_core.offline import integrate_source
+from pipeline_core.sources import LambdaSource
+from pipeline_core.stitch_stage import StitchConfig, StitchStage
+
+from .conftest import write_small_acquisition
+
+
+def _wait(predicate, timeout_s=20.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+class Chain:
+    """Stitch → N integrators → merge, the way the devices wire them, but with direct calls."""
+
+    def __init__(self, tmp_path, settings, n_integrators=2, module_timeout_s=30.0):
+        self.errors: list[str] = []
+        self.closed = []
+        self.scans: list[ScanInfo] = []
+        self.merge = MergeStage(tmp_path / "processed", self.closed.append, self.errors.append, scan_timeout_s=30)
+        self.stitch = StitchStage(
+            StitchConfig(frames_per_item=2, module_timeout_s=module_timeout_s, open_retry_delay_s=0.01),
+            on_scan=self._scan,
+            on_work=self._work,
+            on_error=self.errors.append,
+        )
+        self.integrators = [
+            IntegrateStage(f"int{i}", settings, self.stitch.claim, self._batch, self.errors.append, poll_interval_s=0.2)
+            for i in range(n_integrators)
+        ]
+        for stage in self.integrators:
+            stage.start()
+
+    def _scan(self, info):
+        self.scans.append(info)
+        self.merge.scan_started(info)
+
+    def _work(self, n):
+        for stage in self.integrators:
+            stage.wake()
+
+    def _batch(self, batch: PatternBatch):
+        fmt, payload = batch.encode()  # through the wire format, as over Tango
+        self.merge.add_batch(PatternBatch.decode(fmt, payload))
+
+    def stop(self):
+        for s in self.integrators:
+            s.stop()
+        self.stitch.stop()
+        self.merge.stop()
+
+
+def test_chain_merges_every_frame_once_and_equals_offline(tmp_path, small_poni):
+    acq = write_small_acquisition(tmp_path / "raw", n_parts=3, frames_per_part=5)
+    settings = IntegrationSettings(small_poni, bins=30)
+    chain = Chain(tmp_path, settings, n_integrators=2)
+    try:
+        for f in reversed(acq["files"]):  # announced out of order, and every file twice
+            chain.stitch.announce(str(f))
+            chain.stitch.announce(str(f))
+        assert _wait(lambda: chain.stitch.counters.parts_done == 3)
+        assert _wait(lambda: len(chain.closed) == 0 and chain.merge.counters.frames_processed == 15)
+    finally:
+        chain.stop()
+    assert chain.errors == []
+    (summary,) = chain.closed  # closed on stop: total unknown in these small files
+    live = read_merged(summary.path)
+    assert live["frame_number"].tolist() == list(range(1, 16))
+    offline = integrate_source(LambdaSource.from_file(acq["files"][0]), settings, tmp_path / "offline.nxs")
+    ref = read_merged(offline.output)
+    np.testing.assert_array_equal(live["data"], ref["data"])
+    np.testing.assert_array_equal(live["pos_map"], ref["pos_map"])
+    assert live["files"] == ref["files"]
+    assert sum(s.counters.frames_processed for s in chain.integrators) == 15
+    assert all(s.counters.frames_processed > 0 for s in chain.integrators)
+
+
+def test_part_with_a_missing_module_fails_after_timeout_and_is_listed(tmp_path, small_poni):
+    acq = write_small_acquisition(tmp_path / "raw", n_parts=2, frames_per_part=3)
+    (tmp_path / "raw" / "scan_00001_m3_part00001.nxs").unlink()
+    chain = Chain(tmp_path, IntegrationSettings(small_poni, bins=10), n_integrators=1, module_timeout_s=0.5)
+    try:
+        for f in acq["files"]:
+            if f.exists():
+                chain.stitch.announce(str(f))
+        assert _wait(lambda: chain.stitch.counters.parts_done == 2)
+        assert _wait(lambda: chain.merge.counters.frames_failed == 3)
+    finally:
+        chain.stop()
+    m = read_merged(chain.closed[0].path)
+    assert m["frame_number"].tolist() == [1, 2, 3]
+    assert m["failed_frames"] == ["4-6"]
+    assert "scan_00001_m3_part00001.nxs not written within" in m["failed_reasons"][0]
+    assert any("not written within" in e for e in chain.errors)
+
+
+def test_reintegration_writes_a_new_file_with_new_settings(tmp_path, small_poni):
+    acq = write_small_acquisition(tmp_path / "raw", n_parts=2, frames_per_part=2)
+    chain = Chain(tmp_path, IntegrationSettings(small_poni, bins=10), n_integrators=1)
+    try:
+        chain.stitch.reintegrate(str(tmp_path / "raw"))
+        assert _wait(lambda: chain.merge.counters.frames_processed == 4)
+        chain.merge.finish(chain.scans[0].scan)
+        assert _wait(lambda: len(chain.closed) == 1)
+        chain.integrators[0].set_settings(IntegrationSettings(small_poni, bins=20))
+        chain.stitch.reintegrate(str(acq["files"][0]))
+        assert _wait(lambda: chain.merge.counters.frames_processed == 8)
+        chain.merge.finish(chain.scans[1].scan)
+        assert _wait(lambda: len(chain.closed) == 2)
+    finally:
+        chain.stop()
+    first, second = chain.closed
+    assert (first.path.name, second.path.name) == ("scan_00001.nxs", "scan_00001_v001.nxs")
+    assert read_merged(first.path)["data"].shape == (4, 10)
+    assert read_merged(second.path)["data"].shape == (4, 20)
+
+
+def test_batches_with_other_settings_are_refused(tmp_path, small_poni):
+    closed, errors = [], []
+    merge = MergeStage(tmp_path, closed.append, errors.append)
+    settings = IntegrationSettings(small_poni, bins=4)
+
+    def batch(numbers, fingerprint):
+        n = len(numbers)
+        return PatternBatch(
+            "i",
+            "scan",
+            "det",
+            "int0",
+            0,
+            fingerprint,
+            np.array(numbers),
+            np.arange(n),
+            np.ones((n, 4), np.float32),
+            np.arange(4.0),
+            settings=settings.to_dict(),
+            raw_file="/raw/scan_m1.nxs",
+            total_frames=4,
+        )
+
+    merge.add_batch(batch([1, 2], "aaaa"))
+    merge.add_batch(batch([3, 4], "bbbb"))
+    assert _wait(lambda: len(closed) == 1)
+    merge.stop()
+    m = read_merged(closed[0].path)
+    assert m["frame_number"].tolist() == [1, 2]
+    assert "other settings" in m["failed_reasons"][0] and m["failed_frames"] == ["3-4"]
+
+
+def test_work_item_round_trip():
+    item = WorkItem("s:0:0", "s", "lambda", 0, ["/a_m1.nxs"], 0, 2, [1, 2], 10)
+    assert WorkItem.from_json(item.to_json()) == item
+    assert threading.active_count() >= 1
