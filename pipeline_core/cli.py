@@ -66,9 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stem", default="ramp_00001")
     p.add_argument("--seed", type=int, default=0)
 
-    p = sub.add_parser("demo", help="simulate a ramp, integrate it, draw the heatmap (the main job)")
-    p.add_argument("--workdir", type=Path, default=Path("demo-output"))
-    p.add_argument("--frames", type=int, default=300)
     return parser
 
 
@@ -141,42 +138,20 @@ def cmd_simulate(args) -> int:
     return EXIT_OK
 
 
-def cmd_demo(args) -> int:
-    from .heatmap import render_heatmap
-    from .offline import integrate_source
-    from .progress import Progress
-    from .simulate import simulate_acquisition
-    from .sources import LambdaSource
-
-    raw = args.workdir / "raw"
-    stem = "ramp_00001"
-    while raw.exists() and any(raw.glob(f"{stem}_m*")):
-        stem = f"ramp_{int(stem[-5:]) + 1:05d}"
-    print(f"simulating {args.frames} frames of a Lambda 2M compression ramp in {raw} ...", file=sys.stderr)
-    acq = simulate_acquisition(raw, frames=args.frames, frames_per_file=50, stem=stem)
-    settings = IntegrationSettings(poni_path=acq.poni_path, mask_path=acq.mask_path, bins=2048, unit="2th_deg")
-    source = LambdaSource.from_file(acq.module_files[0][0])
-    progress = Progress("integrating", acq.n_frames)
-    try:
-        report = integrate_source(source, settings, args.workdir / "processed" / f"{stem}.nxs", progress=progress)
-    finally:
-        progress.close()
-    png = render_heatmap(report.output)
-    print(f"merged file: {report.output} ({report.frames_integrated} frames, {report.frames_per_second:.1f} frames/s)")
-    print(f"heatmap:     {png}")
-    return EXIT_OK if report.ok else EXIT_FAILED_FRAMES
+COMMANDS = {"integrate": cmd_integrate, "heatmap": cmd_heatmap, "simulate": cmd_simulate}
 
 
-COMMANDS = {"integrate": cmd_integrate, "heatmap": cmd_heatmap, "simulate": cmd_simulate, "demo": cmd_demo}
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(
+    argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None, extra_commands: dict | None = None
+) -> int:
+    """Run a command; ``parser``/``extra_commands`` let the Tango layer add its commands (demo, register)."""
+    args = (parser or build_parser()).parse_args(argv)
+    commands = {**COMMANDS, **(extra_commands or {})}
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
-        return COMMANDS[args.command](args)
+        return commands[args.command](args)
     except PipelineError as exc:
         print(f"xrd-pipeline {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -59,7 +59,7 @@ class _Scan:
 @dataclass
 class StitchCounters:
     frames_received: int = 0
-    frames_queued: int = 0
+    frames_processed: int = 0
     frames_failed: int = 0
     parts_done: int = 0
 
@@ -98,6 +98,8 @@ class StitchStage:
 
     def reintegrate(self, path: str) -> None:
         """Queue every part of the acquisition that ``path`` (a file or directory) belongs to, as a new scan."""
+        if not Path(path).exists():
+            raise SourceError(f"cannot reintegrate {path}: it does not exist")
         self._worker.submit(("reintegrate", str(path)))
 
     def claim(self) -> WorkItem | None:
@@ -227,7 +229,7 @@ class StitchStage:
         with self._lock:
             self._queue.extend(items)
             self.counters.frames_received += n
-            self.counters.frames_queued += n - failed
+            self.counters.frames_processed += n - failed
             self.counters.frames_failed += failed
             self.counters.parts_done += 1
         self._on_work(len(items))

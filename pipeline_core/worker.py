@@ -7,6 +7,7 @@ here. Exceptions are caught, logged and passed to ``on_error`` so a stage keeps 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -19,6 +20,9 @@ log = logging.getLogger(__name__)
 
 _STOP = object()
 
+#: Context every worker thread runs in; the Tango layer sets it to ``tango.EnsureOmniThread``.
+worker_context: Callable[[], Any] = contextlib.nullcontext
+
 
 class Worker:
     def __init__(
@@ -29,12 +33,16 @@ class Worker:
         maxsize: int = 0,
         idle: Callable[[], None] | None = None,
         idle_interval_s: float = 1.0,
+        thread_context: Callable[[], Any] | None = None,
     ):
         self.name = name
         self._handle = handle
         self._on_error = on_error
         self._idle = idle
         self._idle_interval_s = idle_interval_s
+        # Tango needs threads it did not create to run inside tango.EnsureOmniThread(); the core
+        # cannot import tango, so the device layer passes it in (default: the module-level worker_context).
+        self._thread_context = thread_context or worker_context
         self.queue: queue.Queue = queue.Queue(maxsize)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -47,6 +55,10 @@ class Worker:
         return self.queue.qsize()
 
     def _run(self) -> None:
+        with self._thread_context():
+            self._loop()
+
+    def _loop(self) -> None:
         while True:
             try:
                 item = self.queue.get(timeout=self._idle_interval_s)

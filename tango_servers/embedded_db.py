@@ -67,7 +67,10 @@ class EmbeddedDatabase:
         log = open(self.state_dir / "databaseds.log", "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tango.databaseds.database", "--host", "127.0.0.1", "--port", str(self.port), "2"],
-            cwd=self.state_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=self.state_dir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
             env={**os.environ, "TANGO_HOST": self.tango_host},
         )
         log.close()

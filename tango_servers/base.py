@@ -1,0 +1,217 @@
+"""What every pipeline device shares: counters, state/status reporting, event helpers.
+
+A device here only declares its Tango interface and forwards to a stage from ``pipeline_core``;
+the stage does the work on its own thread and reports back through callbacks, which this base turns
+into State, Status and change events.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+
+import tango
+from tango import AttrWriteType, DevState
+from tango.server import Device, attribute, command, device_property
+
+import pipeline_core.worker
+from pipeline_core.errors import PipelineError
+
+# Threads the stages create call Tango (events, proxies): they must be omni threads.
+pipeline_core.worker.worker_context = tango.EnsureOmniThread
+
+log = logging.getLogger(__name__)
+
+#: How many recent problems Status shows.
+STATUS_ERRORS = 5
+#: Event errors that mean "upstream not (yet) reachable": shown in Status, but not an ALARM.
+TRANSIENT_EVENT_ERRORS = {
+    "API_EventTimeout",
+    "API_CantConnectToDevice",
+    "API_DeviceNotExported",
+    "API_ZmqFailed",
+    "API_CorbaException",
+}
+
+
+class PipelineDevice(Device):
+    """Base class: operator-facing counters, State/Status and a thread-safe error log."""
+
+    OutputDirectory = device_property(dtype=str, default_value="processed", doc="where result files are written")
+
+    def init_device(self) -> None:
+        super().init_device()
+        self._errors: collections.deque[str] = collections.deque(maxlen=STATUS_ERRORS)
+        self._errors_lock = threading.Lock()
+        self._fault: str | None = None
+        self._running = False
+        self._t_start = time.monotonic()
+        self._rate_window: collections.deque[tuple[float, int]] = collections.deque(maxlen=50)
+        self._subscriptions: list[tuple[tango.DeviceProxy, int]] = []
+        self._upstream: dict[str, str] = {}
+        for name in (
+            "framesReceived",
+            "framesProcessed",
+            "framesFailed",
+            "currentScan",
+            "lastOutputFile",
+            "State",
+            "Status",
+        ):
+            self.set_change_event(name, True, False)
+
+    def delete_device(self) -> None:
+        for proxy, event_id in self._subscriptions:
+            try:
+                proxy.unsubscribe_event(event_id)
+            except tango.DevFailed:
+                pass
+        self._subscriptions.clear()
+        super().delete_device()
+
+    # -- events in --------------------------------------------------------------------------------
+    def subscribe(self, trl: str, attr: str, callback) -> None:
+        """Subscribe to a change event upstream without blocking init (works before it is exported)."""
+        proxy = tango.DeviceProxy(trl)
+        event_id = proxy.subscribe_event(
+            attr, tango.EventType.CHANGE_EVENT, callback, sub_mode=tango.EventSubMode.AsyncRead
+        )
+        self._subscriptions.append((proxy, event_id))
+
+    def guarded(self, what: str, handler):
+        """Wrap an event callback: errors are logged and shown in Status, never swallowed by cppTango."""
+
+        def callback(event) -> None:
+            try:
+                if event.err:
+                    reason = event.errors[0].reason if event.errors else "unknown"
+                    if reason in TRANSIENT_EVENT_ERRORS:  # upstream not up yet / restarting: Tango re-subscribes
+                        self._upstream[what] = f"waiting for {what} ({reason}); Tango retries every ~10 s"
+                    else:
+                        self.report_error(f"{what}: event error {reason}")
+                    return
+                self._upstream.pop(what, None)
+                handler(event)
+            except Exception as exc:
+                log.exception("%s callback failed", what)
+                self.report_error(f"{what}: {exc}")
+
+        return callback
+
+    # -- state ------------------------------------------------------------------------------------
+    def report_error(self, message: str) -> None:
+        """Called from any thread by stages: the device keeps serving, Status says what failed."""
+        log.warning("%s: %s", self.get_name(), message)
+        stamp = time.strftime("%H:%M:%S")
+        with self._errors_lock:
+            self._errors.append(f"{stamp} {message}")
+
+    def set_fault(self, message: str | None) -> None:
+        self._fault = message
+
+    def dev_state(self) -> DevState:
+        if self._fault:
+            return DevState.FAULT
+        with self._errors_lock:
+            if self._errors:
+                return DevState.ALARM
+        return DevState.RUNNING if self._running and self.is_busy() else DevState.ON
+
+    def dev_status(self) -> str:
+        lines = [self.describe()] + sorted(self._upstream.values())
+        if self._fault:
+            lines.insert(0, f"FAULT: {self._fault}")
+        with self._errors_lock:
+            if self._errors:
+                lines.append("Recent problems (ClearErrors to acknowledge):")
+                lines += [f"  {e}" for e in self._errors]
+        return "\n".join(lines)
+
+    def is_busy(self) -> bool:
+        return False
+
+    def describe(self) -> str:
+        return "ready"
+
+    @command(doc_in="", doc_out="", display_level=tango.DispLevel.OPERATOR)
+    def ClearErrors(self) -> None:
+        """Acknowledge the problems shown in Status (State goes back from ALARM)."""
+        with self._errors_lock:
+            self._errors.clear()
+
+    # -- counters shared by every stage -----------------------------------------------------------
+    def counters(self):
+        """The stage's counters dataclass (frames_received, frames_processed, frames_failed)."""
+        raise NotImplementedError
+
+    def push_progress(self) -> None:
+        """Push the counters as change events (called by stages after each unit of work)."""
+        c = self.counters()
+        for name, value in (
+            ("framesReceived", c.frames_received),
+            ("framesProcessed", c.frames_processed),
+            ("framesFailed", c.frames_failed),
+        ):
+            self.push_change_event(name, int(value))
+
+    @attribute(
+        dtype=int,
+        label="Frames received",
+        unit="frames",
+        format="%d",
+        min_value=0,
+        doc="frames announced to this stage since the server started",
+    )
+    def framesReceived(self) -> int:
+        return int(self.counters().frames_received)
+
+    @attribute(
+        dtype=int,
+        label="Frames processed",
+        unit="frames",
+        format="%d",
+        min_value=0,
+        doc="frames this stage has finished (stitched / integrated / merged)",
+    )
+    def framesProcessed(self) -> int:
+        return int(self.counters().frames_processed)
+
+    @attribute(
+        dtype=int,
+        label="Frames failed",
+        unit="frames",
+        format="%d",
+        min_value=0,
+        doc="frames that could not be processed; Status and the result file say why",
+    )
+    def framesFailed(self) -> int:
+        return int(self.counters().frames_failed)
+
+    @attribute(
+        dtype=float,
+        label="Throughput",
+        unit="frames/s",
+        format="%.1f",
+        min_value=0,
+        doc="frames processed per second over the last few seconds",
+    )
+    def throughput(self) -> float:
+        now = time.monotonic()
+        self._rate_window.append((now, self.framesProcessed()))
+        while len(self._rate_window) > 2 and now - self._rate_window[0][0] > 10:
+            self._rate_window.popleft()
+        (t0, n0), (t1, n1) = self._rate_window[0], self._rate_window[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+    @attribute(
+        dtype=str, label="Output directory", doc="where this stage writes result files", access=AttrWriteType.READ
+    )
+    def outputDirectory(self) -> str:
+        return str(self.OutputDirectory)
+
+
+def raise_for_pipeline_error(exc: PipelineError, origin: str) -> None:
+    """Turn a core error into a DevFailed whose description is the operator-readable message."""
+    tango.Except.throw_exception("XRD_InvalidValue", str(exc), origin)

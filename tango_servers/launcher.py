@@ -1,0 +1,114 @@
+"""Starting and stopping the device server processes of a pipeline (demo, tests, a laptop).
+
+At a beamline Tango's Starter does this; here we start each server as its own process on
+loopback, wait until its devices answer, and on the way out stop every one we started — on
+success, on error and on Ctrl-C — so no orphan process is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tango
+
+#: Tango server name -> module that runs it (``python -m MODULE INSTANCE``).
+MODULES = {
+    "XrdSimulator": "tango_servers.simulator",
+    "XrdStitcher": "tango_servers.stitcher",
+    "XrdIntegrator": "tango_servers.integrator",
+    "XrdMerger": "tango_servers.merger",
+}
+LOOPBACK = ["-ORBendPoint", "giop:tcp:127.0.0.1:"]
+
+
+@dataclass
+class ServerProcess:
+    server: str  # "XrdStitcher/demo"
+    devices: list[str]
+    tango_host: str
+    log_dir: Path
+    process: subprocess.Popen | None = field(default=None, repr=False)
+
+    def start(self) -> ServerProcess:
+        executable, instance = self.server.split("/", 1)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / f"{executable}-{instance}.log", "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", MODULES[executable], instance, *LOOPBACK],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "TANGO_HOST": self.tango_host, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+        return self
+
+    @property
+    def log_file(self) -> Path:
+        executable, instance = self.server.split("/", 1)
+        return self.log_dir / f"{executable}-{instance}.log"
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Wait until every device of the server answers a ping (the server is exported)."""
+        deadline = time.monotonic() + timeout_s
+        pending = list(self.devices)
+        while pending:
+            if self.process is not None and self.process.poll() is not None:
+                tail = self.log_file.read_text(errors="replace")[-1500:]
+                raise RuntimeError(f"server {self.server} exited with code {self.process.returncode}:\n{tail}")
+            try:
+                tango.DeviceProxy(f"tango://{self.tango_host}/{pending[0]}").ping()
+                pending.pop(0)
+                continue
+            except tango.DevFailed:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"server {self.server}: {pending[0]} did not answer within {timeout_s:.0f} s; see {self.log_file}"
+                )
+            time.sleep(0.2)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, no goodbye: what a crash looks like (reliability tests)."""
+        if self.alive():
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if not self.alive():
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_servers(specs, tango_host: str, log_dir: Path, timeout_s: float = 60.0) -> list[ServerProcess]:
+    """Start one process per server in ``specs`` (registration DeviceSpecs) and wait for all of them."""
+    by_server: dict[str, list[str]] = {}
+    for spec in specs:
+        by_server.setdefault(spec.server, []).append(spec.name)
+    started = [ServerProcess(server, devices, tango_host, log_dir).start() for server, devices in by_server.items()]
+    try:
+        for p in started:
+            p.wait_ready(timeout_s)
+    except BaseException:
+        stop_servers(started)
+        raise
+    return started
+
+
+def stop_servers(processes: list[ServerProcess]) -> None:
+    for p in reversed(processes):
+        p.stop()

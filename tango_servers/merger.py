@@ -1,0 +1,187 @@
+"""Merger device: collects pattern batches from every Integrator into one NeXus file per scan.
+
+It subscribes to the Stitcher's ``scanInfo`` and to each Integrator's ``patterns`` events, orders
+rows by frame number, never writes a frame twice and closes the file when every frame of the
+acquisition is merged or listed as failed. Its PONI/mask/bins/unit attributes show the values
+recorded in the file it writes.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import tango
+from tango.server import attribute, command, device_property, run
+
+from pipeline_core.merge_stage import MergeStage, ScanSummary
+from pipeline_core.messages import MessageError, PatternBatch, ScanInfo
+
+from .base import PipelineDevice
+
+
+class Merger(PipelineDevice):
+    StitcherDevice = device_property(dtype=str, default_value="", doc="TRL of the Stitcher (scan announcements)")
+    IntegratorDevices = device_property(dtype=(str,), default_value=[], doc="TRLs of the Integrators to collect from")
+    ScanTimeout = device_property(
+        dtype=float,
+        default_value=120.0,
+        doc="close a scan after this many seconds without news (missing frames listed)",
+    )
+
+    def init_device(self) -> None:
+        super().init_device()
+        self._last_summary: ScanSummary | None = None
+        self._latencies: list[float] = []
+        self.stage = MergeStage(
+            Path(self.OutputDirectory),
+            self._closed,
+            self.report_error,
+            on_progress=self._progress,
+            scan_timeout_s=self.ScanTimeout,
+        )
+        self._running = True
+        subscriptions = [(self.StitcherDevice, "scanInfo", self._scan)] if self.StitcherDevice else []
+        subscriptions += [(trl, "patterns", self._batch) for trl in self.IntegratorDevices]
+        if not self.IntegratorDevices:
+            self.set_fault("no IntegratorDevices property: nothing to merge")
+        for trl, attr, handler in subscriptions:
+            try:
+                self.subscribe(trl, attr, self.guarded(f"{trl}/{attr}", handler))
+            except tango.DevFailed as exc:
+                self.set_fault(f"cannot subscribe to {trl}/{attr}: {exc.args[0].desc.strip()}")
+
+    def delete_device(self) -> None:
+        super().delete_device()
+        self.stage.stop()
+
+    # -- callbacks: decode (small) and enqueue --------------------------------------------------------
+    def _scan(self, event) -> None:
+        text = event.attr_value.value if event.attr_value is not None else ""
+        if text:
+            self.stage.scan_started(ScanInfo.from_json(text))
+
+    def _batch(self, event) -> None:
+        value = event.attr_value.value if event.attr_value is not None else None
+        if not value or not value[1]:
+            return  # the initial read of an Integrator that has sent nothing yet
+        try:
+            batch = PatternBatch.decode(value[0], value[1])
+        except MessageError as exc:
+            self.report_error(f"undecodable batch from {event.device}: {exc}")
+            return
+        self.stage.add_batch(batch, sent_at=event.attr_value.time.totime())
+
+    def _progress(self) -> None:
+        self._latencies.append(self.stage.counters.latency_s)
+        del self._latencies[:-200]
+        self.push_progress()
+
+    def _closed(self, summary: ScanSummary) -> None:
+        self._last_summary = summary
+        self.push_change_event("lastOutputFile", str(summary.path))
+        if not summary.complete:
+            self.report_error(f"scan {summary.scan}: {summary.frames_failed} frame(s) failed; listed in {summary.path}")
+
+    # -- interface --------------------------------------------------------------------------------------
+    def counters(self):
+        return self.stage.counters
+
+    def is_busy(self) -> bool:
+        return bool(self.stage.current_scan) and self.stage.current_scan not in self.stage.closed
+
+    def describe(self) -> str:
+        c = self.stage.counters
+        last = self._last_summary
+        text = f"merged {c.frames_processed} frames, {c.frames_failed} failed; scan {self.stage.current_scan or '-'}"
+        if last:
+            text += f"; last file {last.path} ({'complete' if last.complete else 'INCOMPLETE'})"
+        return text
+
+    def _in_force(self):
+        return self.stage.settings_in_force
+
+    @attribute(dtype=str, label="PONI in the file", doc="PONI recorded in the file being written / last written")
+    def poniPath(self) -> str:
+        s = self._in_force()
+        return str(s.poni_path) if s else ""
+
+    @attribute(dtype=str, label="Mask in the file", doc="user mask recorded in the file being written")
+    def maskPath(self) -> str:
+        s = self._in_force()
+        return str(s.mask_path or "") if s else ""
+
+    @attribute(dtype=int, label="Bins in the file", unit="bins", format="%d", doc="bins recorded in the file")
+    def bins(self) -> int:
+        s = self._in_force()
+        return s.bins if s else 0
+
+    @attribute(dtype=str, label="Unit in the file", doc="radial unit recorded in the file")
+    def unit(self) -> str:
+        s = self._in_force()
+        return s.unit if s else ""
+
+    @attribute(dtype=str, label="Current scan", doc="scan whose file is being written")
+    def currentScan(self) -> str:
+        return self.stage.current_scan
+
+    @attribute(dtype=str, label="Last output file", doc="merged file of the last closed scan (change event on close)")
+    def lastOutputFile(self) -> str:
+        return str(self._last_summary.path) if self._last_summary else ""
+
+    @attribute(dtype=str, label="Current output file", doc="file being written now (or the last one)")
+    def currentOutputFile(self) -> str:
+        return str(self.stage.last_output or "")
+
+    @attribute(
+        dtype=float,
+        label="Latency",
+        unit="s",
+        format="%.3f",
+        min_value=0,
+        doc="median over recent batches of: pattern batch sent by an Integrator → merged into the file",
+    )
+    def latency(self) -> float:
+        values = sorted(self._latencies)
+        return values[len(values) // 2] if values else 0.0
+
+    @attribute(
+        dtype=int,
+        label="Queue depth",
+        unit="batches",
+        format="%d",
+        min_value=0,
+        doc="pattern batches waiting to be written",
+    )
+    def queueDepth(self) -> int:
+        return self.stage.queue_depth
+
+    @command
+    def Start(self) -> None:
+        """Accept pattern batches (the Merger starts accepting at init)."""
+        self._running = True
+
+    @command
+    def Stop(self) -> None:
+        """Close the open scan now; frames that have not arrived are listed as failed in it."""
+        if self.stage.current_scan:
+            self.stage.finish(self.stage.current_scan)
+
+    @command(dtype_in=str, doc_in="an acquisition file (any module/part) or its directory", dtype_out=str)
+    def Reintegrate(self, path: str) -> str:
+        """Reprocess an acquisition through the chain into a new file (forwarded to the Stitcher)."""
+        if not self.StitcherDevice:
+            tango.Except.throw_exception("XRD_NotConfigured", "no StitcherDevice property", "Merger.Reintegrate")
+        return tango.DeviceProxy(self.StitcherDevice).command_inout("Reintegrate", path)
+
+
+SERVER = "XrdMerger"
+
+
+def main(args: list[str] | None = None) -> None:
+    """``xrd-merger INSTANCE [Tango/omniORB options]`` — the XrdMerger device server (Starter-compatible)."""
+    run((Merger,), args=[SERVER, *(sys.argv[1:] if args is None else args)])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""Stitcher device: hears the detector's "file written" events and queues stitched-frame work.
+
+Upstream is configured, not coded: ``DetectorDevice`` + ``DetectorAttribute`` name the attribute
+whose change events announce written module files (our LambdaSimulator's ``lastWrittenFile``, or
+the real Lambda server's). Integrators hear ``workAvailable`` events and claim items with
+``ClaimWork``, so any number of them share the work and no frame is integrated twice.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import tango
+from tango import AttrWriteType
+from tango.server import attribute, command, device_property, run
+
+from pipeline_core.errors import PipelineError
+from pipeline_core.stitch_stage import StitchConfig, StitchStage
+
+from .base import PipelineDevice
+
+
+class Stitcher(PipelineDevice):
+    """Groups module files into parts, checks them and hands out work items to Integrators."""
+
+    DetectorDevice = device_property(dtype=str, default_value="", doc="TRL of the detector (or simulator) device")
+    DetectorAttribute = device_property(
+        dtype=str,
+        default_value="lastWrittenFile",
+        doc="attribute whose change events carry each written module file's path",
+    )
+    DetectorName = device_property(dtype=str, default_value="lambda", doc="detector (stream) name in messages")
+    ModuleCount = device_property(dtype=int, default_value=3, doc="module files per part")
+    FramesPerItem = device_property(dtype=int, default_value=16, doc="frames per work item")
+    ModuleTimeout = device_property(
+        dtype=float, default_value=60.0, doc="seconds to wait for a part's missing module files before failing it"
+    )
+
+    def init_device(self) -> None:
+        super().init_device()
+        self._last_claim: dict = {}
+        for name in ("workAvailable", "scanInfo"):
+            self.set_change_event(name, True, False)
+        self._scan_json = ""
+        self.stage = StitchStage(
+            StitchConfig(self.DetectorName, self.ModuleCount, self.FramesPerItem, self.ModuleTimeout),
+            on_scan=self._scan_started,
+            on_work=self._work_queued,
+            on_error=self.report_error,
+        )
+        if self.DetectorDevice:
+            try:
+                self.subscribe(
+                    self.DetectorDevice, self.DetectorAttribute, self.guarded("detector announcement", self._announced)
+                )
+            except tango.DevFailed as exc:
+                self.set_fault(
+                    f"cannot subscribe to {self.DetectorDevice}/{self.DetectorAttribute}: {exc.args[0].desc.strip()}"
+                )
+
+    def delete_device(self) -> None:
+        super().delete_device()
+        self.stage.stop()
+
+    # -- callbacks: enqueue and return ----------------------------------------------------------------
+    def _announced(self, event) -> None:
+        path = event.attr_value.value if event.attr_value is not None else ""
+        if self._running and path:
+            self.stage.announce(path)
+
+    def _scan_started(self, info) -> None:
+        self._scan_json = info.to_json()
+        self.push_change_event("scanInfo", self._scan_json)
+        self.push_change_event("currentScan", info.scan)
+
+    def _work_queued(self, n_items: int) -> None:
+        self.push_change_event("workAvailable", self.stage.queue_depth)
+        self.push_progress()
+
+    # -- interface --------------------------------------------------------------------------------------
+    def counters(self):
+        return self.stage.counters
+
+    def is_busy(self) -> bool:
+        return self.stage.queue_depth > 0
+
+    def describe(self) -> str:
+        c = self.stage.counters
+        state = "listening to " + (
+            f"{self.DetectorDevice}/{self.DetectorAttribute}"
+            if self.DetectorDevice
+            else "nothing (no DetectorDevice property)"
+        )
+        return (
+            f"{'Started' if self._running else 'Stopped'}, {state}; scan {self.stage.current_scan or '-'}: "
+            f"{c.parts_done} parts, {c.frames_processed} frames queued, {c.frames_failed} failed, "
+            f"{self.stage.queue_depth} items waiting"
+        )
+
+    @attribute(
+        dtype=int,
+        label="Work available",
+        unit="items",
+        format="%d",
+        min_value=0,
+        doc="work items waiting to be claimed by an Integrator (change events wake Integrators)",
+    )
+    def workAvailable(self) -> int:
+        return self.stage.queue_depth
+
+    @attribute(dtype=str, label="Scan info", doc="JSON ScanInfo message of the current scan (change events)")
+    def scanInfo(self) -> str:
+        return self._scan_json
+
+    @attribute(dtype=str, label="Current scan", doc="scan (acquisition) being stitched")
+    def currentScan(self) -> str:
+        return self.stage.current_scan
+
+    @attribute(dtype=str, label="Last output file", doc="the Stitcher writes no result file; see the Merger")
+    def lastOutputFile(self) -> str:
+        return ""
+
+    @attribute(
+        dtype=((np.uint8,),),
+        max_dim_x=4096,
+        max_dim_y=4096,
+        label="Detector mask",
+        doc="gaps and the files' bad pixels of the stitched frame (1 = masked); added to the user mask",
+    )
+    def mask(self):
+        m = self.stage.detector_mask
+        return np.zeros((0, 0), np.uint8) if m is None else m.astype(np.uint8)
+
+    @attribute(dtype=str, label="PONI in force", doc="PONI file of the last Integrator that claimed work")
+    def poniPath(self) -> str:
+        return str(self._last_claim.get("poni_path", ""))
+
+    @attribute(dtype=str, label="Mask file in force", doc="user mask file of the last Integrator that claimed work")
+    def maskPath(self) -> str:
+        return str(self._last_claim.get("mask_path") or "")
+
+    @attribute(
+        dtype=int,
+        label="Bins in force",
+        unit="bins",
+        format="%d",
+        doc="number of bins of the last Integrator that claimed work (0 = none yet)",
+    )
+    def bins(self) -> int:
+        return int(self._last_claim.get("bins", 0))
+
+    @attribute(dtype=str, label="Unit in force", doc="radial unit of the last Integrator that claimed work")
+    def unit(self) -> str:
+        return str(self._last_claim.get("unit", ""))
+
+    @attribute(
+        dtype=(int,),
+        max_dim_x=2,
+        label="Frame shape",
+        unit="px",
+        doc="(rows, columns) of the stitched frame, once the first part was read",
+    )
+    def frameShape(self):
+        return list(self.stage.frame_shape or ())
+
+    @command(
+        dtype_in=str,
+        doc_in='JSON {"integrator": name, "settings": {...}}',
+        dtype_out=str,
+        doc_out="JSON WorkItem, or empty string when there is no work",
+    )
+    def ClaimWork(self, request: str) -> str:
+        """Hand the next work item to exactly one Integrator."""
+        try:
+            self._last_claim = json.loads(request).get("settings") or self._last_claim
+        except ValueError:
+            pass
+        item = self.stage.claim()
+        return item.to_json() if item is not None else ""
+
+    @command(doc_in="", doc_out="")
+    def Start(self) -> None:
+        """Begin live processing: announcements from the detector are stitched from now on."""
+        self._running = True
+
+    @command
+    def Stop(self) -> None:
+        """Stop taking announcements (queued work is still handed out)."""
+        self._running = False
+
+    @command(
+        dtype_in=str,
+        doc_in="an acquisition file (any module/part) or its directory",
+        dtype_out=str,
+        doc_out="what was queued",
+    )
+    def Reintegrate(self, path: str) -> str:
+        """Reprocess an acquisition through the chain with the current settings into a new file. Returns at once."""
+        try:
+            self.stage.reintegrate(path)
+        except PipelineError as exc:
+            tango.Except.throw_exception("XRD_InvalidValue", str(exc), "Stitcher.Reintegrate")
+        return f"queued {path} for reintegration; watch framesProcessed on the Merger"
+
+    @attribute(dtype=str, label="Detector", access=AttrWriteType.READ, doc="upstream TRL/attribute")
+    def detectorAnnouncement(self) -> str:
+        return f"{self.DetectorDevice}/{self.DetectorAttribute}"
+
+
+SERVER = "XrdStitcher"
+
+
+def main(args: list[str] | None = None) -> None:
+    """``xrd-stitcher INSTANCE [Tango/omniORB options]`` — the XrdStitcher device server (Starter-compatible)."""
+    run((Stitcher,), args=[SERVER, *(sys.argv[1:] if args is None else args)])
+
+
+if __name__ == "__main__":
+    main()
