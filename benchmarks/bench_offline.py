@@ -29,16 +29,23 @@ def bare_pyfai(source, settings, engine_mask) -> tuple[float, int]:
     ai = pyFAI.load(str(settings.poni_path))
     t0 = time.perf_counter()
     for frame in frames:
-        ai.integrate1d(frame, settings.bins, unit=settings.unit, method=settings.method, mask=engine_mask,
-                       polarization_factor=settings.polarization_factor,
-                       correctSolidAngle=settings.correct_solid_angle)
+        ai.integrate1d(
+            frame,
+            settings.bins,
+            unit=settings.unit,
+            method=settings.method,
+            mask=engine_mask,
+            polarization_factor=settings.polarization_factor,
+            correctSolidAngle=settings.correct_solid_angle,
+        )
     return time.perf_counter() - t0, len(frames)
 
 
 def main() -> None:
+    from pipeline_core.simulate import simulate_acquisition
+
     from pipeline_core.integrate import IntegrationEngine, IntegrationSettings
     from pipeline_core.offline import integrate_source
-    from pipeline_core.simulate import simulate_acquisition
     from pipeline_core.sources import LambdaSource
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -52,24 +59,36 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="xrd-bench-") as tmp:
         for compression in args.compression:
-            acq = simulate_acquisition(Path(tmp) / compression, frames=args.frames,
-                                       frames_per_file=args.frames_per_file, compression=compression)
+            acq = simulate_acquisition(
+                Path(tmp) / compression,
+                frames=args.frames,
+                frames_per_file=args.frames_per_file,
+                compression=compression,
+            )
             settings = IntegrationSettings(acq.poni_path, bins=args.bins, mask_path=acq.mask_path)
             source = LambdaSource.from_file(acq.module_files[0][0])
             source.prepare()
             mask = IntegrationEngine(settings, source.frame_shape, source.detector_mask).mask
             bare_s, n = bare_pyfai(source, settings, mask)
-            report = integrate_source(LambdaSource.from_file(acq.module_files[0][0]), settings,
-                                      Path(tmp) / f"{compression}.nxs", workers=args.workers)
+            report = integrate_source(
+                LambdaSource.from_file(acq.module_files[0][0]),
+                settings,
+                Path(tmp) / f"{compression}.nxs",
+                workers=args.workers,
+            )
             assert report.ok and report.frames_integrated == n
             size = sum(p.stat().st_size for m in acq.module_files for p in m) / n / 1e6
             rows.append((compression, n, size, n / bare_s, report.frames_per_second))
-    print(f"{'compression':12s} {'frames':>6s} {'MB/frame':>8s} {'bare pyFAI fr/s':>16s} "
-          f"{'end-to-end fr/s':>16s} {'ratio':>6s}")
+    print(
+        f"{'compression':12s} {'frames':>6s} {'MB/frame':>8s} {'bare pyFAI fr/s':>16s} "
+        f"{'end-to-end fr/s':>16s} {'ratio':>6s}"
+    )
     for compression, n, size, bare, e2e in rows:
         print(f"{compression:12s} {n:6d} {size:8.2f} {bare:16.1f} {e2e:16.1f} {e2e / bare:6.2f}")
-    print(f"(2-D frames {1833}x{1556}, {args.bins} bins, bbox/csr/cython, workers={args.workers}, "
-          f"{len(np.__version__) and 'numpy ' + np.__version__})")
+    print(
+        f"(2-D frames {1833}x{1556}, {args.bins} bins, bbox/csr/cython, workers={args.workers}, "
+        f"{len(np.__version__) and 'numpy ' + np.__version__})"
+    )
 
 
 if __name__ == "__main__":
