@@ -42,10 +42,9 @@ def bare_pyfai(source, settings, engine_mask) -> tuple[float, int]:
 
 
 def main() -> None:
-    from pipeline_core.simulate import simulate_acquisition
-
     from pipeline_core.integrate import IntegrationEngine, IntegrationSettings
     from pipeline_core.offline import integrate_source
+    from pipeline_core.simulate import simulate_acquisition
     from pipeline_core.sources import LambdaSource
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

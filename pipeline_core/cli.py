@@ -30,10 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("integrate", help="integrate acquisitions into merged NeXus files")
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="a module/part file, a directory or image files")
-    p.add_argument("--poni", required=True, type=Path, help="pyFAI calibration (.poni)")
+    p.add_argument("--config", type=Path, help="beamtime YAML: take PONI, mask, bins, unit... of --detector from it")
+    p.add_argument("--detector", help="detector name in --config (default: its only detector)")
+    p.add_argument("--poni", type=Path, help="pyFAI calibration (.poni); required without --config")
     p.add_argument("--mask", type=Path, help="mask file (EDF, TIFF, Dioptas .mask, .npy); non-zero = masked")
-    p.add_argument("--bins", type=int, default=DEFAULT_BINS, help=f"number of radial bins (default {DEFAULT_BINS})")
-    p.add_argument("--unit", default="2th_deg", choices=list(UNITS), help="radial unit (default 2th_deg)")
+    p.add_argument("--bins", type=int, help=f"number of radial bins (default {DEFAULT_BINS})")
+    p.add_argument("--unit", choices=list(UNITS), help="radial unit (default 2th_deg)")
     p.add_argument(
         "--method", default=",".join(DEFAULT_METHOD), help="pyFAI method split,algo,impl (default bbox,csr,cython)"
     )
@@ -50,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dataset", help="dataset path inside generic HDF5 files (default /entry/data/data)")
     p.add_argument("-o", "--output", type=Path, default=Path("."), help="result file (.nxs) or directory (default .)")
-    p.add_argument("--workers", type=int, default=1, help="integration threads (default 1)")
+    p.add_argument("--workers", type=int, help="integration threads (default 1, or the config's)")
 
     p = sub.add_parser("heatmap", help="draw a merged file as a frame × radial-axis picture")
     p.add_argument("merged", type=Path)
@@ -74,18 +76,9 @@ def cmd_integrate(args) -> int:
     from .progress import Progress
     from .sources import open_sources
 
-    settings = IntegrationSettings(
-        poni_path=args.poni,
-        bins=args.bins,
-        unit=args.unit,
-        mask_path=args.mask,
-        method=tuple(args.method.split(",")),
-        polarization_factor=args.polarization,
-        correct_solid_angle=not args.no_solid_angle,
-        error_model=args.error_model,
-    )
-    if args.workers < 1 or args.workers > 64:
-        raise PipelineError(f"--workers {args.workers} is out of range; expected 1 to 64")
+    settings, workers = settings_from_args(args)
+    if workers < 1 or workers > 64:
+        raise PipelineError(f"--workers {workers} is out of range; expected 1 to 64")
     sources = open_sources(args.sources, dataset=args.dataset)
     if args.output.suffix == ".nxs" and len(sources) > 1:
         raise PipelineError(f"{len(sources)} acquisitions given but one output file {args.output}; give a directory")
@@ -94,7 +87,7 @@ def cmd_integrate(args) -> int:
         out = args.output if args.output.suffix == ".nxs" else args.output / f"{source.name}.nxs"
         progress = Progress(source.name, source.expected_frames())
         try:
-            report = integrate_source(source, settings, out, workers=args.workers, progress=progress)
+            report = integrate_source(source, settings, out, workers=workers, progress=progress)
         finally:
             progress.close()
         print(report.output)
@@ -109,6 +102,53 @@ def cmd_integrate(args) -> int:
             print(f"FAILED {f.file}: {f.reason}", file=sys.stderr)
             status = EXIT_FAILED_FRAMES
     return status
+
+
+def settings_from_args(args) -> tuple[IntegrationSettings, int]:
+    """Integration settings from --config/--detector, overridden by any option given explicitly."""
+    explicit = {
+        "poni_path": args.poni,
+        "mask_path": args.mask,
+        "bins": args.bins,
+        "unit": args.unit,
+    }
+    if args.config is not None:
+        from .config import load_config
+
+        config = load_config(args.config)
+        name = args.detector or (next(iter(config.detectors)) if len(config.detectors) == 1 else None)
+        if name not in config.detectors:
+            raise PipelineError(f"--detector {args.detector!r}: {args.config} defines {', '.join(config.detectors)}")
+        base = config.detectors[name].integration
+        workers = config.workers
+    else:
+        if args.poni is None:
+            raise PipelineError("--poni is required (or --config with a detector's calibration)")
+        base = IntegrationSettings(args.poni)
+        workers = 1
+    changes = {k: v for k, v in explicit.items() if v is not None}
+    changes.update(
+        method=tuple(args.method.split(",")),
+        polarization_factor=args.polarization,
+        correct_solid_angle=not args.no_solid_angle,
+        error_model=args.error_model,
+    )
+    if args.config is not None:  # options the user did not type keep the config's values
+        defaults = {
+            "method": ",".join(DEFAULT_METHOD),
+            "polarization": 0.99,
+            "no_solid_angle": False,
+            "error_model": None,
+        }
+        for opt, key in (
+            ("method", "method"),
+            ("polarization", "polarization_factor"),
+            ("no_solid_angle", "correct_solid_angle"),
+            ("error_model", "error_model"),
+        ):
+            if getattr(args, opt) == defaults[opt]:
+                changes.pop(key)
+    return base.replace(**changes), args.workers if args.workers is not None else workers
 
 
 def cmd_heatmap(args) -> int:
