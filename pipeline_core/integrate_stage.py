@@ -126,6 +126,7 @@ class IntegrateStage:
                 failed=[FailedFrames(item.module_files[0], reason, list(item.frame_numbers))],
                 raw_file=item.module_files[0],
                 total_frames=item.total_frames,
+                announced_at=item.announced_at,
             )
 
         if item.error:
@@ -161,6 +162,7 @@ class IntegrateStage:
             settings=settings.to_dict(),
             raw_file=item.module_files[0],
             total_frames=item.total_frames,
+            announced_at=item.announced_at,
         )
 
     def _engine_for(self, settings, frame_shape, detector_mask) -> IntegrationEngine:

@@ -54,7 +54,7 @@ class MergeCounters:
     frames_received: int = 0
     frames_processed: int = 0
     frames_failed: int = 0
-    latency_s: float = 0.0  # batch creation → merged, of the last batch
+    latency_s: float = 0.0  # part announced -> its patterns merged, of the last batch
 
 
 class MergeStage:
@@ -164,7 +164,8 @@ class MergeStage:
             self.counters.frames_processed += added
         for f in batch.failed:
             self._add_failure(scan, FailedInput(f.file, f.reason, list(f.frame_numbers)))
-        self.counters.latency_s = max(0.0, time.time() - sent_at)
+        # latency as the operator feels it: part announced by the detector -> its patterns in the file
+        self.counters.latency_s = max(0.0, time.time() - (batch.announced_at or sent_at))
         self._on_progress()
         if scan.total_frames and self._accounted(scan) >= scan.total_frames:
             self._close(batch.scan)

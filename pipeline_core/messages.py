@@ -84,6 +84,7 @@ class WorkItem(_Message):
     frame_numbers: list[int]
     total_frames: int | None = None
     error: str | None = None  # set when the part could not be read: the item carries the failure downstream
+    announced_at: float = 0.0  # epoch seconds when the part was first announced (for the latency figure)
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ class PatternBatch:
     settings: dict[str, Any] = field(default_factory=dict)
     raw_file: str = ""  # the part's module-1 file (Dioptas' ``files`` entry)
     total_frames: int | None = None
+    announced_at: float = 0.0
 
     def encode(self) -> tuple[str, bytes]:
         n, bins = self.intensities.shape if self.intensities.ndim == 2 else (0, len(self.radial))
@@ -135,6 +137,7 @@ class PatternBatch:
             "settings": self.settings,
             "raw_file": self.raw_file,
             "total_frames": self.total_frames,
+            "announced_at": self.announced_at,
         }
         head = json.dumps(header, separators=(",", ":")).encode()
         body = [
@@ -180,4 +183,5 @@ class PatternBatch:
             h["settings"],
             h.get("raw_file", ""),
             h.get("total_frames"),
+            h.get("announced_at", 0.0),
         )

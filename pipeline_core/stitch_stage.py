@@ -50,7 +50,8 @@ class StitchConfig:
 class _Scan:
     info: ScanInfo
     directory: Path
-    pending: dict[int, float] = field(default_factory=dict)  # part -> first announcement time
+    pending: dict[int, float] = field(default_factory=dict)  # part -> first announcement (monotonic)
+    announced_at: dict[int, float] = field(default_factory=dict)  # part -> first announcement (epoch)
     done_parts: set[int] = field(default_factory=set)
     module_width: int = 1
     parts_suffix: bool = True
@@ -136,6 +137,7 @@ class StitchStage:
             log.info("part %d of %s announced again: ignored (already queued)", part, name.stem)
             return
         scan.pending.setdefault(part, time.monotonic())
+        scan.announced_at.setdefault(part, time.time())
         self._try_part(scan, part)
 
     def _new_scan(self, directory: Path, stem: str, reintegration: bool, parts: int = 0) -> _Scan:
@@ -200,6 +202,7 @@ class StitchStage:
                 min(start + step, len(numbers)),
                 numbers[start : start + step],
                 scan.info.total_frames,
+                announced_at=scan.announced_at.get(part, 0.0),
             )
             for start in range(0, len(numbers), step)
         ]
@@ -264,6 +267,7 @@ class StitchStage:
         scan.parts_suffix = "_part" in first[len(acq.stem) :]
         for part in acq.parts:
             scan.pending[part.index] = time.monotonic() - self.config.module_timeout_s  # files are complete: no wait
+            scan.announced_at[part.index] = time.time()
             self._try_part(scan, part.index)
 
 

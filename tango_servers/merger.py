@@ -139,7 +139,7 @@ class Merger(PipelineDevice):
         unit="s",
         format="%.3f",
         min_value=0,
-        doc="median over recent batches of: pattern batch sent by an Integrator → merged into the file",
+        doc="median over recent batches of: part announced by the detector → its patterns merged into the file",
     )
     def latency(self) -> float:
         values = sorted(self._latencies)

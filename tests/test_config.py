@@ -80,7 +80,7 @@ def test_repository_example_configs_load(real_dir):
     assert set(cfg.detectors) == {"lambda1", "lambda2"}
     assert cfg.detectors["lambda1"].integration.bins == 4038
     assert cfg.detectors["lambda2"].integration.bins == 2048
-    assert cfg.detectors["lambda1"].integration.poni_path == real_dir / "L2.poni"
+    assert cfg.detectors["lambda1"].integration.poni_path == (real_dir / "L2.poni").resolve()
     demo = load_config(REPO / "configs" / "demo.yaml", check_files=False)
     assert demo.detectors["lambda1"].integration.mask_path.name == "ramp_00001_mask.edf"
 
