@@ -22,7 +22,7 @@ from .errors import PipelineError
 from .integrate import IntegrationEngine, IntegrationSettings, read_poni
 from .mask import check_mask_shape, load_mask_file
 from .messages import FailedFrames, PatternBatch, WorkItem
-from .sources import read_part_range
+from .sources import PartFrames, read_part_range
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,11 @@ class IntegrateStage:
         self.last_pattern: np.ndarray | None = None
         self.radial: np.ndarray | None = None
         self.running = False
+        # Two threads: one claims and reads (decompress + stitch) the next item while the other
+        # integrates the current one; the bounded hand-over queue stops it from hoarding work.
+        self._integrator = Worker(f"xrd-integrate-{name}", self._integrate_ready, on_error, maxsize=1)
         self._worker = Worker(
-            f"xrd-integrate-{name}", self._drain, on_error, idle=self._poll, idle_interval_s=poll_interval_s
+            f"xrd-claim-{name}", self._drain, on_error, idle=self._poll, idle_interval_s=poll_interval_s
         )
 
     # -- settings ---------------------------------------------------------------------------------
@@ -93,20 +96,37 @@ class IntegrateStage:
             item = self._claim()
             if item is None:
                 return
-            self.process(item)
+            self.counters.frames_received += len(item.frame_numbers)
+            self._integrator.submit((item, self._read(item)))
+
+    @staticmethod
+    def _read(item: WorkItem) -> PartFrames | str:
+        """The item's stitched frames, or the reason they cannot be had."""
+        if item.error:
+            return item.error
+        try:
+            return read_part_range(item.module_files, item.start, item.stop)
+        except PipelineError as exc:
+            return str(exc)
+
+    def _integrate_ready(self, job: tuple[WorkItem, PartFrames | str]) -> None:
+        self._finish(*job)
 
     def process(self, item: WorkItem) -> PatternBatch:
-        """Integrate one work item and hand the batch on (also used directly by tests)."""
-        t0 = time.perf_counter()
+        """Read, integrate and hand on one work item in the calling thread."""
         self.counters.frames_received += len(item.frame_numbers)
-        batch = self._integrate(item)
+        return self._finish(item, self._read(item))
+
+    def _finish(self, item: WorkItem, frames: PartFrames | str) -> PatternBatch:
+        t0 = time.perf_counter()
+        batch = self._integrate(item, frames)
         self.counters.frames_processed += len(batch.frame_numbers)
         self.counters.frames_failed += sum(len(f.frame_numbers) for f in batch.failed)
         self.counters.busy_s += time.perf_counter() - t0
         self._on_batch(batch)
         return batch
 
-    def _integrate(self, item: WorkItem) -> PatternBatch:
+    def _integrate(self, item: WorkItem, frames: PartFrames | str) -> PatternBatch:
         settings = self._settings
         empty = np.zeros((0, settings.bins if settings else 1), np.float32)
 
@@ -129,12 +149,11 @@ class IntegrateStage:
                 announced_at=item.announced_at,
             )
 
-        if item.error:
-            return failed(item.error)
+        if isinstance(frames, str):
+            return failed(frames)
         if settings is None:
             return failed("no PONI set on the Integrator: write its poniPath attribute")
         try:
-            frames = read_part_range(item.module_files, item.start, item.stop)
             engine = self._engine_for(settings, frames.frames.shape[-2:], frames.detector_mask)
             result = np.empty((len(frames.frame_numbers), settings.bins), np.float32)
             sigma = np.empty_like(result) if settings.error_model else None
@@ -194,3 +213,4 @@ class IntegrateStage:
     def stop(self) -> None:
         self.running = False
         self._worker.stop()
+        self._integrator.stop()

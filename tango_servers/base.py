@@ -72,13 +72,28 @@ class PipelineDevice(Device):
         super().delete_device()
 
     # -- events in --------------------------------------------------------------------------------
-    def subscribe(self, trl: str, attr: str, callback) -> None:
-        """Subscribe to a change event upstream without blocking init (works before it is exported)."""
+    def subscribe(self, trl: str, attr: str, handler) -> None:
+        """Subscribe to a change event upstream without blocking init (works before it is exported).
+
+        Until the first good event arrives the link counts as not connected (``upstreamConnected``
+        is False and Status says so): events pushed before that are not received, so a client that
+        starts a scan should wait for it. Tango retries a failed subscription every ~10 s.
+        """
+        what = f"{trl}/{attr}"
+        self._upstream[what] = f"subscribing to {what} ..."
         proxy = tango.DeviceProxy(trl)
         event_id = proxy.subscribe_event(
-            attr, tango.EventType.CHANGE_EVENT, callback, sub_mode=tango.EventSubMode.AsyncRead
+            attr, tango.EventType.CHANGE_EVENT, self.guarded(what, handler), sub_mode=tango.EventSubMode.AsyncRead
         )
         self._subscriptions.append((proxy, event_id))
+
+    @attribute(
+        dtype=bool,
+        label="Upstream connected",
+        doc="every upstream event subscription delivers events (wait for True before starting a scan)",
+    )
+    def upstreamConnected(self) -> bool:
+        return not self._upstream
 
     def guarded(self, what: str, handler):
         """Wrap an event callback: errors are logged and shown in Status, never swallowed by cppTango."""

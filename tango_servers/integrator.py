@@ -57,7 +57,7 @@ class Integrator(PipelineDevice):
             self.set_fault("no StitcherDevice property: nothing to integrate")
         else:
             try:
-                self.subscribe(self.StitcherDevice, "workAvailable", self.guarded("work announcement", self._hint))
+                self.subscribe(self.StitcherDevice, "workAvailable", self._hint)
             except tango.DevFailed as exc:
                 self.set_fault(f"cannot subscribe to {self.StitcherDevice}/workAvailable: {exc.args[0].desc.strip()}")
 

@@ -74,6 +74,18 @@ class ServerProcess:
                 )
             time.sleep(0.2)
 
+    def wait_connected(self, timeout_s: float = 60.0) -> None:
+        """Wait until every device's upstream event subscriptions deliver (``upstreamConnected``)."""
+        deadline = time.monotonic() + timeout_s
+        for name in self.devices:
+            dev = tango.DeviceProxy(f"tango://{self.tango_host}/{name}")
+            if "upstreamConnected" not in dev.get_attribute_list():
+                continue
+            while not dev.upstreamConnected:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} is not connected to its upstream devices:\n{dev.status()}")
+                time.sleep(0.2)
+
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
@@ -103,6 +115,8 @@ def start_servers(specs, tango_host: str, log_dir: Path, timeout_s: float = 60.0
     try:
         for p in started:
             p.wait_ready(timeout_s)
+        for p in started:
+            p.wait_connected(timeout_s)
     except BaseException:
         stop_servers(started)
         raise

@@ -33,6 +33,7 @@ class Merger(PipelineDevice):
         super().init_device()
         self._last_summary: ScanSummary | None = None
         self._latencies: list[float] = []
+        self._latency_scan = ""
         self.stage = MergeStage(
             Path(self.OutputDirectory),
             self._closed,
@@ -47,7 +48,7 @@ class Merger(PipelineDevice):
             self.set_fault("no IntegratorDevices property: nothing to merge")
         for trl, attr, handler in subscriptions:
             try:
-                self.subscribe(trl, attr, self.guarded(f"{trl}/{attr}", handler))
+                self.subscribe(trl, attr, handler)
             except tango.DevFailed as exc:
                 self.set_fault(f"cannot subscribe to {trl}/{attr}: {exc.args[0].desc.strip()}")
 
@@ -73,6 +74,9 @@ class Merger(PipelineDevice):
         self.stage.add_batch(batch, sent_at=event.attr_value.time.totime())
 
     def _progress(self) -> None:
+        if self.stage.current_scan != self._latency_scan:  # the figure describes the scan being merged
+            self._latency_scan = self.stage.current_scan
+            self._latencies.clear()
         self._latencies.append(self.stage.counters.latency_s)
         del self._latencies[:-200]
         self.push_progress()

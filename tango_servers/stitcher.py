@@ -52,9 +52,7 @@ class Stitcher(PipelineDevice):
         )
         if self.DetectorDevice:
             try:
-                self.subscribe(
-                    self.DetectorDevice, self.DetectorAttribute, self.guarded("detector announcement", self._announced)
-                )
+                self.subscribe(self.DetectorDevice, self.DetectorAttribute, self._announced)
             except tango.DevFailed as exc:
                 self.set_fault(
                     f"cannot subscribe to {self.DetectorDevice}/{self.DetectorAttribute}: {exc.args[0].desc.strip()}"

@@ -65,6 +65,8 @@ def chain(tmp_path_factory):
         },
     ]
     with MultiDeviceTestContext(devices, process=True, timeout=30) as ctx:
+        for name in (INTEGRATOR, MERGER):  # events pushed before a subscription is live are not received
+            assert _wait(lambda name=name: ctx.get_device(name).upstreamConnected), ctx.get_device(name).status()
         yield tmp, ctx
 
 
@@ -100,7 +102,7 @@ def test_reintegrate_runs_through_the_chain_and_never_overwrites(chain):
     integrator.Start()
     stitcher.Start()
     assert "queued" in merger.Reintegrate(str(tmp / "raw"))  # forwarded to the Stitcher, returns at once
-    assert _wait(lambda: merger.framesProcessed >= 6)
+    assert _wait(lambda: merger.framesProcessed >= 6), [d.status() for d in (stitcher, integrator, merger)]
     merger.Stop()  # these small files do not say how many frames the acquisition has: close by hand
     assert _wait(lambda: merger.lastOutputFile != "")
     first = merger.lastOutputFile
