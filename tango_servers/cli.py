@@ -21,9 +21,9 @@ def build_parser():
         "--workdir", type=Path, default=Path("demo-output"), help="where everything goes (default demo-output)"
     )
     p.add_argument("--frames", type=int, default=300, help="frames of the simulated ramp (default 300)")
-    p.add_argument("--rate", type=float, default=100.0, help="detector frame rate, Hz (default 100)")
+    p.add_argument("--rate", type=float, default=20.0, help="detector frame rate, Hz (default 20)")
     p.add_argument("--integrators", type=int, default=2, help="Integrator servers (default 2)")
-    p.add_argument("--tango-host", help="use this running Tango database instead of the embedded one")
+    p.add_argument("--tango-host", help="use this Tango database (default: $TANGO_HOST if it answers, else embedded)")
 
     p = sub.add_parser("register", help="register the pipeline's devices in the database of TANGO_HOST")
     p.add_argument("--file", type=Path, default=None, help="layout YAML (default tango_db_setup/pipeline.yaml)")

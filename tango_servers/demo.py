@@ -1,6 +1,7 @@
 """``xrd-pipeline demo``: the whole live pipeline on one machine, from nothing, then cleaned up.
 
-1. a Tango database: the embedded sqlite one (or ``--tango-host`` to use a running one);
+1. a Tango database: the one of ``--tango-host``/``TANGO_HOST`` if it answers, else the embedded
+   sqlite one, started now with its file in ``WORKDIR/tango-db``;
 2. the devices of ``tango_db_setup/pipeline.yaml`` registered (idempotent);
 3. one process per device server: simulator, Stitcher, Integrator(s), Merger;
 4. a compression ramp written live by the simulator, integrated while it is written;
@@ -20,7 +21,7 @@ import tango
 from pipeline_core.heatmap import render_heatmap
 from pipeline_core.progress import Progress
 
-from .embedded_db import EmbeddedDatabase, database_answers, free_port
+from .embedded_db import database_answers, ensure_database
 from .launcher import start_servers, stop_servers
 from .registration import DEFAULT_FILE, load_layout, register
 
@@ -45,7 +46,7 @@ def layout_for(workdir: Path, integrators: int):
 def run_demo(
     workdir: Path,
     frames: int = 300,
-    rate: float = 100.0,
+    rate: float = 20.0,
     integrators: int = 2,
     tango_host: str | None = None,
     timeout_s: float = 600.0,
@@ -53,13 +54,10 @@ def run_demo(
     from pipeline_core.simulate import write_calibration
 
     workdir = workdir.absolute()
-    db = None
-    if tango_host is None:
-        say("starting the embedded Tango database ...")
-        db = EmbeddedDatabase(workdir / "tango-db", free_port()).start()
-        tango_host = db.tango_host
-    elif not database_answers(tango_host):
+    if tango_host is not None and not database_answers(tango_host):
         raise SystemExit(f"no Tango database answers at {tango_host}")
+    tango_host, db = ensure_database(workdir / "tango-db", tango_host)
+    say(f"Tango database: {tango_host} ({'embedded, started now' if db else 'already running'})")
     servers = []
     try:
         host, port = tango_host.rsplit(":", 1)
