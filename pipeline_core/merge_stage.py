@@ -178,6 +178,9 @@ class MergeStage:
 
     @staticmethod
     def _accounted(scan: _OpenScan) -> int:
+        """Frames of the scan that are merged or listed as failed (each counted once)."""
+        if not scan.failed_numbers:
+            return scan.writer.n_frames
         return scan.writer.n_frames + len(scan.failed_numbers - set(scan.writer.frame_numbers.tolist()))
 
     def _close(self, scan_id: str, reason: str = "") -> None:

@@ -30,6 +30,7 @@ from .errors import SourceError
 from .hdf5_io import open_h5
 from .lambda_files import LambdaAcquisition, ModuleFile, frame_numbers_from_any, parse_lambda_name
 from .messages import ScanInfo, WorkItem
+from .paths import confine
 from .sources import check_part_modules
 from .worker import Worker
 
@@ -44,6 +45,10 @@ class StitchConfig:
     module_timeout_s: float = 30.0
     open_retries: int = 3
     open_retry_delay_s: float = 0.5
+    #: Announced and reintegrated files must lie under one of these (empty: anywhere).
+    data_roots: tuple[str, ...] = ()
+    #: Announcements waiting to be handled; beyond this they are refused (and reported), never blocking.
+    max_pending: int = 10_000
 
 
 @dataclass
@@ -63,6 +68,7 @@ class StitchCounters:
     frames_processed: int = 0
     frames_failed: int = 0
     parts_done: int = 0
+    announcements_refused: int = 0
 
 
 class StitchStage:
@@ -95,10 +101,22 @@ class StitchStage:
     # -- inputs (any thread) --------------------------------------------------------------------
     def announce(self, path: str) -> None:
         """A module file was written. Returns at once; the work happens on the stage's thread."""
+        if self._worker.depth >= self.config.max_pending:
+            self.counters.announcements_refused += 1
+            self._on_error(
+                f"announcement queue full ({self.config.max_pending}): {path} refused; "
+                "Reintegrate the acquisition once the burst is over"
+            )
+            return
         self._worker.submit(("announce", str(path)))
+
+    @property
+    def pending_announcements(self) -> int:
+        return self._worker.depth
 
     def reintegrate(self, path: str) -> None:
         """Queue every part of the acquisition that ``path`` (a file or directory) belongs to, as a new scan."""
+        confine(path, self.config.data_roots, "acquisition to reintegrate")
         if not Path(path).exists():
             raise SourceError(f"cannot reintegrate {path}: it does not exist")
         self._worker.submit(("reintegrate", str(path)))
@@ -124,6 +142,7 @@ class StitchStage:
             self._reintegrate(Path(path))
 
     def _announce(self, path: Path) -> None:
+        path = confine(path, self.config.data_roots, "announced file")
         name = parse_lambda_name(path)
         if name is None or name.module is None:
             raise SourceError(f"announced file {path} is not a Lambda module file (<stem>_m<k>[_part<NNNNN>].nxs)")

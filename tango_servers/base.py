@@ -129,13 +129,17 @@ class PipelineDevice(Device):
     def dev_state(self) -> DevState:
         if self._fault:
             return DevState.FAULT
+        if self.alarm():
+            return DevState.ALARM
         with self._errors_lock:
             if self._errors:
                 return DevState.ALARM
-        return DevState.RUNNING if self._running and self.is_busy() else DevState.ON
+        return DevState.RUNNING if self.is_busy() else DevState.ON
 
     def dev_status(self) -> str:
         lines = [self.describe()] + sorted(self._upstream.values())
+        if self.alarm():
+            lines.insert(0, f"ALARM: {self.alarm()}")
         if self._fault:
             lines.insert(0, f"FAULT: {self._fault}")
         with self._errors_lock:
@@ -146,6 +150,10 @@ class PipelineDevice(Device):
 
     def is_busy(self) -> bool:
         return False
+
+    def alarm(self) -> str | None:
+        """A condition that needs the operator's eye now (e.g. a queue near its bound), else None."""
+        return None
 
     def describe(self) -> str:
         return "ready"

@@ -20,6 +20,7 @@ from pipeline_core.errors import PipelineError
 from pipeline_core.integrate import DEFAULT_BINS, MAX_BINS, UNITS, IntegrationSettings
 from pipeline_core.integrate_stage import IntegrateStage
 from pipeline_core.messages import WorkItem
+from pipeline_core.paths import confine
 
 from .base import PipelineDevice
 
@@ -32,6 +33,9 @@ class Integrator(PipelineDevice):
     MaskPath = device_property(dtype=str, default_value="", doc="initial mask file (the memorized value wins)")
     Bins = device_property(dtype=int, default_value=DEFAULT_BINS, doc="initial number of bins")
     Unit = device_property(dtype=str, default_value="2th_deg", doc="initial radial unit")
+    CalibrationRoots = device_property(
+        dtype=(str,), default_value=[], doc="PONI and mask files must lie under one of these (empty: anywhere)"
+    )
     PollInterval = device_property(
         dtype=float, default_value=1.0, doc="seconds between claims when no event came (events can be lost)"
     )
@@ -89,6 +93,9 @@ class Integrator(PipelineDevice):
         values = dict(poni=self._poni, mask=self._mask, bins=self._bins, unit=self._unit) | changes
         if not values["poni"]:
             raise PipelineError("no PONI file set: write poniPath")
+        confine(values["poni"], self.CalibrationRoots, "PONI file")
+        if values["mask"]:
+            confine(values["mask"], self.CalibrationRoots, "mask file")
         return IntegrationSettings(
             values["poni"], bins=values["bins"], unit=values["unit"], mask_path=values["mask"] or None
         )

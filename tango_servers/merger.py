@@ -23,6 +23,7 @@ from .base import PipelineDevice
 class Merger(PipelineDevice):
     StitcherDevice = device_property(dtype=str, default_value="", doc="TRL of the Stitcher (scan announcements)")
     IntegratorDevices = device_property(dtype=(str,), default_value=[], doc="TRLs of the Integrators to collect from")
+    QueueAlarm = device_property(dtype=int, default_value=1000, doc="ALARM when this many batches wait")
     ScanTimeout = device_property(
         dtype=float,
         default_value=120.0,
@@ -93,6 +94,12 @@ class Merger(PipelineDevice):
 
     def is_busy(self) -> bool:
         return bool(self.stage.current_scan) and self.stage.current_scan not in self.stage.closed
+
+    def alarm(self) -> str | None:
+        depth = self.stage.queue_depth
+        if depth >= self.QueueAlarm:
+            return f"{depth} pattern batches waiting to be written (alarm at {self.QueueAlarm}): is the disk slow?"
+        return None
 
     def describe(self) -> str:
         c = self.stage.counters

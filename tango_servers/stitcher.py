@@ -34,6 +34,10 @@ class Stitcher(PipelineDevice):
     DetectorName = device_property(dtype=str, default_value="lambda", doc="detector (stream) name in messages")
     ModuleCount = device_property(dtype=int, default_value=3, doc="module files per part")
     FramesPerItem = device_property(dtype=int, default_value=16, doc="frames per work item")
+    DataRoots = device_property(
+        dtype=(str,), default_value=[], doc="announced/reintegrated files must lie under one of these (empty: anywhere)"
+    )
+    MaxPending = device_property(dtype=int, default_value=10_000, doc="bound of the announcement queue")
     ModuleTimeout = device_property(
         dtype=float, default_value=60.0, doc="seconds to wait for a part's missing module files before failing it"
     )
@@ -45,7 +49,14 @@ class Stitcher(PipelineDevice):
             self.set_change_event(name, True, False)
         self._scan_json = ""
         self.stage = StitchStage(
-            StitchConfig(self.DetectorName, self.ModuleCount, self.FramesPerItem, self.ModuleTimeout),
+            StitchConfig(
+                self.DetectorName,
+                self.ModuleCount,
+                self.FramesPerItem,
+                self.ModuleTimeout,
+                data_roots=tuple(self.DataRoots),
+                max_pending=self.MaxPending,
+            ),
             on_scan=self._scan_started,
             on_work=self._work_queued,
             on_error=self.report_error,
@@ -82,7 +93,27 @@ class Stitcher(PipelineDevice):
         return self.stage.counters
 
     def is_busy(self) -> bool:
-        return self.stage.queue_depth > 0
+        return self.stage.queue_depth > 0 or self.stage.pending_announcements > 0
+
+    def alarm(self) -> str | None:
+        pending = self.stage.pending_announcements
+        if pending >= 0.8 * self.MaxPending:
+            return (
+                f"{pending} announcements waiting (bound {self.MaxPending}): the detector is faster than "
+                "stitching; beyond the bound announcements are refused"
+            )
+        return None
+
+    @attribute(
+        dtype=int,
+        label="Queue depth",
+        unit="announcements",
+        format="%d",
+        min_value=0,
+        doc="announcements waiting to be stitched (ALARM at 80 % of MaxPending, refused beyond it)",
+    )
+    def queueDepth(self) -> int:
+        return self.stage.pending_announcements
 
     def describe(self) -> str:
         c = self.stage.counters
