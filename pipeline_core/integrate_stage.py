@@ -55,6 +55,8 @@ class IntegrateStage:
         self._engine_lock = threading.Lock()
         self.frame_shape: tuple[int, int] | None = None
         self.counters = IntegrateCounters()
+        self._done: list[str] = []  # item ids handed on, to acknowledge with the next claim
+        self._done_lock = threading.Lock()
         self.last_pattern: np.ndarray | None = None
         self.radial: np.ndarray | None = None
         self.running = False
@@ -82,6 +84,12 @@ class IntegrateStage:
             self._engine = None
 
     # -- work ---------------------------------------------------------------------------------------
+    def take_done(self) -> list[str]:
+        """Item ids finished since the last call (the claim acknowledges them, ending their lease)."""
+        with self._done_lock:
+            done, self._done = self._done, []
+        return done
+
     def wake(self) -> None:
         """Work is available (an event arrived). Returns at once."""
         if self.running and self._worker.depth < 2:
@@ -124,6 +132,8 @@ class IntegrateStage:
         self.counters.frames_failed += sum(len(f.frame_numbers) for f in batch.failed)
         self.counters.busy_s += time.perf_counter() - t0
         self._on_batch(batch)
+        with self._done_lock:
+            self._done.append(item.item_id)
         return batch
 
     def _integrate(self, item: WorkItem, frames: PartFrames | str) -> PatternBatch:

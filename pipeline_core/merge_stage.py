@@ -47,6 +47,9 @@ class _OpenScan:
     total_frames: int | None = None
     last_news: float = field(default_factory=time.monotonic)
     first_news: float = field(default_factory=time.monotonic)
+    last_request: float = 0.0
+    requests: int = 0
+    raw_file: str = ""
 
 
 @dataclass
@@ -65,12 +68,19 @@ class MergeStage:
         on_error: Callable[[str], None],
         on_progress: Callable[[], None] | None = None,
         scan_timeout_s: float = 120.0,
+        request_missing: Callable[[str, list[int], str], None] | None = None,
+        gap_check_s: float = 10.0,
+        max_requests: int = 3,
     ):
         self.output_directory = Path(output_directory)
         self._on_scan_closed = on_scan_closed
         self._on_error = on_error
         self._on_progress = on_progress or (lambda: None)
         self.scan_timeout_s = scan_timeout_s
+        #: Before giving up on missing frames, ask upstream for them again (events are hints).
+        self._request_missing = request_missing
+        self.gap_check_s = gap_check_s
+        self.max_requests = max_requests
         self._infos: dict[str, ScanInfo] = {}
         self._open: dict[str, _OpenScan] = {}
         self._pending_failures: dict[str, list] = {}
@@ -150,6 +160,7 @@ class MergeStage:
         w = scan.writer
         if batch.raw_file:
             w.set_raw_file(batch.part, batch.raw_file)
+            scan.raw_file = batch.raw_file
         if len(batch.frame_numbers) and batch.settings_hash != scan.settings_hash:
             reason = (
                 f"integrated by {batch.integrator} with other settings ({batch.settings_hash}) than this "
@@ -186,11 +197,10 @@ class MergeStage:
     def _close(self, scan_id: str, reason: str = "") -> None:
         scan = self._open.pop(scan_id)
         w = scan.writer
-        if scan.total_frames:
-            have = set(w.frame_numbers.tolist()) | scan.failed_numbers
-            missing = sorted(set(range(1, scan.total_frames + 1)) - have)
-            if missing:
-                self._add_failure(scan, FailedInput("", f"never arrived ({reason or 'scan timed out'})", missing))
+        missing = self.missing(scan)
+        if missing:
+            asked = f", asked again {scan.requests} time(s)" if scan.requests else ""
+            self._add_failure(scan, FailedInput("", f"never arrived ({reason or 'scan timed out'}{asked})", missing))
         w.close()
         summary = ScanSummary(
             scan_id,
@@ -205,8 +215,37 @@ class MergeStage:
         log.info("scan %s closed: %s", scan_id, summary)
         self._on_scan_closed(summary)
 
+    def missing(self, scan: _OpenScan) -> list[int]:
+        """Frame numbers of the acquisition neither merged nor listed as failed (total must be known)."""
+        if not scan.total_frames:
+            return []
+        have = set(scan.writer.frame_numbers.tolist()) | scan.failed_numbers
+        return sorted(set(range(1, scan.total_frames + 1)) - have)
+
     def _check_timeouts(self) -> None:
+        """Gap check: a quiet scan with missing frames asks for them again, then gives up and lists them."""
         now = time.monotonic()
         for scan_id, scan in list(self._open.items()):
-            if now - scan.last_news > self.scan_timeout_s:
+            idle = now - scan.last_news
+            if (
+                self._request_missing
+                and scan.requests < self.max_requests
+                and idle > self.gap_check_s
+                and now - scan.last_request > self.gap_check_s
+            ):
+                gaps = self.missing(scan)
+                if gaps:
+                    scan.requests += 1
+                    scan.last_request = now
+                    log.warning(
+                        "scan %s: %d frame(s) missing after %.0f s quiet; asking again (%d/%d)",
+                        scan_id,
+                        len(gaps),
+                        idle,
+                        scan.requests,
+                        self.max_requests,
+                    )
+                    self._request_missing(scan_id, gaps, scan.raw_file)
+                    continue
+            if idle > self.scan_timeout_s:
                 self._close(scan_id, reason=f"no news for {self.scan_timeout_s:.0f} s")

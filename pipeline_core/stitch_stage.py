@@ -49,6 +49,8 @@ class StitchConfig:
     data_roots: tuple[str, ...] = ()
     #: Announcements waiting to be handled; beyond this they are refused (and reported), never blocking.
     max_pending: int = 10_000
+    #: A claimed item not acknowledged within this time is handed out again (its Integrator died?).
+    lease_s: float = 60.0
 
 
 @dataclass
@@ -60,6 +62,8 @@ class _Scan:
     done_parts: set[int] = field(default_factory=set)
     module_width: int = 1
     parts_suffix: bool = True
+    #: part -> (module files, frame numbers): enough to re-make any of its work items
+    parts: dict[int, tuple[list[Path], list[int]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -69,6 +73,7 @@ class StitchCounters:
     frames_failed: int = 0
     parts_done: int = 0
     announcements_refused: int = 0
+    items_requeued: int = 0
 
 
 class StitchStage:
@@ -90,6 +95,7 @@ class StitchStage:
         self._lock = threading.Lock()
         self._scans: dict[str, _Scan] = {}
         self._queue: collections.deque[WorkItem] = collections.deque()
+        self._leases: dict[str, tuple[WorkItem, str, float]] = {}
         self._ids = itertools.count(1)
         self._reintegrations = itertools.count(1)
         self.counters = StitchCounters()
@@ -121,9 +127,42 @@ class StitchStage:
             raise SourceError(f"cannot reintegrate {path}: it does not exist")
         self._worker.submit(("reintegrate", str(path)))
 
-    def claim(self) -> WorkItem | None:
+    def claim(self, claimant: str = "", done: list[str] | tuple[str, ...] = ()) -> WorkItem | None:
+        """Hand out the next item to ``claimant``; ``done`` acknowledges the items it has finished.
+
+        An item stays *leased* until acknowledged; if its lease runs out (the Integrator was killed,
+        say) it is handed out again. A frame integrated twice is harmless — the Merger keeps one —
+        a frame never integrated is not.
+        """
         with self._lock:
-            return self._queue.popleft() if self._queue else None
+            for item_id in done:
+                self._leases.pop(item_id, None)
+            if not self._queue:
+                return None
+            item = self._queue.popleft()
+            self._leases[item.item_id] = (item, claimant, time.monotonic())
+            return item
+
+    @property
+    def leased(self) -> int:
+        with self._lock:
+            return len(self._leases)
+
+    def requeue_frames(self, scan_id: str, frame_numbers: list[int], raw_file: str = "") -> None:
+        """Make work items again for frames the Merger is missing (lost events, dead Integrators)."""
+        self._worker.submit(("requeue", (scan_id, list(frame_numbers), raw_file)))
+
+    def _requeue_expired(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            expired = [k for k, (_, _, t) in self._leases.items() if now - t > self.config.lease_s]
+            for item_id in expired:
+                item, claimant, _ = self._leases.pop(item_id)
+                self._queue.appendleft(item)
+                self.counters.items_requeued += 1
+                log.warning("lease of %s (claimed by %s) expired: handed out again", item_id, claimant or "?")
+        if expired:
+            self._on_work(len(expired))
 
     @property
     def queue_depth(self) -> int:
@@ -135,11 +174,13 @@ class StitchStage:
 
     # -- stage thread ---------------------------------------------------------------------------
     def _handle(self, job: tuple[str, str]) -> None:
-        kind, path = job
+        kind, arg = job
         if kind == "announce":
-            self._announce(Path(path))
+            self._announce(Path(arg))
+        elif kind == "requeue":
+            self._requeue(*arg)
         else:
-            self._reintegrate(Path(path))
+            self._reintegrate(Path(arg))
 
     def _announce(self, path: Path) -> None:
         path = confine(path, self.config.data_roots, "announced file")
@@ -159,8 +200,8 @@ class StitchStage:
         scan.announced_at.setdefault(part, time.time())
         self._try_part(scan, part)
 
-    def _new_scan(self, directory: Path, stem: str, reintegration: bool, parts: int = 0) -> _Scan:
-        scan_id = stem if not reintegration else f"{stem}#r{next(self._reintegrations)}"
+    def _new_scan(self, directory: Path, stem: str, reintegration: bool, scan_id: str | None = None) -> _Scan:
+        scan_id = scan_id or (stem if not reintegration else f"{stem}#r{next(self._reintegrations)}")
         total = _total_frames(directory, stem)
         info = ScanInfo(scan_id, self.config.detector, stem, [], [], total, reintegration)
         scan = _Scan(info, directory)
@@ -209,23 +250,29 @@ class StitchStage:
         return True
 
     def _queue_part(self, scan: _Scan, part: int, files: list[Path], numbers: list[int]) -> None:
+        scan.parts[part] = (files, numbers)
+        self._finish_part(scan, part, self._items(scan, part, files, numbers, 0, len(numbers)), len(numbers), failed=0)
+
+    def _items(
+        self, scan: _Scan, part: int, files: list[Path], numbers: list[int], first: int, stop: int, tag: str = ""
+    ) -> list[WorkItem]:
+        """Work items of frames ``first:stop`` (indices in the part's files), ``frames_per_item`` each."""
         step = self.config.frames_per_item
-        items = [
+        return [
             WorkItem(
-                f"{scan.info.scan}:{part}:{start}",
+                f"{scan.info.scan}:{part}:{start}{tag}",
                 scan.info.scan,
                 self.config.detector,
                 part,
                 [str(f) for f in files],
                 start,
-                min(start + step, len(numbers)),
-                numbers[start : start + step],
+                min(start + step, stop),
+                numbers[start : min(start + step, stop)],
                 scan.info.total_frames,
                 announced_at=scan.announced_at.get(part, 0.0),
             )
-            for start in range(0, len(numbers), step)
+            for start in range(first, stop, step)
         ]
-        self._finish_part(scan, part, items, len(numbers), failed=0)
 
     def _fail_part(self, scan: _Scan, part: int, files: list[Path], reason: str, numbers: list[int] | None = None):
         """A part that cannot be read still goes down the chain, as an item that says why."""
@@ -256,8 +303,45 @@ class StitchStage:
             self.counters.parts_done += 1
         self._on_work(len(items))
 
+    def _requeue(self, scan_id: str, wanted: list[int], raw_file: str) -> None:
+        scan = self._scans.get(scan_id)
+        if scan is None and raw_file:  # e.g. the Stitcher restarted: rebuild the scan from its files
+            acq = LambdaAcquisition.from_file(raw_file)
+            scan = self._new_scan(acq.directory, acq.stem, reintegration=False, scan_id=scan_id)
+        if scan is None:
+            raise SourceError(f"frames {wanted[:5]}... of unknown scan {scan_id} requested again: no file to read")
+        self._rescan(scan)
+        wanted_set = set(wanted)
+        items = []
+        for part, (files, numbers) in sorted(scan.parts.items()):
+            index = [i for i, n in enumerate(numbers) if n in wanted_set]
+            for run in _runs(index):
+                items += self._items(scan, part, files, numbers, run[0], run[-1] + 1, tag=f":again{time.time():.0f}")
+        with self._lock:
+            self._queue.extend(items)
+            self.counters.items_requeued += len(items)
+        log.warning("scan %s: %d frame(s) requested again -> %d item(s)", scan_id, len(wanted), len(items))
+        if items:
+            self._on_work(len(items))
+
+    def _rescan(self, scan: _Scan) -> None:
+        """Pick up parts on disk that were never announced (announcements lost, or arrived while down)."""
+        try:
+            acq = LambdaAcquisition.from_stem(scan.directory, scan.info.stem)
+        except SourceError:
+            return
+        first = acq.parts[0].files[0].name
+        scan.module_width = len(first[len(acq.stem) + 2 :].split("_")[0].split(".")[0])
+        scan.parts_suffix = "_part" in first[len(acq.stem) :]
+        for part in acq.parts:
+            if part.index not in scan.done_parts:
+                scan.pending.setdefault(part.index, time.monotonic())
+                scan.announced_at.setdefault(part.index, time.time())
+                self._try_part(scan, part.index)
+
     def _check_pending(self) -> None:
         """Retry parts whose module files were incomplete; give up on them after the timeout."""
+        self._requeue_expired()
         now = time.monotonic()
         for scan in list(self._scans.values()):
             for part, since in list(scan.pending.items()):
@@ -288,6 +372,17 @@ class StitchStage:
             scan.pending[part.index] = time.monotonic() - self.config.module_timeout_s  # files are complete: no wait
             scan.announced_at[part.index] = time.time()
             self._try_part(scan, part.index)
+
+
+def _runs(indices: list[int]) -> list[list[int]]:
+    """Split sorted indices into runs of consecutive values: [1,2,3,7,8] -> [[1,2,3],[7,8]]."""
+    runs: list[list[int]] = []
+    for i in indices:
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
 
 
 def _read_total(h5) -> int | None:

@@ -76,7 +76,9 @@ class Integrator(PipelineDevice):
     def _claim(self) -> WorkItem | None:
         assert self._stitcher is not None
         s = self.stage.settings
-        request = json.dumps({"integrator": self.get_name(), "settings": s.to_dict() if s else {}})
+        request = json.dumps(
+            {"integrator": self.get_name(), "settings": s.to_dict() if s else {}, "done": self.stage.take_done()}
+        )
         answer = self._stitcher.command_inout("ClaimWork", request)
         return WorkItem.from_json(answer) if answer else None
 

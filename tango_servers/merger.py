@@ -8,6 +8,7 @@ recorded in the file it writes.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -23,6 +24,9 @@ from .base import PipelineDevice
 class Merger(PipelineDevice):
     StitcherDevice = device_property(dtype=str, default_value="", doc="TRL of the Stitcher (scan announcements)")
     IntegratorDevices = device_property(dtype=(str,), default_value=[], doc="TRLs of the Integrators to collect from")
+    GapCheck = device_property(
+        dtype=float, default_value=10.0, doc="seconds of quiet after which missing frames are requested again"
+    )
     QueueAlarm = device_property(dtype=int, default_value=1000, doc="ALARM when this many batches wait")
     ScanTimeout = device_property(
         dtype=float,
@@ -41,6 +45,8 @@ class Merger(PipelineDevice):
             self.report_error,
             on_progress=self._progress,
             scan_timeout_s=self.ScanTimeout,
+            request_missing=self._request_missing if self.StitcherDevice else None,
+            gap_check_s=self.GapCheck,
         )
         self._running = True
         subscriptions = [(self.StitcherDevice, "scanInfo", self._scan)] if self.StitcherDevice else []
@@ -73,6 +79,12 @@ class Merger(PipelineDevice):
             self.report_error(f"undecodable batch from {event.device}: {exc}")
             return
         self.stage.add_batch(batch, sent_at=event.attr_value.time.totime())
+
+    def _request_missing(self, scan: str, frames: list[int], raw_file: str) -> None:
+        """Called on the stage's thread: ask the Stitcher to make work again for missing frames."""
+        self.report_error(f"scan {scan}: {len(frames)} frame(s) missing ({frames[0]}..{frames[-1]}); requested again")
+        request = json.dumps({"scan": scan, "frames": frames, "raw_file": raw_file})
+        tango.DeviceProxy(self.StitcherDevice).command_inout("RequeueFrames", request)
 
     def _progress(self) -> None:
         if self.stage.current_scan != self._latency_scan:  # the figure describes the scan being merged

@@ -37,6 +37,11 @@ class Stitcher(PipelineDevice):
     DataRoots = device_property(
         dtype=(str,), default_value=[], doc="announced/reintegrated files must lie under one of these (empty: anywhere)"
     )
+    LeaseTimeout = device_property(
+        dtype=float,
+        default_value=60.0,
+        doc="seconds a claimed item may stay unacknowledged before it is handed out again",
+    )
     MaxPending = device_property(dtype=int, default_value=10_000, doc="bound of the announcement queue")
     ModuleTimeout = device_property(
         dtype=float, default_value=60.0, doc="seconds to wait for a part's missing module files before failing it"
@@ -56,6 +61,7 @@ class Stitcher(PipelineDevice):
                 self.ModuleTimeout,
                 data_roots=tuple(self.DataRoots),
                 max_pending=self.MaxPending,
+                lease_s=self.LeaseTimeout,
             ),
             on_scan=self._scan_started,
             on_work=self._work_queued,
@@ -203,11 +209,43 @@ class Stitcher(PipelineDevice):
     def ClaimWork(self, request: str) -> str:
         """Hand the next work item to exactly one Integrator."""
         try:
-            self._last_claim = json.loads(request).get("settings") or self._last_claim
+            request = json.loads(request) if request else {}
         except ValueError:
-            pass
-        item = self.stage.claim()
+            request = {}
+        self._last_claim = request.get("settings") or self._last_claim
+        item = self.stage.claim(request.get("integrator", ""), request.get("done", ()))
         return item.to_json() if item is not None else ""
+
+    @command(dtype_in=str, doc_in='JSON {"scan": id, "frames": [numbers], "raw_file": any file of the scan}')
+    def RequeueFrames(self, request: str) -> None:
+        """Make work again for frames a Merger is missing (lost events, a killed Integrator). Returns at once."""
+        try:
+            r = json.loads(request)
+            self.stage.requeue_frames(r["scan"], [int(n) for n in r["frames"]], r.get("raw_file", ""))
+        except (ValueError, KeyError, TypeError) as exc:
+            tango.Except.throw_exception("XRD_InvalidValue", f"bad RequeueFrames request ({exc})", "Stitcher")
+
+    @attribute(
+        dtype=int,
+        label="Items leased",
+        unit="items",
+        format="%d",
+        min_value=0,
+        doc="work items claimed by Integrators and not yet acknowledged",
+    )
+    def itemsLeased(self) -> int:
+        return self.stage.leased
+
+    @attribute(
+        dtype=int,
+        label="Items handed out again",
+        unit="items",
+        format="%d",
+        min_value=0,
+        doc="items re-queued after an expired lease or a Merger's request for missing frames",
+    )
+    def itemsRequeued(self) -> int:
+        return self.stage.counters.items_requeued
 
     @command(doc_in="", doc_out="")
     def Start(self) -> None:

@@ -47,6 +47,7 @@ def write_module(
     compression: str = "gzip",
     pixel_mask: np.ndarray | None = None,
     description_as_array: bool = True,
+    total_frames: int | None = None,
 ) -> Path:
     """Write one Lambda module file the way the detector does (independent of pipeline_core)."""
     comp = {"gzip": {"compression": "gzip", "compression_opts": 2}, "bslz4": hdf5plugin.Bitshuffle(cname="lz4")}[
@@ -67,6 +68,8 @@ def write_module(
         det.create_dataset("sequence_number", data=np.arange(first_number, first_number + len(frames), dtype=np.int32))
         if pixel_mask is not None:
             det.create_dataset("pixel_mask", data=pixel_mask[None].astype(np.uint32))
+        if total_frames is not None:  # the frames the acquisition will have, as the detector records it
+            det.create_dataset("collection/frame_numbers", data=np.array([total_frames], np.uint32))
     return path
 
 
@@ -79,6 +82,7 @@ def write_small_acquisition(
     compression: str = "gzip",
     dtype=np.int16,
     seed: int = 0,
+    record_total: bool = False,
 ) -> dict:
     """A tiny 3-module acquisition; returns the module frames so tests can check stitching."""
     rng = np.random.default_rng(seed)
@@ -90,7 +94,10 @@ def write_small_acquisition(
             frames = rng.integers(1, 1000, size=(frames_per_part, *SMALL_MODULE)).astype(dtype)
             modules[k].append(frames)
             name = f"{stem}_{module_naming.format(k=k, p=p)}.nxs"
-            files.append(write_module(directory / name, frames, offset, 1 + p * frames_per_part, compression))
+            total = n_parts * frames_per_part if record_total else None
+            files.append(
+                write_module(directory / name, frames, offset, 1 + p * frames_per_part, compression, total_frames=total)
+            )
     return {"modules": modules, "files": files, "stem": stem, "directory": directory}
 
 
