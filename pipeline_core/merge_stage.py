@@ -10,12 +10,15 @@ file's are refused (listed as failed with the reason), never mixed in.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import PipelineError
 from .integrate import IntegrationSettings
 from .messages import PatternBatch, ScanInfo
 from .nexus import MergedFileWriter
@@ -90,6 +93,7 @@ class MergeStage:
         self.last_output: Path | None = None
         self.settings_in_force: IntegrationSettings | None = None
         self._worker = Worker("xrd-merge", self._handle, on_error, idle=self._check_timeouts, idle_interval_s=1.0)
+        self._worker.submit(("resume", None, 0.0))
 
     # -- inputs (any thread) --------------------------------------------------------------------
     def scan_started(self, info: ScanInfo) -> None:
@@ -121,9 +125,40 @@ class MergeStage:
         elif kind == "finish":
             if payload in self._open:
                 self._close(payload, reason="stopped by the operator")
+        elif kind == "resume":
+            self._resume()
         elif kind == "close_all":
             for scan in list(self._open):
                 self._close(scan, reason="merger shut down")
+
+    def _resume(self) -> None:
+        """Continue the files a killed Merger left open, as their journals say (restart after kill -9)."""
+        for journal in sorted(self.output_directory.glob("*.nxs.journal")):
+            path = journal.with_suffix("")
+            try:
+                entry = json.loads(journal.read_text())
+                settings = IntegrationSettings.from_dict(entry["settings"])
+                writer = MergedFileWriter.reopen(path, settings)
+            except (OSError, ValueError, KeyError, PipelineError) as exc:
+                journal.rename(journal.with_name(journal.name + ".broken"))
+                self._on_error(
+                    f"cannot resume {path} ({exc}); its scan continues in a new file and missing "
+                    "frames are requested again"
+                )
+                continue
+            scan = _OpenScan(
+                None,
+                writer,
+                entry["settings_hash"],
+                settings,
+                total_frames=entry.get("total_frames"),
+                raw_file=entry.get("raw_file", ""),
+            )
+            for f in writer.failures:
+                scan.failed_numbers |= set(f.frame_numbers)
+            self._open[entry["scan"]] = scan
+            self.current_scan, self.last_output, self.settings_in_force = entry["scan"], path, settings
+            log.warning("resumed scan %s in %s: %d frames already merged", entry["scan"], path, writer.n_frames)
 
     def _open_scan(self, batch: PatternBatch) -> _OpenScan:
         info = self._infos.get(batch.scan)
@@ -132,6 +167,16 @@ class MergeStage:
         path = reserve_output(self.output_directory / f"{stem}.nxs")
         writer = MergedFileWriter(path, batch.radial, settings, [], [], stem)
         scan = _OpenScan(info, writer, batch.settings_hash, settings, total_frames=batch.total_frames)
+        _write_journal(
+            path,
+            {
+                "scan": batch.scan,
+                "settings": batch.settings,
+                "settings_hash": batch.settings_hash,
+                "total_frames": batch.total_frames,
+                "raw_file": batch.raw_file,
+            },
+        )
         self._open[batch.scan] = scan
         self.current_scan = batch.scan
         self.last_output = path
@@ -202,6 +247,7 @@ class MergeStage:
             asked = f", asked again {scan.requests} time(s)" if scan.requests else ""
             self._add_failure(scan, FailedInput("", f"never arrived ({reason or 'scan timed out'}{asked})", missing))
         w.close()
+        journal_path(w.path).unlink(missing_ok=True)
         summary = ScanSummary(
             scan_id,
             w.path,
@@ -249,3 +295,14 @@ class MergeStage:
                     continue
             if idle > self.scan_timeout_s:
                 self._close(scan_id, reason=f"no news for {self.scan_timeout_s:.0f} s")
+
+
+def journal_path(path: Path) -> Path:
+    """The journal beside a result file: which scan and settings it holds, while it is open."""
+    return path.with_name(path.name + ".journal")
+
+
+def _write_journal(path: Path, entry: dict) -> None:
+    tmp = journal_path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(entry))
+    os.replace(tmp, journal_path(path))

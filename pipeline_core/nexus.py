@@ -89,6 +89,46 @@ class MergedFileWriter:
         self._create(np.asarray(radial, dtype=np.float64), raw_files, input_files, source_name, chunk_rows)
         self.h5.flush()
 
+    @classmethod
+    def reopen(cls, path: str | Path, settings: IntegrationSettings) -> MergedFileWriter:
+        """Continue a file that a killed process left open (the Merger's resume after kill -9).
+
+        Rows are trusted up to the last valid frame number: ``frame_number`` is written after the
+        data of each row, so a row cut short by the kill is dropped here and simply merged again.
+        """
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        self.settings = settings
+        self.with_sigma = settings.error_model is not None
+        self.duplicates_ignored = 0
+        try:
+            self.h5 = h5py.File(self.path, "r+")
+            result, self.proc = self.h5["processed/result"], self.h5["processed/process"]
+            self.data, self.frame_number = result["data"], result["frame_number"]
+            self.errors = result.get("data_errors")
+            self.pos_map = self.proc["pos_map"]
+            numbers = self.frame_number[()]
+        except (OSError, KeyError) as exc:
+            raise OutputError(f"{self.path} cannot be reopened to continue it ({exc})") from exc
+        self.bins = int(self.data.shape[1])
+        valid = numbers > 0
+        ok = int(np.argmin(valid)) if not valid.all() else len(numbers)
+        if ok and np.any(np.diff(numbers[:ok]) <= 0):
+            ok = int(np.argmax(np.diff(numbers[:ok]) <= 0)) + 1
+        for ds in self._datasets().values():
+            ds.resize(ok, axis=0)
+        self._numbers = numbers[:ok].astype(np.int64)
+        self._file_index = self.pos_map[:ok, 0].astype(np.int64)
+        self.n_raw_files = int(self.proc["files"].shape[0])
+        failed = self.proc["failed"]
+        self.failures = [
+            FailedInput(f.decode(), r.decode(), _parse_ranges(n.decode()))
+            for f, r, n in zip(failed["file"][()], failed["reason"][()], failed["frame_numbers"][()], strict=True)
+        ]
+        _set_str(self.proc, "status", "running")
+        self.h5.flush()
+        return self
+
     # -- layout ---------------------------------------------------------------------------------
     def _create(self, radial, raw_files, input_files, source_name, chunk_rows) -> None:
         s = self.settings
@@ -243,7 +283,7 @@ class MergedFileWriter:
                 merged[key] = np.concatenate([old, new[key]])[order]
         for ds in datasets.values():
             ds.resize(old_n + k, axis=0)
-        for key, ds in datasets.items():
+        for key, ds in sorted(datasets.items(), key=lambda kv: kv[0] == "numbers"):  # frame numbers last
             ds[start : old_n + k] = merged[key]
         self._numbers = np.concatenate([self._numbers[:start], merged["numbers"]])
         self._file_index = np.concatenate([self._file_index[:start], merged["pos"][:, 0]])
@@ -308,6 +348,15 @@ def _ranges(numbers: Sequence[int]) -> str:
         if v is not None:
             start = prev = v
     return ",".join(out)
+
+
+def _parse_ranges(text: str) -> list[int]:
+    """Inverse of :func:`_ranges`: "1-3,7" -> [1, 2, 3, 7]."""
+    out: list[int] = []
+    for piece in filter(None, text.split(",")):
+        first, _, last = piece.partition("-")
+        out.extend(range(int(first), int(last or first) + 1))
+    return out
 
 
 def read_merged(path: str | Path) -> dict[str, np.ndarray]:

@@ -85,3 +85,34 @@ def test_kill_9_of_an_integrator_mid_scan_loses_nothing_and_it_rejoins(pipeline)
     _wait(lambda: merger.lastOutputFile != before, what=f"the merged file of {second}")
     assert read_merged(merger.lastOutputFile)["frame_number"].tolist() == list(range(1, 41))
     assert revived.framesProcessed > 0  # the restarted server took its share again
+
+
+def test_kill_9_of_the_merger_mid_scan_resumes_the_same_file(pipeline):
+    tmp, host, names, servers = pipeline
+
+    def proxy(name):
+        return tango.DeviceProxy(f"tango://{host}/{name}")
+
+    poni, mask = write_calibration(tmp / "cal")
+    for name in names:
+        dev = proxy(name)
+        dev.poniPath, dev.maskPath, dev.bins = str(poni), str(mask), 500
+        dev.Start()
+    merger, stitcher, sim = proxy(MERGER), proxy(STITCHER), proxy(SIMULATOR)
+    stitcher.Start()
+    sim.frames, sim.framesPerFile, sim.rate = 60, 10, 12.0
+    stem = sim.Start()
+    _wait(lambda: merger.framesProcessed >= 8, what="the first frames merged")
+    victim = next(s for s in servers if s.server == "XrdMerger/demo")
+    victim.kill()
+    time.sleep(1.0)  # batches pushed now are lost: the restarted Merger must ask for them again
+    victim.start()
+    victim.wait_ready(60)
+    victim.wait_connected(60)
+    _wait(lambda: merger.lastOutputFile != "", timeout_s=180, what=f"the merged file of {stem}")
+    path = Path(merger.lastOutputFile)
+    assert path.name == f"{stem}.nxs"  # resumed, not a new _v001 file
+    m = read_merged(path)
+    assert m["frame_number"].tolist() == list(range(1, 61))
+    assert m["status"] == "complete" and m["failed_frames"] == []
+    assert not path.with_name(path.name + ".journal").exists()

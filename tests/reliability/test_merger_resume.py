@@ -1,0 +1,80 @@
+"""The Merger's journal: a Merger killed with its file open resumes the same file on restart."""
+
+import json
+import time
+
+import numpy as np
+
+from pipeline_core.integrate import IntegrationSettings
+from pipeline_core.merge_stage import MergeStage, journal_path
+from pipeline_core.messages import PatternBatch
+from pipeline_core.nexus import read_merged
+
+
+def _wait(predicate, timeout_s=20.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _batch(settings, numbers, part=0, total=8):
+    n = len(numbers)
+    return PatternBatch(
+        f"scan:{part}:{numbers[0]}",
+        "scan",
+        "lambda",
+        "int0",
+        part,
+        "fp",
+        np.array(numbers),
+        np.arange(n),
+        np.tile(np.array(numbers, np.float32)[:, None], (1, 4)),
+        np.arange(4.0),
+        settings=settings.to_dict(),
+        raw_file=f"/raw/scan_m1_part{part:05d}.nxs",
+        total_frames=total,
+    )
+
+
+def test_a_killed_merger_resumes_its_open_file_without_duplicates(tmp_path, small_poni):
+    settings = IntegrationSettings(small_poni, bins=4)
+    closed, errors = [], []
+    first = MergeStage(tmp_path, closed.append, errors.append)
+    first.add_batch(_batch(settings, [1, 2]))
+    first.add_batch(_batch(settings, [3, 4], part=0))
+    assert _wait(lambda: first.counters.frames_processed == 4)
+    path = tmp_path / "scan.nxs"
+    assert json.loads(journal_path(path).read_text())["scan"] == "scan"
+    # "kill -9": the stage and its open file are abandoned, nothing is closed
+    first._open["scan"].writer.h5.flush()
+
+    second = MergeStage(tmp_path, closed.append, errors.append)
+    second.add_batch(_batch(settings, [3, 4]))  # a late duplicate of what was merged before the kill
+    second.add_batch(_batch(settings, [5, 6, 7, 8], part=1))
+    assert _wait(lambda: len(closed) == 1)
+    second.stop()
+    m = read_merged(closed[0].path)
+    assert closed[0].path == path  # the same file, not scan_v001.nxs
+    assert m["frame_number"].tolist() == list(range(1, 9))
+    assert m["data"][:, 0].tolist() == list(range(1, 9))
+    assert m["status"] == "complete" and not journal_path(path).exists()
+    assert closed[0].duplicates_ignored == 2
+
+
+def test_an_unreadable_file_is_not_resumed_and_says_why(tmp_path, small_poni):
+    settings = IntegrationSettings(small_poni, bins=4)
+    (tmp_path / "scan.nxs").write_bytes(b"not HDF5 at all")
+    journal_path(tmp_path / "scan.nxs").write_text(
+        json.dumps({"scan": "scan", "settings": settings.to_dict(), "settings_hash": "fp", "total_frames": 2})
+    )
+    closed, errors = [], []
+    stage = MergeStage(tmp_path, closed.append, errors.append)
+    stage.add_batch(_batch(settings, [1, 2], total=2))
+    assert _wait(lambda: len(closed) == 1)
+    stage.stop()
+    assert any("cannot resume" in e and "scan.nxs" in e for e in errors)
+    assert closed[0].path.name == "scan_v001.nxs"  # the broken file is left as it was, never overwritten
+    assert (tmp_path / "scan.nxs").read_bytes() == b"not HDF5 at all"
