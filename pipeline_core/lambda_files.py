@@ -196,6 +196,21 @@ class ModuleFile:
         self.h5.close()
 
 
+def open_modules(files, retries: int = 3, delay_s: float = 0.5) -> list[ModuleFile]:
+    """Open every module file of a part, or none: on a failure the ones already open are closed."""
+    opened: list[ModuleFile] = []
+    try:
+        for path in map(Path, files):
+            if not path.exists():
+                raise SourceError(f"module file {path} is missing (module switched off or not yet written?)")
+            opened.append(ModuleFile.open(path, retries=retries, delay_s=delay_s))
+    except BaseException:
+        for m in opened:
+            m.close()
+        raise
+    return opened
+
+
 def frame_numbers_from_any(files: list[Path] | tuple[Path, ...]) -> list[int]:
     """Frame numbers of a part that failed, from whichever of its module files still opens.
 

@@ -20,7 +20,14 @@ import numpy as np
 from . import lambda_layout as L
 from .errors import SourceError
 from .hdf5_io import open_h5
-from .lambda_files import LambdaAcquisition, LambdaPart, ModuleFile, frame_numbers_from_any, parse_lambda_name
+from .lambda_files import (
+    LambdaAcquisition,
+    LambdaPart,
+    ModuleFile,
+    frame_numbers_from_any,
+    open_modules,
+    parse_lambda_name,
+)
 from .stitch import StitchLayout
 
 IMAGE_SUFFIXES = {".tif", ".tiff", ".cbf", ".edf", ".img", ".mar3450", ".sfrm", ".mccd", ".npy"}
@@ -116,17 +123,7 @@ class LambdaSource(FrameSource):
         return total
 
     def _open_part(self, part: LambdaPart) -> list[ModuleFile]:
-        opened: list[ModuleFile] = []
-        try:
-            for path in part.files:
-                if not path.exists():
-                    raise SourceError(f"module file {path} is missing (module switched off or not yet written?)")
-                opened.append(ModuleFile.open(path, retries=self.retries, delay_s=self.retry_delay_s))
-        except SourceError:
-            for m in opened:
-                m.close()
-            raise
-        return opened
+        return open_modules(part.files, self.retries, self.retry_delay_s)
 
     def _check_part(self, part: LambdaPart, modules: list[ModuleFile]) -> int:
         """Validate a part against the layout; return the usable frame count."""
@@ -383,12 +380,8 @@ def read_part_range(
     module_files: Sequence[str | Path], start: int, stop: int, retries: int = 3, retry_delay_s: float = 0.5
 ) -> PartFrames:
     """Open one part's module files, read frames ``start:stop`` and stitch them (the live path)."""
-    modules: list[ModuleFile] = []
+    modules = open_modules(module_files, retries, retry_delay_s)
     try:
-        for path in map(Path, module_files):
-            if not path.exists():
-                raise SourceError(f"module file {path} is missing")
-            modules.append(ModuleFile.open(path, retries=retries, delay_s=retry_delay_s))
         layout, n = check_part_modules(modules)
         if not 0 <= start < stop <= n:
             raise SourceError(f"{modules[0].path}: frames {start}..{stop - 1} requested, the part has {n}")

@@ -28,7 +28,7 @@ import numpy as np
 from . import lambda_layout as L
 from .errors import SourceError
 from .hdf5_io import open_h5
-from .lambda_files import LambdaAcquisition, ModuleFile, frame_numbers_from_any, parse_lambda_name
+from .lambda_files import LambdaAcquisition, frame_numbers_from_any, open_modules, parse_lambda_name
 from .messages import ScanInfo, WorkItem
 from .paths import confine
 from .sources import check_part_modules
@@ -222,7 +222,7 @@ class StitchStage:
         if not all(f.exists() for f in files):
             return False
         try:
-            modules = [ModuleFile.open(f, self.config.open_retries, self.config.open_retry_delay_s) for f in files]
+            modules = open_modules(files, self.config.open_retries, self.config.open_retry_delay_s)
         except SourceError as exc:
             if time.monotonic() - scan.pending[part] < self.config.module_timeout_s:
                 return False  # still being written: the idle check tries again
@@ -310,7 +310,7 @@ class StitchStage:
             scan = self._new_scan(acq.directory, acq.stem, reintegration=False, scan_id=scan_id)
         if scan is None:
             raise SourceError(f"frames {wanted[:5]}... of unknown scan {scan_id} requested again: no file to read")
-        self._rescan(scan)
+        self._learn_parts(scan)
         wanted_set = set(wanted)
         items = []
         for part, (files, numbers) in sorted(scan.parts.items()):
@@ -324,8 +324,9 @@ class StitchStage:
         if items:
             self._on_work(len(items))
 
-    def _rescan(self, scan: _Scan) -> None:
-        """Pick up parts on disk that were never announced (announcements lost, or arrived while down)."""
+    def _learn_parts(self, scan: _Scan) -> None:
+        """Learn the frame numbers of parts on disk this Stitcher never handled (announcements lost,
+        or they came while it was down) — without queueing them: only the frames asked for are redone."""
         try:
             acq = LambdaAcquisition.from_stem(scan.directory, scan.info.stem)
         except SourceError:
@@ -334,10 +335,23 @@ class StitchStage:
         scan.module_width = len(first[len(acq.stem) + 2 :].split("_")[0].split(".")[0])
         scan.parts_suffix = "_part" in first[len(acq.stem) :]
         for part in acq.parts:
-            if part.index not in scan.done_parts:
-                scan.pending.setdefault(part.index, time.monotonic())
-                scan.announced_at.setdefault(part.index, time.time())
-                self._try_part(scan, part.index)
+            if part.index in scan.parts:
+                continue
+            try:
+                modules = open_modules(part.files, retries=0)
+            except SourceError as exc:
+                log.warning("part %d of %s cannot be read again: %s", part.index, scan.info.stem, exc)
+                continue
+            try:
+                _, n = check_part_modules(modules)
+                scan.parts[part.index] = (list(part.files), [int(v) for v in modules[0].frame_numbers[:n]])
+                scan.done_parts.add(part.index)
+                scan.pending.pop(part.index, None)
+            except SourceError as exc:
+                log.warning("part %d of %s: %s", part.index, scan.info.stem, exc)
+            finally:
+                for m in modules:
+                    m.close()
 
     def _check_pending(self) -> None:
         """Retry parts whose module files were incomplete; give up on them after the timeout."""

@@ -37,6 +37,11 @@ class Stitcher(PipelineDevice):
     DataRoots = device_property(
         dtype=(str,), default_value=[], doc="announced/reintegrated files must lie under one of these (empty: anywhere)"
     )
+    AutoStart = device_property(
+        dtype=bool,
+        default_value=True,
+        doc="take announcements from init on (so a restarted Stitcher goes on by itself); Stop/Start toggle it",
+    )
     LeaseTimeout = device_property(
         dtype=float,
         default_value=60.0,
@@ -50,6 +55,7 @@ class Stitcher(PipelineDevice):
     def init_device(self) -> None:
         super().init_device()
         self._last_claim: dict = {}
+        self._running = bool(self.AutoStart)
         for name in ("workAvailable", "scanInfo"):
             self.set_change_event(name, True, False)
         self._scan_json = ""

@@ -116,3 +116,31 @@ def test_kill_9_of_the_merger_mid_scan_resumes_the_same_file(pipeline):
     assert m["frame_number"].tolist() == list(range(1, 61))
     assert m["status"] == "complete" and m["failed_frames"] == []
     assert not path.with_name(path.name + ".journal").exists()
+
+
+def test_kill_9_of_the_stitcher_mid_scan_recovers_the_missed_announcements(pipeline):
+    tmp, host, names, servers = pipeline
+
+    def proxy(name):
+        return tango.DeviceProxy(f"tango://{host}/{name}")
+
+    poni, mask = write_calibration(tmp / "cal")
+    for name in names:
+        dev = proxy(name)
+        dev.poniPath, dev.maskPath, dev.bins = str(poni), str(mask), 500
+        dev.Start()
+    merger, sim = proxy(MERGER), proxy(SIMULATOR)
+    sim.frames, sim.framesPerFile, sim.rate = 60, 10, 12.0
+    stem = sim.Start()
+    _wait(lambda: merger.framesProcessed >= 8, what="the first frames merged")
+    victim = next(s for s in servers if s.server == "XrdStitcher/demo")
+    victim.kill()
+    _wait(lambda: proxy(SIMULATOR).framesWritten >= 40, what="parts announced while the Stitcher is down")
+    victim.start()
+    victim.wait_ready(60)
+    _wait(lambda: merger.lastOutputFile != "", timeout_s=180, what=f"the merged file of {stem}")
+    m = read_merged(merger.lastOutputFile)
+    assert Path(merger.lastOutputFile).name == f"{stem}.nxs"
+    assert m["frame_number"].tolist() == list(range(1, 61))
+    assert m["status"] == "complete" and m["failed_frames"] == []
+    assert proxy(STITCHER).itemsRequeued > 0  # the missed parts came back through the gap check
