@@ -164,6 +164,23 @@ class Pattern:
     frame_number: int
     intensity: np.ndarray
     sigma: np.ndarray | None = None
+    #: pixels of this frame that held no valid count (negative or NaN) and were left out
+    invalid_pixels: int = 0
+
+
+#: Value given to invalid pixels so that pyFAI's dummy handling leaves them out.
+_DUMMY = -1.0e30
+
+
+def invalid_pixels(frame: np.ndarray) -> np.ndarray | None:
+    """Where a frame holds no valid count (negative, NaN, inf), or None when every pixel is valid.
+
+    Unsigned frames cannot hold such values and cost nothing here.
+    """
+    if frame.dtype.kind == "u":
+        return None
+    bad = frame < 0 if frame.dtype.kind in "ib" else ~np.isfinite(frame) | (frame < 0)
+    return bad if bad.any() else None
 
 
 @dataclass
@@ -213,6 +230,12 @@ class IntegrationEngine:
             raise ConfigError(
                 f"frame {frame_number} has shape {frame.shape}; the engine was built for {self.frame_shape}"
             )
-        res = self.ai.integrate1d(frame, self.settings.bins, **self._kwargs)
+        bad = invalid_pixels(frame)
+        if bad is None:
+            res = self.ai.integrate1d(frame, self.settings.bins, **self._kwargs)
+        else:  # leave them out of this frame only (pyFAI's dummy value), never average them in
+            frame = np.where(bad, _DUMMY, frame).astype(np.float32)
+            res = self.ai.integrate1d(frame, self.settings.bins, dummy=_DUMMY, delta_dummy=1.0, **self._kwargs)
         sigma = None if self.settings.error_model is None else np.asarray(res.sigma, dtype=np.float32)
-        return Pattern(frame_number, np.asarray(res.intensity, dtype=np.float32), sigma)
+        n_bad = 0 if bad is None else int(bad.sum())
+        return Pattern(frame_number, np.asarray(res.intensity, dtype=np.float32), sigma, n_bad)

@@ -167,13 +167,20 @@ class IntegrateStage:
             engine = self._engine_for(settings, frames.frames.shape[-2:], frames.detector_mask)
             result = np.empty((len(frames.frame_numbers), settings.bins), np.float32)
             sigma = np.empty_like(result) if settings.error_model else None
+            invalid = 0
             for i, frame in enumerate(frames.frames):
                 pattern = engine.integrate(frame, int(frames.frame_numbers[i]))
+                invalid += pattern.invalid_pixels
                 result[i] = pattern.intensity
                 if sigma is not None:
                     sigma[i] = pattern.sigma
         except PipelineError as exc:
             return failed(str(exc))
+        if invalid:
+            self._on_error(
+                f"{item.item_id} ({item.module_files[0]}): {invalid} pixel(s) with negative or NaN counts "
+                "were left out of the integration"
+            )
         self.last_pattern = result[-1].copy()
         self.radial = engine.radial
         return PatternBatch(

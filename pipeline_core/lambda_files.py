@@ -154,8 +154,10 @@ class ModuleFile:
         data = h5[L.DATA]
         if data.ndim != 3:
             raise SourceError(f"{path}: {L.DATA} has shape {data.shape}; expected (frames, rows, columns)")
-        if data.dtype.kind not in "iu" and data.dtype.kind != "f":
-            raise SourceError(f"{path}: {L.DATA} has dtype {data.dtype}; expected integer counts")
+        if data.dtype.kind not in "iu":
+            raise SourceError(
+                f"{path}: {L.DATA} has dtype {data.dtype}; expected integer counts (int16, uint16 or uint32)"
+            )
         if L.TRANSLATION in h5:
             distance = np.asarray(h5[L.TRANSLATION][()], dtype=np.float64).ravel()
             if distance.size < 2 or not np.all(np.isfinite(distance[:2])):

@@ -168,6 +168,8 @@ def _integrate_chunk(engine: IntegrationEngine, chunk: FrameChunk):
             failed.append((FailedInput(f"frame {number}", f"integration failed: {exc}", [number]), i))
             continue
         intensities[i] = pattern.intensity
+        if pattern.invalid_pixels:
+            log.warning("frame %d: %d pixel(s) with negative or NaN counts left out", number, pattern.invalid_pixels)
         if sigma is not None:
             sigma[i] = pattern.sigma
     return chunk, intensities, sigma, failed

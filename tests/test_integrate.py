@@ -108,3 +108,21 @@ def test_frame_of_the_wrong_shape(small_poni):
     engine = IntegrationEngine(IntegrationSettings(small_poni, bins=10), FRAME)
     with pytest.raises(ConfigError, match="frame 7 has shape"):
         engine.integrate(np.zeros((5, 5)), 7)
+
+
+def test_negative_and_nan_counts_are_left_out_not_averaged(small_poni):
+    engine = IntegrationEngine(
+        IntegrationSettings(small_poni, bins=20, polarization_factor=None, correct_solid_angle=False), FRAME
+    )
+    clean = np.full(FRAME, 10.0, np.float32)
+    dirty = clean.copy()
+    dirty[5:10] = -3.0
+    dirty[30, 4] = np.nan
+    result = engine.integrate(dirty, 1)
+    assert result.invalid_pixels == 5 * 32 + 1
+    valid = result.intensity != 0
+    np.testing.assert_allclose(result.intensity[valid], 10.0, rtol=1e-6)
+    assert engine.integrate(clean.astype(np.int32), 2).invalid_pixels == 0
+    signed = np.full(FRAME, 10, np.int16)
+    signed[0, 0] = -1
+    assert engine.integrate(signed, 3).invalid_pixels == 1

@@ -178,3 +178,10 @@ def test_image_source_with_fabio(tmp_path):
 def test_missing_source_path():
     with pytest.raises(SourceError, match="does not exist"):
         open_sources(["/nonexistent/dir/scan_m1.nxs"])
+
+
+def test_float_frames_are_not_lambda_counts(tmp_path):
+    write_small_acquisition(tmp_path, n_parts=1)
+    write_module(tmp_path / "scan_00001_m2_part00000.nxs", np.ones((3, 20, 30), np.float64), SMALL_OFFSETS[1])
+    with pytest.raises(SourceError, match=r"has dtype float64; expected integer counts"):
+        ModuleFile.open(tmp_path / "scan_00001_m2_part00000.nxs")
