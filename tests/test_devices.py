@@ -2,6 +2,7 @@
 
 import time
 
+import numpy as np
 import pytest
 import tango
 from tango.test_context import MultiDeviceTestContext
@@ -126,6 +127,12 @@ def test_reintegrate_runs_through_the_chain_and_never_overwrites(chain):
     assert read_merged(merger.lastOutputFile)["data"].shape == (6, 10)
     assert read_merged(first)["data"].shape == (6, 20)  # the first result is untouched
     assert len(integrator.lastPattern) == 10 and len(integrator.radialAxis) == 10
+
+    # the frame shape is known now: a mask drawn for another detector is refused, the old one stays
+    np.save(tmp / "wrong.npy", np.zeros((5, 5), np.int8))
+    with pytest.raises(tango.DevFailed, match=r"wrong.npy has shape \(5, 5\) but the frames are \(67, 32\)"):
+        integrator.maskPath = str(tmp / "wrong.npy")
+    assert integrator.maskPath == ""
 
 
 def test_reintegrate_of_a_missing_path_is_a_clear_error(chain):

@@ -186,3 +186,26 @@ def test_paths_outside_the_data_root_are_refused(tmp_path, settings):
         assert chain.stitch.counters.parts_done == 0
     finally:
         chain.stop()
+
+
+def test_a_file_still_being_written_is_retried_then_read(tmp_path):
+    from pipeline_core.hdf5_io import open_h5
+
+    acq = write_small_acquisition(tmp_path / "raw", n_parts=1)
+    path = acq["files"][0]
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])  # the detector is still writing it
+    threading.Timer(0.3, path.write_bytes, args=(whole,)).start()
+    with open_h5(path, retries=10, delay_s=0.1) as h5:
+        assert h5["entry/instrument/detector/data"].shape == (3, 20, 30)
+
+
+def test_a_file_that_stays_unreadable_fails_with_the_attempts_named(tmp_path):
+    from pipeline_core.errors import SourceError
+    from pipeline_core.hdf5_io import open_h5
+
+    acq = write_small_acquisition(tmp_path / "raw", n_parts=1)
+    path = acq["files"][0]
+    path.write_bytes(path.read_bytes()[:3000])
+    with pytest.raises(SourceError, match=r"is truncated: 3000 bytes on disk.*after 3 attempts over 0.2 s"):
+        open_h5(path, retries=2, delay_s=0.1)
