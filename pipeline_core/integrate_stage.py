@@ -155,6 +155,7 @@ class IntegrateStage:
                 np.zeros(empty.shape[1]),
                 failed=[FailedFrames(item.module_files[0], reason, list(item.frame_numbers))],
                 raw_file=item.module_files[0],
+                module_files=list(item.module_files),
                 total_frames=item.total_frames,
                 announced_at=item.announced_at,
             )
@@ -197,6 +198,7 @@ class IntegrateStage:
             sigma,
             settings=settings.to_dict(),
             raw_file=item.module_files[0],
+            module_files=list(item.module_files),
             total_frames=item.total_frames,
             announced_at=item.announced_at,
         )

@@ -49,7 +49,6 @@ class _OpenScan:
     failed_numbers: set[int] = field(default_factory=set)
     total_frames: int | None = None
     last_news: float = field(default_factory=time.monotonic)
-    first_news: float = field(default_factory=time.monotonic)
     last_request: float = 0.0
     requests: int = 0
     raw_file: str = ""
@@ -204,7 +203,7 @@ class MergeStage:
             scan.total_frames = batch.total_frames
         w = scan.writer
         if batch.raw_file:
-            w.set_raw_file(batch.part, batch.raw_file)
+            w.set_raw_file(batch.part, batch.raw_file, batch.module_files)
             scan.raw_file = batch.raw_file
         if len(batch.frame_numbers) and batch.settings_hash != scan.settings_hash:
             reason = (

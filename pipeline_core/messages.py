@@ -65,8 +65,6 @@ class ScanInfo(_Message):
     scan: str  # unique id of this processing of an acquisition (stem, plus a suffix for reintegrations)
     detector: str
     stem: str
-    raw_files: list[str]  # module-1 file of each part (Dioptas' ``files``), in part order
-    input_files: list[str]
     total_frames: int | None = None  # known from the files' collection/frame_numbers, else None
     reintegration: bool = False
 
@@ -77,7 +75,7 @@ class WorkItem(_Message):
     item_id: str
     scan: str
     detector: str
-    part: int  # index of the part (file index in ScanInfo.raw_files)
+    part: int  # index of the part: the file index in the merged file's ``files``
     module_files: list[str]
     start: int  # first frame index inside the part's files
     stop: int
@@ -116,6 +114,7 @@ class PatternBatch:
     failed: list[FailedFrames] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     raw_file: str = ""  # the part's module-1 file (Dioptas' ``files`` entry)
+    module_files: list[str] = field(default_factory=list)  # all of the part's files (provenance)
     total_frames: int | None = None
     announced_at: float = 0.0
 
@@ -136,6 +135,7 @@ class PatternBatch:
             "failed": [asdict(f) for f in self.failed],
             "settings": self.settings,
             "raw_file": self.raw_file,
+            "module_files": list(self.module_files),
             "total_frames": self.total_frames,
             "announced_at": self.announced_at,
         }
@@ -182,6 +182,7 @@ class PatternBatch:
             [FailedFrames(**f) for f in h["failed"]],
             h["settings"],
             h.get("raw_file", ""),
+            h.get("module_files", []),
             h.get("total_frames"),
             h.get("announced_at", 0.0),
         )

@@ -198,7 +198,7 @@ class MergedFileWriter:
         _set_str(proc, "start_time", now_iso())
         _set_str(proc, "status", "running")
         proc.create_dataset("files", data=list(raw_files), dtype=STR, maxshape=(None,), chunks=(256,))
-        proc.create_dataset("input_files", data=list(input_files), dtype=STR)
+        proc.create_dataset("input_files", data=list(input_files), dtype=STR, maxshape=(None,), chunks=(256,))
         self.pos_map = proc.create_dataset(
             "pos_map", shape=(0, 2), maxshape=(None, 2), chunks=(1024, 2), dtype=np.int64
         )
@@ -289,9 +289,20 @@ class MergedFileWriter:
         self._file_index = np.concatenate([self._file_index[:start], merged["pos"][:, 0]])
         self._write_file_map()
 
-    def set_raw_file(self, index: int, path: str) -> None:
-        """Name the raw (module-1) file of part ``index``; live scans learn their parts one by one."""
+    def set_raw_file(self, index: int, path: str, module_files: Sequence[str] = ()) -> None:
+        """Name the raw (module-1) file of part ``index``; live scans learn their parts one by one.
+
+        ``module_files`` (all files of the part) are added to ``input_files`` for provenance.
+        """
         files = self.proc["files"]
+        if index < files.shape[0] and files.asstr()[index] == path:
+            return  # known already: every batch of a part names it again
+        inputs = self.proc["input_files"]
+        known = set(inputs.asstr()[()]) if inputs.shape[0] else set()
+        new = [f for f in module_files if f not in known]
+        if new:
+            inputs.resize((inputs.shape[0] + len(new),))
+            inputs[-len(new) :] = new
         if index >= files.shape[0]:
             files.resize((index + 1,))
             self.proc["file_map"].resize((index + 2,))
@@ -373,6 +384,7 @@ def read_merged(path: str | Path) -> dict[str, np.ndarray]:
             "pos_map": proc["pos_map"][()],
             "file_map": proc["file_map"][()],
             "files": [f.decode() for f in proc["files"][()]],
+            "input_files": [f.decode() for f in proc["input_files"][()]],
             "failed_files": [f.decode() for f in proc["failed/file"][()]],
             "failed_reasons": [f.decode() for f in proc["failed/reason"][()]],
             "failed_frames": [f.decode() for f in proc["failed/frame_numbers"][()]],

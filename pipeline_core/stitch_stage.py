@@ -85,18 +85,15 @@ class StitchStage:
         on_scan: Callable[[ScanInfo], None],
         on_work: Callable[[int], None],
         on_error: Callable[[str], None],
-        on_layout: Callable[[tuple[int, int], np.ndarray], None] | None = None,
     ):
         self.config = config
         self._on_scan = on_scan
         self._on_work = on_work
         self._on_error = on_error
-        self._on_layout = on_layout
         self._lock = threading.Lock()
         self._scans: dict[str, _Scan] = {}
         self._queue: collections.deque[WorkItem] = collections.deque()
         self._leases: dict[str, tuple[WorkItem, str, float]] = {}
-        self._ids = itertools.count(1)
         self._reintegrations = itertools.count(1)
         self.counters = StitchCounters()
         self.frame_shape: tuple[int, int] | None = None
@@ -203,7 +200,7 @@ class StitchStage:
     def _new_scan(self, directory: Path, stem: str, reintegration: bool, scan_id: str | None = None) -> _Scan:
         scan_id = scan_id or (stem if not reintegration else f"{stem}#r{next(self._reintegrations)}")
         total = _total_frames(directory, stem)
-        info = ScanInfo(scan_id, self.config.detector, stem, [], [], total, reintegration)
+        info = ScanInfo(scan_id, self.config.detector, stem, total, reintegration)
         scan = _Scan(info, directory)
         self._scans[scan_id] = scan
         self.current_scan = scan_id
@@ -238,8 +235,6 @@ class StitchStage:
             if self.frame_shape is None or self.frame_shape != layout.frame_shape:
                 self.frame_shape = layout.frame_shape
                 self.detector_mask = layout.stitch_mask([m.pixel_mask for m in modules])
-                if self._on_layout:
-                    self._on_layout(self.frame_shape, self.detector_mask)
         except SourceError as exc:
             self._fail_part(scan, part, files, str(exc), [int(v) for v in modules[0].frame_numbers])
             return True

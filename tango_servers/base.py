@@ -17,7 +17,6 @@ from tango import AttrWriteType, DevState
 from tango.server import Device, attribute, command, device_property
 
 import pipeline_core.worker
-from pipeline_core.errors import PipelineError
 
 # Threads the stages create call Tango (events, proxies): they must be omni threads.
 pipeline_core.worker.worker_context = tango.EnsureOmniThread
@@ -234,7 +233,3 @@ class PipelineDevice(Device):
     def outputDirectory(self) -> str:
         return str(self.OutputDirectory)
 
-
-def raise_for_pipeline_error(exc: PipelineError, origin: str) -> None:
-    """Turn a core error into a DevFailed whose description is the operator-readable message."""
-    tango.Except.throw_exception("XRD_InvalidValue", str(exc), origin)

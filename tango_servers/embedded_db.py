@@ -18,8 +18,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_PORT = 10123  # not 10000: a developer machine may already run a real Tango DB there
-
 
 def tango_host_reachable(host: str, port: int, timeout_s: float = 1.0) -> bool:
     """True when something accepts TCP connections at host:port (cheap check before asking Tango)."""
@@ -42,6 +40,18 @@ def database_answers(tango_host: str, timeout_s: float = 2.0) -> bool:
         return True
     except tango.DevFailed:
         return False
+
+
+def terminate(process: subprocess.Popen | None, timeout_s: float = 10.0) -> None:
+    """SIGTERM (a Tango server shuts down its devices on it), SIGKILL if it does not end in time."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def free_port() -> int:
@@ -88,14 +98,7 @@ class EmbeddedDatabase:
         raise RuntimeError(f"the embedded Tango database did not answer on {self.tango_host} within {timeout_s:.0f} s")
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process, timeout_s)
 
     def __enter__(self) -> EmbeddedDatabase:
         return self.start() if self.process is None else self

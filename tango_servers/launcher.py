@@ -8,7 +8,6 @@ success, on error and on Ctrl-C — so no orphan process is left behind.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import tango
+
+from .embedded_db import terminate
 
 #: Tango server name -> module that runs it (``python -m MODULE INSTANCE``).
 MODULES = {
@@ -96,14 +97,7 @@ class ServerProcess:
             self.process.wait()
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        if not self.alive():
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process, timeout_s)
 
 
 def start_servers(specs, tango_host: str, log_dir: Path, timeout_s: float = 60.0) -> list[ServerProcess]:

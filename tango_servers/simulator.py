@@ -28,7 +28,6 @@ class LambdaSimulator(Device):
         self._frames, self._frames_per_file, self._rate = 200, 50, 100.0
         self._last_file = ""
         self._written = 0
-        self._error = ""
         self._poni = self._mask = ""
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import h5py
@@ -119,3 +120,13 @@ def dioptas_stitch(module_frames: list[np.ndarray], offsets) -> np.ndarray:
     for frame, x, y in zip(module_frames, xs, ys, strict=True):
         full[y : y + rows, x : x + cols] = frame
     return full[::-1]
+
+
+def wait_for(predicate, timeout_s: float = 30.0, what: str = "condition") -> None:
+    """Poll until ``predicate()`` is true; fail the test naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")

@@ -1,7 +1,5 @@
 """Device tier: Stitcher → Integrator → Merger in one MultiDeviceTestContext (real Tango, own processes)."""
 
-import time
-
 import numpy as np
 import pytest
 import tango
@@ -15,18 +13,9 @@ from tango_servers.integrator import Integrator
 from tango_servers.merger import Merger
 from tango_servers.stitcher import Stitcher
 
-from .conftest import write_small_acquisition
+from .conftest import wait_for, write_small_acquisition
 
 STITCHER, INTEGRATOR, MERGER = "test/xrd/stitcher", "test/xrd/integrator1", "test/xrd/merger"
-
-
-def _wait(predicate, timeout_s=30.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +56,7 @@ def chain(tmp_path_factory):
     ]
     with MultiDeviceTestContext(devices, process=True, timeout=30) as ctx:
         for name in (INTEGRATOR, MERGER):  # events pushed before a subscription is live are not received
-            assert _wait(lambda name=name: ctx.get_device(name).upstreamConnected), ctx.get_device(name).status()
+            wait_for(lambda name=name: ctx.get_device(name).upstreamConnected, what=f"{name} connected upstream")
         yield tmp, ctx
 
 
@@ -103,9 +92,9 @@ def test_reintegrate_runs_through_the_chain_and_never_overwrites(chain):
     integrator.Start()
     stitcher.Start()
     assert "queued" in merger.Reintegrate(str(tmp / "raw"))  # forwarded to the Stitcher, returns at once
-    assert _wait(lambda: merger.framesProcessed >= 6), [d.status() for d in (stitcher, integrator, merger)]
+    wait_for(lambda: merger.framesProcessed >= 6, what="6 frames merged")
     merger.Stop()  # these small files do not say how many frames the acquisition has: close by hand
-    assert _wait(lambda: merger.lastOutputFile != "")
+    wait_for(lambda: merger.lastOutputFile != "")
     first = merger.lastOutputFile
     assert first.endswith("out/scan_00001.nxs")
     live = read_merged(first)
@@ -120,9 +109,9 @@ def test_reintegrate_runs_through_the_chain_and_never_overwrites(chain):
 
     integrator.bins = 10
     integrator.Reintegrate(str(acq["files"][0]))
-    assert _wait(lambda: merger.framesProcessed >= 12)
+    wait_for(lambda: merger.framesProcessed >= 12)
     merger.Stop()
-    assert _wait(lambda: merger.lastOutputFile != first)
+    wait_for(lambda: merger.lastOutputFile != first)
     assert merger.lastOutputFile.endswith("scan_00001_v001.nxs")
     assert read_merged(merger.lastOutputFile)["data"].shape == (6, 10)
     assert read_merged(first)["data"].shape == (6, 20)  # the first result is untouched

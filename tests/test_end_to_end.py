@@ -1,7 +1,6 @@
 """End to end: the embedded Tango database, real server processes, the simulator writing live."""
 
 import hashlib
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +17,7 @@ from tango_servers.embedded_db import EmbeddedDatabase, free_port
 from tango_servers.launcher import start_servers, stop_servers
 from tango_servers.registration import register
 
-
-def _wait(predicate, timeout_s=120.0, what="condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+from .conftest import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +59,7 @@ def test_live_scan_with_two_integrators_equals_offline_and_reintegration_keeps_i
     stitcher.Start()
     sim.frames, sim.framesPerFile, sim.rate = 40, 20, 200.0
     stem = sim.Start()
-    _wait(lambda: merger.lastOutputFile != "", what=f"the merged file of {stem}")
+    wait_for(lambda: merger.lastOutputFile != "", what=f"the merged file of {stem}")
     first = Path(merger.lastOutputFile)
     assert first.name == f"{stem}.nxs"
     live = read_merged(first)
@@ -90,13 +82,14 @@ def test_live_scan_with_two_integrators_equals_offline_and_reintegration_keeps_i
     np.testing.assert_allclose(live["data"], ref["data"], rtol=1e-6)
     np.testing.assert_array_equal(live["pos_map"], ref["pos_map"])
     assert live["files"] == ref["files"] and live["status"] == "complete"
+    assert sorted(live["input_files"]) == sorted(ref["input_files"]) and len(live["input_files"]) == 6
 
     # reintegration with new bins: a second file, the first untouched
     digest = hashlib.sha256(first.read_bytes()).hexdigest()
     for dev in integrators:
         dev.bins = 300
     merger.Reintegrate(str(raw[1]))
-    _wait(lambda: merger.lastOutputFile != str(first), what="the reintegrated file")
+    wait_for(lambda: merger.lastOutputFile != str(first), what="the reintegrated file")
     second = Path(merger.lastOutputFile)
     assert second.name == f"{stem}_v001.nxs"
     assert read_merged(second)["data"].shape == (40, 300)

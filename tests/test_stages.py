@@ -1,7 +1,6 @@
 """The live stages wired with plain callbacks (no Tango): announcements in, merged file out."""
 
 import threading
-import time
 
 import numpy as np
 
@@ -14,16 +13,7 @@ from pipeline_core.offline import integrate_source
 from pipeline_core.sources import LambdaSource
 from pipeline_core.stitch_stage import StitchConfig, StitchStage
 
-from .conftest import write_small_acquisition
-
-
-def _wait(predicate, timeout_s=20.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
+from .conftest import wait_for, write_small_acquisition
 
 
 class Chain:
@@ -74,8 +64,8 @@ def test_chain_merges_every_frame_once_and_equals_offline(tmp_path, small_poni):
         for f in reversed(acq["files"]):  # announced out of order, and every file twice
             chain.stitch.announce(str(f))
             chain.stitch.announce(str(f))
-        assert _wait(lambda: chain.stitch.counters.parts_done == 3)
-        assert _wait(lambda: len(chain.closed) == 0 and chain.merge.counters.frames_processed == 15)
+        wait_for(lambda: chain.stitch.counters.parts_done == 3)
+        wait_for(lambda: len(chain.closed) == 0 and chain.merge.counters.frames_processed == 15)
     finally:
         chain.stop()
     assert chain.errors == []
@@ -99,8 +89,8 @@ def test_part_with_a_missing_module_fails_after_timeout_and_is_listed(tmp_path, 
         for f in acq["files"]:
             if f.exists():
                 chain.stitch.announce(str(f))
-        assert _wait(lambda: chain.stitch.counters.parts_done == 2)
-        assert _wait(lambda: chain.merge.counters.frames_failed == 3)
+        wait_for(lambda: chain.stitch.counters.parts_done == 2)
+        wait_for(lambda: chain.merge.counters.frames_failed == 3)
     finally:
         chain.stop()
     m = read_merged(chain.closed[0].path)
@@ -115,14 +105,14 @@ def test_reintegration_writes_a_new_file_with_new_settings(tmp_path, small_poni)
     chain = Chain(tmp_path, IntegrationSettings(small_poni, bins=10), n_integrators=1)
     try:
         chain.stitch.reintegrate(str(tmp_path / "raw"))
-        assert _wait(lambda: chain.merge.counters.frames_processed == 4)
+        wait_for(lambda: chain.merge.counters.frames_processed == 4)
         chain.merge.finish(chain.scans[0].scan)
-        assert _wait(lambda: len(chain.closed) == 1)
+        wait_for(lambda: len(chain.closed) == 1)
         chain.integrators[0].set_settings(IntegrationSettings(small_poni, bins=20))
         chain.stitch.reintegrate(str(acq["files"][0]))
-        assert _wait(lambda: chain.merge.counters.frames_processed == 8)
+        wait_for(lambda: chain.merge.counters.frames_processed == 8)
         chain.merge.finish(chain.scans[1].scan)
-        assert _wait(lambda: len(chain.closed) == 2)
+        wait_for(lambda: len(chain.closed) == 2)
     finally:
         chain.stop()
     first, second = chain.closed
@@ -156,7 +146,7 @@ def test_batches_with_other_settings_are_refused(tmp_path, small_poni):
 
     merge.add_batch(batch([1, 2], "aaaa"))
     merge.add_batch(batch([3, 4], "bbbb"))
-    assert _wait(lambda: len(closed) == 1)
+    wait_for(lambda: len(closed) == 1)
     merge.stop()
     m = read_merged(closed[0].path)
     assert m["frame_number"].tolist() == [1, 2]

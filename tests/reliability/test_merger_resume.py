@@ -1,7 +1,6 @@
 """The Merger's journal: a Merger killed with its file open resumes the same file on restart."""
 
 import json
-import time
 
 import numpy as np
 
@@ -10,14 +9,7 @@ from pipeline_core.merge_stage import MergeStage, journal_path
 from pipeline_core.messages import PatternBatch
 from pipeline_core.nexus import read_merged
 
-
-def _wait(predicate, timeout_s=20.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
+from ..conftest import wait_for
 
 
 def _batch(settings, numbers, part=0, total=8):
@@ -45,7 +37,7 @@ def test_a_killed_merger_resumes_its_open_file_without_duplicates(tmp_path, smal
     first = MergeStage(tmp_path, closed.append, errors.append)
     first.add_batch(_batch(settings, [1, 2]))
     first.add_batch(_batch(settings, [3, 4], part=0))
-    assert _wait(lambda: first.counters.frames_processed == 4)
+    wait_for(lambda: first.counters.frames_processed == 4)
     path = tmp_path / "scan.nxs"
     assert json.loads(journal_path(path).read_text())["scan"] == "scan"
     # "kill -9": the stage and its open file are abandoned, nothing is closed
@@ -54,7 +46,7 @@ def test_a_killed_merger_resumes_its_open_file_without_duplicates(tmp_path, smal
     second = MergeStage(tmp_path, closed.append, errors.append)
     second.add_batch(_batch(settings, [3, 4]))  # a late duplicate of what was merged before the kill
     second.add_batch(_batch(settings, [5, 6, 7, 8], part=1))
-    assert _wait(lambda: len(closed) == 1)
+    wait_for(lambda: len(closed) == 1)
     second.stop()
     m = read_merged(closed[0].path)
     assert closed[0].path == path  # the same file, not scan_v001.nxs
@@ -73,7 +65,7 @@ def test_an_unreadable_file_is_not_resumed_and_says_why(tmp_path, small_poni):
     closed, errors = [], []
     stage = MergeStage(tmp_path, closed.append, errors.append)
     stage.add_batch(_batch(settings, [1, 2], total=2))
-    assert _wait(lambda: len(closed) == 1)
+    wait_for(lambda: len(closed) == 1)
     stage.stop()
     assert any("cannot resume" in e and "scan.nxs" in e for e in errors)
     assert closed[0].path.name == "scan_v001.nxs"  # the broken file is left as it was, never overwritten

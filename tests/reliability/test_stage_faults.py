@@ -2,7 +2,6 @@
 paths outside the data root. Each test breaks something for real, then checks the file frame by frame."""
 
 import threading
-import time
 
 import pytest
 
@@ -14,16 +13,7 @@ from pipeline_core.messages import PatternBatch
 from pipeline_core.nexus import read_merged
 from pipeline_core.stitch_stage import StitchConfig, StitchStage
 
-from ..conftest import write_small_acquisition
-
-
-def _wait(predicate, timeout_s=30.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
+from ..conftest import wait_for, write_small_acquisition
 
 
 class LossyChain:
@@ -106,7 +96,7 @@ def test_lost_pattern_events_are_found_by_the_gap_check_and_redone(tmp_path, set
     try:
         for f in acq["files"]:
             chain.stitch.announce(str(f))
-        assert _wait(lambda: len(chain.closed) == 1)
+        wait_for(lambda: len(chain.closed) == 1)
     finally:
         chain.stop()
     assert len(chain.dropped) == 3
@@ -122,12 +112,12 @@ def test_an_integrator_that_dies_holding_work_is_replaced_after_its_lease(tmp_pa
     try:
         for f in acq["files"]:
             chain.stitch.announce(str(f))
-        assert _wait(lambda: chain.stitch.queue_depth == 4)
+        wait_for(lambda: chain.stitch.queue_depth == 4)
         stolen = [chain.stitch.claim("doomed"), chain.stitch.claim("doomed")]  # claimed, then "kill -9"
         assert all(stolen) and chain.stitch.leased == 2
         chain.add_integrator("survivor", settings)
-        assert _wait(lambda: len(chain.closed) == 1)
-        assert _wait(lambda: chain.stitch.leased == 0)  # the survivor acknowledges with its next claim
+        wait_for(lambda: len(chain.closed) == 1)
+        wait_for(lambda: chain.stitch.leased == 0)  # the survivor acknowledges with its next claim
     finally:
         chain.stop()
     m = read_merged(chain.closed[0].path)
@@ -145,7 +135,7 @@ def test_frames_that_never_come_are_listed_after_asking_again(tmp_path, settings
     try:
         for f in acq["files"]:
             chain.stitch.announce(str(f))
-        assert _wait(lambda: len(chain.closed) == 1)
+        wait_for(lambda: len(chain.closed) == 1)
     finally:
         chain.stop()
     m = read_merged(chain.closed[0].path)
@@ -166,7 +156,7 @@ def test_a_flood_of_announcements_is_bounded_reported_and_recoverable(tmp_path, 
         assert refused > 0
         assert any("announcement queue full (3)" in e for e in chain.errors)
         chain.add_integrator("int0", settings)
-        assert _wait(lambda: len(chain.closed) == 1)
+        wait_for(lambda: len(chain.closed) == 1)
     finally:
         chain.stop()
     m = read_merged(chain.closed[0].path)
@@ -182,7 +172,7 @@ def test_paths_outside_the_data_root_are_refused(tmp_path, settings):
         with pytest.raises(ConfigError, match="outside the allowed root"):
             chain.stitch.reintegrate(str(tmp_path / "raw" / ".." / "elsewhere"))
         chain.stitch.announce(str(tmp_path / "raw" / "link" / outside["files"][0].name))
-        assert _wait(lambda: any("announced file" in e and "outside the allowed root" in e for e in chain.errors))
+        wait_for(lambda: any("announced file" in e and "outside the allowed root" in e for e in chain.errors))
         assert chain.stitch.counters.parts_done == 0
     finally:
         chain.stop()
