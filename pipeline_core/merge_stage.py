@@ -86,6 +86,7 @@ class MergeStage:
         self._infos: dict[str, ScanInfo] = {}
         self._open: dict[str, _OpenScan] = {}
         self._pending_failures: dict[str, list] = {}
+        self._closed_frames: dict[str, set[int]] = {}
         self.closed: dict[str, ScanSummary] = {}
         self.counters = MergeCounters()
         self.current_scan = ""
@@ -187,7 +188,11 @@ class MergeStage:
         n_in = len(batch.frame_numbers) + sum(len(f.frame_numbers) for f in batch.failed)
         self.counters.frames_received += n_in
         if batch.scan in self.closed:
-            self._on_error(f"batch {batch.item_id} came after scan {batch.scan} was closed: not merged")
+            if set(batch.frame_numbers.tolist()) <= self._closed_frames.get(batch.scan, set()):
+                # a late twin (an item handed out again after a lease ran out): already in the file
+                log.info("late duplicate %s of closed scan %s ignored", batch.item_id, batch.scan)
+            else:
+                self._on_error(f"batch {batch.item_id} came after scan {batch.scan} was closed: not merged")
             return
         scan = self._open.get(batch.scan)
         if scan is None:
@@ -257,6 +262,9 @@ class MergeStage:
             settings=scan.settings,
         )
         self.closed[scan_id] = summary
+        self._closed_frames[scan_id] = set(w.frame_numbers.tolist())
+        while len(self._closed_frames) > 20:  # enough to recognise late twins; bounded memory
+            self._closed_frames.pop(next(iter(self._closed_frames)))
         log.info("scan %s closed: %s", scan_id, summary)
         self._on_scan_closed(summary)
 

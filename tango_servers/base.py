@@ -232,4 +232,3 @@ class PipelineDevice(Device):
     )
     def outputDirectory(self) -> str:
         return str(self.OutputDirectory)
-

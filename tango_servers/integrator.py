@@ -36,6 +36,11 @@ class Integrator(PipelineDevice):
     CalibrationRoots = device_property(
         dtype=(str,), default_value=[], doc="PONI and mask files must lie under one of these (empty: anywhere)"
     )
+    AutoStart = device_property(
+        dtype=bool,
+        default_value=True,
+        doc="claim work as soon as a valid PONI is set (so a restarted Integrator rejoins by itself)",
+    )
     PollInterval = device_property(
         dtype=float, default_value=1.0, doc="seconds between claims when no event came (events can be lost)"
     )
@@ -57,6 +62,9 @@ class Integrator(PipelineDevice):
         self.stage = IntegrateStage(
             self.get_name(), settings, self._claim, self._send, self.report_error, poll_interval_s=self.PollInterval
         )
+        self._want_running = bool(self.AutoStart)
+        if self._want_running and settings is not None:
+            self.stage.start()
         if self._stitcher is None:
             self.set_fault("no StitcherDevice property: nothing to integrate")
         else:
@@ -110,6 +118,8 @@ class Integrator(PipelineDevice):
             tango.Except.throw_exception("XRD_InvalidValue", str(exc), f"{self.get_name()} write")
         self._poni, self._mask = str(settings.poni_path), str(settings.mask_path or "")
         self._bins, self._unit = settings.bins, settings.unit
+        if self._want_running and not self.stage.running:  # memorized values restored after a restart
+            self.stage.start()
 
     # -- interface --------------------------------------------------------------------------------------
     def counters(self):
@@ -248,11 +258,13 @@ class Integrator(PipelineDevice):
             tango.Except.throw_exception(
                 "XRD_NotConfigured", "no PONI file set: write poniPath first", "Integrator.Start"
             )
+        self._want_running = True
         self.stage.start()
 
     @command
     def Stop(self) -> None:
-        """Stop claiming new work (the item in hand is finished)."""
+        """Stop claiming new work (the item in hand is finished); stays stopped until Start."""
+        self._want_running = False
         self.stage.pause()
 
     @command(dtype_in=str, doc_in="an acquisition file (any module/part) or its directory", dtype_out=str)

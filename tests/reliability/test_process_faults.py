@@ -82,7 +82,8 @@ def test_kill_9_of_an_integrator_mid_scan_loses_nothing_and_it_rejoins(pipeline)
     victim.wait_ready(60)
     victim.wait_connected(60)
     wait_for(lambda: merger.upstreamConnected, timeout_s=60, what="the Merger to reconnect to the restarted Integrator")
-    revived = _start_integrator(host, tmp, names[1])
+    revived = _proxy(host, names[1])  # not configured again: memorized settings + AutoStart
+    assert revived.poniPath == str(tmp / "cal" / "lambda2m.poni") and revived.bins == 500
     before = merger.lastOutputFile
     sim.frames, sim.framesPerFile, sim.rate = 40, 10, 15.0
     second = sim.Start()
