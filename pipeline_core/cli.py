@@ -190,6 +190,8 @@ def main(
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    # silx announces at every start that OpenCL is not installed; pyFAI's CPU path needs none
+    logging.getLogger("silx.opencl.common").setLevel(logging.ERROR)
     try:
         return commands[args.command](args)
     except PipelineError as exc:

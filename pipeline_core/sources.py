@@ -307,6 +307,17 @@ class ImageSource(FrameSource):
             yield FrameChunk(numbers, frames, file_index, np.arange(n))
 
 
+def is_merged_result(path: Path) -> bool:
+    """True for a file this pipeline wrote (a directory of raw data may hold earlier results too)."""
+    if path.suffix.lower() not in HDF5_SUFFIXES or parse_lambda_name(path) is not None:
+        return False
+    try:
+        with open_h5(path, retries=0) as h5:
+            return "processed/process" in h5
+    except SourceError:
+        return False
+
+
 def open_sources(paths: Sequence[str | Path], dataset: str | None = None) -> list[FrameSource]:
     """Turn command-line paths (files or directories) into sources, one per acquisition/stream.
 
@@ -317,7 +328,11 @@ def open_sources(paths: Sequence[str | Path], dataset: str | None = None) -> lis
     for p in map(Path, paths):
         if p.is_dir():
             files.extend(
-                sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in HDF5_SUFFIXES | IMAGE_SUFFIXES)
+                sorted(
+                    f
+                    for f in p.iterdir()
+                    if f.is_file() and f.suffix.lower() in HDF5_SUFFIXES | IMAGE_SUFFIXES and not is_merged_result(f)
+                )
             )
         elif p.exists():
             files.append(p)

@@ -76,3 +76,12 @@ def test_unknown_unit_is_refused_by_the_parser(capsys):
         main(["integrate", "x", "--poni", "p", "--unit", "furlong"])
     assert exc.value.code == 2
     assert "invalid choice: 'furlong'" in capsys.readouterr().err
+
+
+def test_a_directory_with_earlier_results_integrates_only_the_raw_files(tmp_path, small_poni, capsys):
+    acq = write_small_acquisition(tmp_path, n_parts=1)
+    args = ["integrate", str(tmp_path), "--poni", str(small_poni), "--bins", "10", "-o", str(tmp_path)]
+    assert main(args) == 0
+    assert main(args) == 0, capsys.readouterr().err  # scan_00001.nxs now lies among the raw files
+    assert read_merged(tmp_path / "scan_00001_v001.nxs")["frame_number"].tolist() == [1, 2, 3]
+    assert len(acq["files"]) == 3
