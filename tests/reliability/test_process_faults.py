@@ -129,17 +129,19 @@ def test_kill_9_of_the_stitcher_mid_scan_recovers_the_missed_announcements(pipel
     for name in names:
         _start_integrator(host, tmp, name)
     merger, sim = proxy(MERGER), proxy(SIMULATOR)
-    sim.frames, sim.framesPerFile, sim.rate = 60, 10, 12.0
+    sim.frames, sim.framesPerFile, sim.rate = 80, 10, 10.0
     stem = sim.Start()
     wait_for(lambda: merger.framesProcessed >= 8, what="the first frames merged")
     victim = next(s for s in servers if s.server == "XrdStitcher/demo")
+    written_at_kill = sim.framesWritten
     victim.kill()
-    wait_for(lambda: proxy(SIMULATOR).framesWritten >= 40, what="parts announced while the Stitcher is down")
+    assert written_at_kill <= 40, "the simulator ran ahead: nothing would be announced while the Stitcher is down"
+    wait_for(lambda: sim.framesWritten >= written_at_kill + 20, what="two parts announced while the Stitcher is down")
     victim.start()
     victim.wait_ready(60)
     wait_for(lambda: merger.lastOutputFile != "", timeout_s=180, what=f"the merged file of {stem}")
     m = read_merged(merger.lastOutputFile)
     assert Path(merger.lastOutputFile).name == f"{stem}.nxs"
-    assert m["frame_number"].tolist() == list(range(1, 61))
+    assert m["frame_number"].tolist() == list(range(1, 81))
     assert m["status"] == "complete" and m["failed_frames"] == []
     assert proxy(STITCHER).itemsRequeued > 0  # the missed parts came back through the gap check
