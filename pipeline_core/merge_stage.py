@@ -111,7 +111,9 @@ class MergeStage:
         return self._worker.depth
 
     def stop(self) -> None:
-        self._worker.submit(("close_all", None, 0.0))
+        """Shut down (server stop or restart): open files are suspended, not finished, so the next
+        start resumes them from their journals; only completion, timeout or ``finish`` closes a scan."""
+        self._worker.submit(("suspend_all", None, 0.0))
         self._worker.stop()
 
     # -- stage thread ---------------------------------------------------------------------------
@@ -127,9 +129,11 @@ class MergeStage:
                 self._close(payload, reason="stopped by the operator")
         elif kind == "resume":
             self._resume()
-        elif kind == "close_all":
-            for scan in list(self._open):
-                self._close(scan, reason="merger shut down")
+        elif kind == "suspend_all":
+            for scan_id, scan in list(self._open.items()):
+                scan.writer.suspend()
+                log.warning("scan %s suspended in %s; the next start resumes it", scan_id, scan.writer.path)
+            self._open.clear()
 
     def _resume(self) -> None:
         """Continue the files a killed Merger left open, as their journals say (restart after kill -9)."""

@@ -326,6 +326,12 @@ class MergedFileWriter:
             failed[name][i] = value
         self.h5.flush()
 
+    def suspend(self) -> None:
+        """Close the file without finishing it (status ``interrupted``): :meth:`reopen` continues it."""
+        _set_str(self.proc, "status", "interrupted")
+        self.h5.flush()
+        self.h5.close()
+
     def close(self) -> None:
         """Finish the file: end time and status (complete / incomplete when anything failed)."""
         if not self.h5:

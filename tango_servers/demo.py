@@ -78,7 +78,6 @@ def run_demo(
             integrator.Start()
         merger.Start()
         stitcher.Start()
-        before = merger.lastOutputFile
         sim.frames, sim.framesPerFile, sim.rate = frames, 50, rate
         stem = sim.Start()
         say(
@@ -88,7 +87,8 @@ def run_demo(
         progress = Progress("merged", frames)
         deadline = time.monotonic() + timeout_s
         try:
-            while merger.lastOutputFile == before:
+            # wait for *this* scan's file (a Merger may also finish a scan it resumed from an earlier run)
+            while not Path(merger.lastOutputFile).name.startswith(stem):
                 if time.monotonic() > deadline:
                     raise SystemExit(f"the scan was not complete after {timeout_s:.0f} s:\n{merger.status()}")
                 progress(merger.framesProcessed, merger.framesFailed)

@@ -70,3 +70,20 @@ def test_an_unreadable_file_is_not_resumed_and_says_why(tmp_path, small_poni):
     assert any("cannot resume" in e and "scan.nxs" in e for e in errors)
     assert closed[0].path.name == "scan_v001.nxs"  # the broken file is left as it was, never overwritten
     assert (tmp_path / "scan.nxs").read_bytes() == b"not HDF5 at all"
+
+
+def test_a_merger_shut_down_mid_scan_suspends_and_the_next_one_resumes(tmp_path, small_poni):
+    settings = IntegrationSettings(small_poni, bins=4)
+    closed, errors = [], []
+    first = MergeStage(tmp_path, closed.append, errors.append)
+    first.add_batch(_batch(settings, [1, 2, 3, 4]))
+    wait_for(lambda: first.counters.frames_processed == 4)
+    first.stop()  # a graceful restart of the server (SIGTERM)
+    assert closed == [] and journal_path(tmp_path / "scan.nxs").exists()
+    assert read_merged(tmp_path / "scan.nxs")["status"] == "interrupted"
+    second = MergeStage(tmp_path, closed.append, errors.append)
+    second.add_batch(_batch(settings, [5, 6, 7, 8], part=1))
+    wait_for(lambda: len(closed) == 1)
+    second.stop()
+    assert closed[0].path == tmp_path / "scan.nxs" and closed[0].complete
+    assert read_merged(closed[0].path)["frame_number"].tolist() == list(range(1, 9))
