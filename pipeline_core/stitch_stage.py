@@ -36,6 +36,9 @@ from .worker import Worker
 
 log = logging.getLogger(__name__)
 
+#: Scans remembered (to ignore repeated announcements and to redo missing frames).
+MAX_SCANS = 50
+
 
 @dataclass(frozen=True)
 class StitchConfig:
@@ -64,6 +67,14 @@ class _Scan:
     parts_suffix: bool = True
     #: part -> (module files, frame numbers): enough to re-make any of its work items
     parts: dict[int, tuple[list[Path], list[int]]] = field(default_factory=dict)
+
+    def learn_naming(self, file_name: str) -> None:
+        """Module-number width (``_m1`` or ``_m01``) and part suffix, from one of the scan's files,
+        so that the names of a part's other module files can be derived."""
+        name = parse_lambda_name(file_name)
+        if name is not None and name.module is not None:
+            self.module_width = len(file_name[len(name.stem) + 2 :].split("_")[0].split(".")[0])
+            self.parts_suffix = name.part is not None
 
 
 @dataclass
@@ -187,8 +198,7 @@ class StitchStage:
         scan = self._scans.get(name.stem)
         if scan is None:
             scan = self._new_scan(path.parent, name.stem, reintegration=False)
-        scan.module_width = len(path.name[len(name.stem) + 2 :].split("_")[0].split(".")[0])
-        scan.parts_suffix = name.part is not None
+        scan.learn_naming(path.name)
         part = name.part or 0
         if part in scan.done_parts:
             log.info("part %d of %s announced again: ignored (already queued)", part, name.stem)
@@ -203,6 +213,8 @@ class StitchStage:
         info = ScanInfo(scan_id, self.config.detector, stem, total, reintegration)
         scan = _Scan(info, directory)
         self._scans[scan_id] = scan
+        while len(self._scans) > MAX_SCANS:  # a beamtime has hundreds of scans: keep the recent ones
+            self._scans.pop(next(iter(self._scans)))
         self.current_scan = scan_id
         self._on_scan(info)
         return scan
@@ -326,9 +338,7 @@ class StitchStage:
             acq = LambdaAcquisition.from_stem(scan.directory, scan.info.stem)
         except SourceError:
             return
-        first = acq.parts[0].files[0].name
-        scan.module_width = len(first[len(acq.stem) + 2 :].split("_")[0].split(".")[0])
-        scan.parts_suffix = "_part" in first[len(acq.stem) :]
+        scan.learn_naming(acq.parts[0].files[0].name)
         for part in acq.parts:
             if part.index in scan.parts:
                 continue
@@ -374,9 +384,7 @@ class StitchStage:
                 raise SourceError(f"no Lambda module files (<stem>_m<k>*.nxs) in {path}")
         acq = LambdaAcquisition.from_file(target)
         scan = self._new_scan(acq.directory, acq.stem, reintegration=True)
-        first = acq.parts[0].files[0].name
-        scan.module_width = len(first[len(acq.stem) + 2 :].split("_")[0].split(".")[0])
-        scan.parts_suffix = "_part" in first[len(acq.stem) :]
+        scan.learn_naming(acq.parts[0].files[0].name)
         for part in acq.parts:
             scan.pending[part.index] = time.monotonic() - self.config.module_timeout_s  # files are complete: no wait
             scan.announced_at[part.index] = time.time()
