@@ -142,22 +142,15 @@ class IntegrateStage:
 
         def failed(reason: str) -> PatternBatch:
             self._on_error(f"{item.item_id}: {reason}")
-            return PatternBatch(
-                item.item_id,
-                item.scan,
-                item.detector,
-                self.name,
-                item.part,
-                "",
-                np.zeros(0, np.int64),
-                np.zeros(0, np.int64),
-                empty,
-                np.zeros(empty.shape[1]),
+            none = np.zeros(0, np.int64)
+            return self._batch(
+                item,
+                settings_hash="",
+                frame_numbers=none,
+                index_in_file=none,
+                intensities=empty,
+                radial=np.zeros(empty.shape[1]),
                 failed=[FailedFrames(item.module_files[0], reason, list(item.frame_numbers))],
-                raw_file=item.module_files[0],
-                module_files=list(item.module_files),
-                total_frames=item.total_frames,
-                announced_at=item.announced_at,
             )
 
         if isinstance(frames, str):
@@ -184,23 +177,30 @@ class IntegrateStage:
             )
         self.last_pattern = result[-1].copy()
         self.radial = engine.radial
-        return PatternBatch(
-            item.item_id,
-            item.scan,
-            item.detector,
-            self.name,
-            item.part,
-            engine.fingerprint,
-            frames.frame_numbers,
-            np.arange(item.start, item.stop),
-            result,
-            engine.radial,
-            sigma,
+        return self._batch(
+            item,
+            settings_hash=engine.fingerprint,
+            frame_numbers=frames.frame_numbers,
+            index_in_file=np.arange(item.start, item.stop),
+            intensities=result,
+            radial=engine.radial,
+            sigma=sigma,
             settings=settings.to_dict(),
+        )
+
+    def _batch(self, item: WorkItem, **results) -> PatternBatch:
+        """A batch that carries the item's identity and provenance, plus ``results``."""
+        return PatternBatch(
+            item_id=item.item_id,
+            scan=item.scan,
+            detector=item.detector,
+            integrator=self.name,
+            part=item.part,
             raw_file=item.module_files[0],
             module_files=list(item.module_files),
             total_frames=item.total_frames,
             announced_at=item.announced_at,
+            **results,
         )
 
     def _engine_for(self, settings, frame_shape, detector_mask) -> IntegrationEngine:
