@@ -149,6 +149,26 @@ def read_poni(path: str | Path):
     return ai
 
 
+def check_method_available(method: tuple[str, str, str]) -> None:
+    """Refuse a pyFAI method this machine cannot run (e.g. ``opencl`` without an OpenCL device).
+
+    pyFAI would silently fall back to another implementation and, because the fallback does not
+    match the cached engine, rebuild it for every frame: 100x slower, and not what was asked for.
+    """
+    import pyFAI.integrator.azimuthal  # noqa: F401  (fills pyFAI's method registry)
+    from pyFAI.method_registry import IntegrationMethod
+
+    try:
+        found = IntegrationMethod.select_one_available(tuple(method), dim=1, degradable=False)
+    except ValueError as exc:  # an unknown splitting/algorithm/implementation name
+        raise ConfigError(f"integration method {','.join(method)}: {exc}") from exc
+    if found is None:
+        raise ConfigError(
+            f"integration method {','.join(method)} is not available on this machine "
+            "(opencl needs pyopencl and an OpenCL device); the default is bbox,csr,cython"
+        )
+
+
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -200,6 +220,7 @@ class IntegrationEngine:
     def __post_init__(self) -> None:
         self.frame_shape = tuple(int(n) for n in self.frame_shape)
         self.ai = read_poni(self.settings.poni_path)
+        check_method_available(self.settings.method)
         self.mask = self.build_mask()
         self._kwargs = dict(
             unit=self.settings.unit,

@@ -126,3 +126,16 @@ def test_negative_and_nan_counts_are_left_out_not_averaged(small_poni):
     signed = np.full(FRAME, 10, np.int16)
     signed[0, 0] = -1
     assert engine.integrate(signed, 3).invalid_pixels == 1
+
+
+def test_a_method_this_machine_cannot_run_is_refused(small_poni):
+    try:
+        import pyopencl  # noqa: F401
+
+        pytest.skip("pyopencl is installed here: opencl may well be available")
+    except ImportError:
+        pass
+    with pytest.raises(ConfigError, match="integration method bbox,csr,opencl is not available on this machine"):
+        IntegrationEngine(IntegrationSettings(small_poni, bins=10, method=("bbox", "csr", "opencl")), FRAME)
+    with pytest.raises(ConfigError, match="integration method bbox,nonsense,cython: Unsupported algo `nonsense`"):
+        IntegrationEngine(IntegrationSettings(small_poni, bins=10, method=("bbox", "nonsense", "cython")), FRAME)
