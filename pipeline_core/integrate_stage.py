@@ -34,6 +34,7 @@ class IntegrateCounters:
     frames_processed: int = 0
     frames_failed: int = 0
     busy_s: float = 0.0
+    latency_s: float = 0.0  # part announced -> its patterns sent, of the last item
 
 
 class IntegrateStage:
@@ -131,6 +132,8 @@ class IntegrateStage:
         self.counters.frames_processed += len(batch.frame_numbers)
         self.counters.frames_failed += sum(len(f.frame_numbers) for f in batch.failed)
         self.counters.busy_s += time.perf_counter() - t0
+        if item.announced_at:
+            self.counters.latency_s = max(0.0, time.time() - item.announced_at)
         self._on_batch(batch)
         with self._done_lock:
             self._done.append(item.item_id)

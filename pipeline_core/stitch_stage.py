@@ -85,6 +85,7 @@ class StitchCounters:
     parts_done: int = 0
     announcements_refused: int = 0
     items_requeued: int = 0
+    latency_s: float = 0.0  # part announced -> its work queued, of the last part
 
 
 class StitchStage:
@@ -300,6 +301,8 @@ class StitchStage:
         self._finish_part(scan, part, [item], len(numbers), failed=len(numbers))
 
     def _finish_part(self, scan: _Scan, part: int, items: list[WorkItem], n: int, failed: int) -> None:
+        if part in scan.announced_at:
+            self.counters.latency_s = max(0.0, time.time() - scan.announced_at[part])
         scan.pending.pop(part, None)
         scan.done_parts.add(part)
         with self._lock:

@@ -230,6 +230,17 @@ class Integrator(PipelineDevice):
         r = self.stage.radial
         return np.zeros(0) if r is None else r
 
+    @attribute(
+        dtype=float,
+        label="Latency",
+        unit="s",
+        format="%.3f",
+        min_value=0,
+        doc="last work item: part announced by the detector -> its patterns sent to the Merger",
+    )
+    def latency(self) -> float:
+        return self.stage.counters.latency_s
+
     @attribute(dtype=str, label="Current scan", doc="scan of the last integrated work item")
     def currentScan(self) -> str:
         return self._current_scan

@@ -155,6 +155,17 @@ class Stitcher(PipelineDevice):
     def scanInfo(self) -> str:
         return self._scan_json
 
+    @attribute(
+        dtype=float,
+        label="Latency",
+        unit="s",
+        format="%.3f",
+        min_value=0,
+        doc="last part: announced by the detector -> checked and queued as work",
+    )
+    def latency(self) -> float:
+        return self.stage.counters.latency_s
+
     @attribute(dtype=str, label="Current scan", doc="scan (acquisition) being stitched")
     def currentScan(self) -> str:
         return self.stage.current_scan

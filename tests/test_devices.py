@@ -66,7 +66,12 @@ def test_attributes_carry_units_labels_and_limits(chain):
     bins = integrator.get_attribute_config("bins")
     assert (bins.unit, bins.label, bins.min_value, bins.max_value) == ("bins", "Bins", "1", "100000")
     assert integrator.get_attribute_config("throughput").unit == "frames/s"
-    assert ctx.get_device(MERGER).get_attribute_config("latency").unit == "s"
+    for name in (STITCHER, INTEGRATOR, MERGER):  # the operator-facing set, on every device
+        dev = ctx.get_device(name)
+        for attr, unit in (("latency", "s"), ("throughput", "frames/s"), ("framesProcessed", "frames")):
+            assert dev.get_attribute_config(attr).unit == unit, (name, attr)
+        for attr in ("unit", "outputDirectory", "currentScan", "lastOutputFile", "poniPath", "maskPath", "bins"):
+            assert attr in dev.get_attribute_list(), (name, attr)
     assert "calibration" in integrator.get_attribute_config("poniPath").description
 
 
