@@ -1,13 +1,12 @@
 """The live stages wired with plain callbacks (no Tango): announcements in, merged file out."""
 
-import threading
-
 import numpy as np
+import pytest
 
 from pipeline_core.integrate import IntegrationSettings
 from pipeline_core.integrate_stage import IntegrateStage
 from pipeline_core.merge_stage import MergeStage
-from pipeline_core.messages import PatternBatch, ScanInfo, WorkItem
+from pipeline_core.messages import MessageError, PatternBatch, ScanInfo, WorkItem
 from pipeline_core.nexus import read_merged
 from pipeline_core.offline import integrate_source
 from pipeline_core.sources import LambdaSource
@@ -161,4 +160,5 @@ def test_batches_with_other_settings_are_refused(tmp_path, small_poni):
 def test_work_item_round_trip():
     item = WorkItem("s:0:0", "s", "lambda", 0, ["/a_m1.nxs"], 0, 2, [1, 2], 10)
     assert WorkItem.from_json(item.to_json()) == item
-    assert threading.active_count() >= 1
+    with pytest.raises(MessageError, match="version 99 is not supported"):
+        WorkItem.from_json(item.to_json().replace('"version":1', '"version":99'))
