@@ -68,6 +68,9 @@ class PipelineDevice(Device):
             except tango.DevFailed:
                 pass
         self._subscriptions.clear()
+        stage = getattr(self, "stage", None)
+        if stage is not None:  # every pipeline device forwards to a core stage with its own thread
+            stage.stop()
         super().delete_device()
 
     # -- events in --------------------------------------------------------------------------------
@@ -80,10 +83,14 @@ class PipelineDevice(Device):
         """
         what = f"{trl}/{attr}"
         self._upstream[what] = f"subscribing to {what} ..."
-        proxy = tango.DeviceProxy(trl)
-        event_id = proxy.subscribe_event(
-            attr, tango.EventType.CHANGE_EVENT, self.guarded(what, handler), sub_mode=tango.EventSubMode.AsyncRead
-        )
+        try:
+            proxy = tango.DeviceProxy(trl)
+            event_id = proxy.subscribe_event(
+                attr, tango.EventType.CHANGE_EVENT, self.guarded(what, handler), sub_mode=tango.EventSubMode.AsyncRead
+            )
+        except tango.DevFailed as exc:  # e.g. a TRL the database does not know: the device cannot work
+            self.set_fault(f"cannot subscribe to {what}: {exc.args[0].desc.strip()}")
+            return
         self._subscriptions.append((proxy, event_id))
 
     @attribute(

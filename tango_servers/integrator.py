@@ -68,14 +68,7 @@ class Integrator(PipelineDevice):
         if self._stitcher is None:
             self.set_fault("no StitcherDevice property: nothing to integrate")
         else:
-            try:
-                self.subscribe(self.StitcherDevice, "workAvailable", self._hint)
-            except tango.DevFailed as exc:
-                self.set_fault(f"cannot subscribe to {self.StitcherDevice}/workAvailable: {exc.args[0].desc.strip()}")
-
-    def delete_device(self) -> None:
-        super().delete_device()
-        self.stage.stop()
+            self.subscribe(self.StitcherDevice, "workAvailable", self._hint)
 
     # -- wiring -----------------------------------------------------------------------------------------
     def _hint(self, event) -> None:

@@ -54,14 +54,7 @@ class Merger(PipelineDevice):
         if not self.IntegratorDevices:
             self.set_fault("no IntegratorDevices property: nothing to merge")
         for trl, attr, handler in subscriptions:
-            try:
-                self.subscribe(trl, attr, handler)
-            except tango.DevFailed as exc:
-                self.set_fault(f"cannot subscribe to {trl}/{attr}: {exc.args[0].desc.strip()}")
-
-    def delete_device(self) -> None:
-        super().delete_device()
-        self.stage.stop()
+            self.subscribe(trl, attr, handler)
 
     # -- callbacks: decode (small) and enqueue --------------------------------------------------------
     def _scan(self, event) -> None:

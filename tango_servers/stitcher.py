@@ -74,16 +74,7 @@ class Stitcher(PipelineDevice):
             on_error=self.report_error,
         )
         if self.DetectorDevice:
-            try:
-                self.subscribe(self.DetectorDevice, self.DetectorAttribute, self._announced)
-            except tango.DevFailed as exc:
-                self.set_fault(
-                    f"cannot subscribe to {self.DetectorDevice}/{self.DetectorAttribute}: {exc.args[0].desc.strip()}"
-                )
-
-    def delete_device(self) -> None:
-        super().delete_device()
-        self.stage.stop()
+            self.subscribe(self.DetectorDevice, self.DetectorAttribute, self._announced)
 
     # -- callbacks: enqueue and return ----------------------------------------------------------------
     def _announced(self, event) -> None:
