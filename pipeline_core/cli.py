@@ -10,6 +10,7 @@ from pathlib import Path
 from . import __version__
 from .errors import PipelineError
 from .integrate import DEFAULT_BINS, DEFAULT_METHOD, ERROR_MODELS, UNITS, IntegrationSettings
+from .signals import exit_code, stop_signals_raise
 
 EXIT_OK, EXIT_FAILED_FRAMES, EXIT_ERROR = 0, 1, 2
 
@@ -193,13 +194,15 @@ def main(
     # silx announces at every start that OpenCL is not installed; pyFAI's CPU path needs none
     logging.getLogger("silx.opencl.common").setLevel(logging.ERROR)
     try:
-        return commands[args.command](args)
+        # SIGTERM/SIGHUP (service managers, closed terminals) stop us exactly like Ctrl-C
+        with stop_signals_raise():
+            return commands[args.command](args)
     except PipelineError as exc:
         print(f"xrd-pipeline {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print(f"xrd-pipeline {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"xrd-pipeline {args.command}: interrupted ({exc or 'SIGINT'})", file=sys.stderr)
+        return exit_code(exc)
 
 
 if __name__ == "__main__":

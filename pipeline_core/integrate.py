@@ -142,11 +142,39 @@ def read_poni(path: str | Path):
         ai = pyFAI.load(str(path))
     except Exception as exc:
         raise ConfigError(f"PONI file {path} cannot be parsed by pyFAI ({exc})") from exc
-    if not ai.dist or ai.dist <= 0:
-        raise ConfigError(f"PONI file {path} has a non-positive Distance ({ai.dist} m)")
     if not ai.wavelength:
         raise ConfigError(f"PONI file {path} has no Wavelength; it is needed for 2θ, q and d units")
+    check_geometry(path, ai)
     return ai
+
+
+#: Bounds of a geometry any diffraction set-up can have (SI units, as in the PONI file). Values
+#: outside them (nan, inf, 1e300, a distance in mm typed as m...) integrate to a file of zeros or
+#: nonsense that looks like a result, so they are refused.
+GEOMETRY_BOUNDS = {
+    "Distance": ("dist", 1e-4, 100.0, "m"),
+    "Poni1": ("poni1", -10.0, 10.0, "m"),
+    "Poni2": ("poni2", -10.0, 10.0, "m"),
+    "Rot1": ("rot1", -2 * np.pi, 2 * np.pi, "rad"),
+    "Rot2": ("rot2", -2 * np.pi, 2 * np.pi, "rad"),
+    "Rot3": ("rot3", -2 * np.pi, 2 * np.pi, "rad"),
+    "Wavelength": ("wavelength", 1e-13, 1e-8, "m"),
+}
+
+
+def check_geometry(path: str | Path, ai) -> None:
+    """Refuse non-finite or absurd geometry, naming the key, its value and the accepted range."""
+    for key, (attr, low, high, unit) in GEOMETRY_BOUNDS.items():
+        value = getattr(ai, attr)
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"PONI file {path}: {key} = {value!r} is not a number") from None
+        if not np.isfinite(value) or not low <= value <= high:
+            raise ConfigError(
+                f"PONI file {path}: {key} = {value!r} {unit} is not a usable geometry; expected a finite value "
+                f"between {low:g} and {high:g} {unit}"
+            )
 
 
 def check_method_available(method: tuple[str, str, str]) -> None:

@@ -228,7 +228,7 @@ class PipelineDevice(Device):
     )
     def throughput(self) -> float:
         now = time.monotonic()
-        self._rate_window.append((now, self.framesProcessed()))
+        self._rate_window.append((now, int(self.counters().frames_processed)))
         while len(self._rate_window) > 2 and now - self._rate_window[0][0] > 10:
             self._rate_window.popleft()
         (t0, n0), (t1, n1) = self._rate_window[0], self._rate_window[-1]
