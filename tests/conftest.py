@@ -130,3 +130,46 @@ def wait_for(predicate, timeout_s: float = 30.0, what: str = "condition") -> Non
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+# -- no process left behind (issue 7): checked once for the whole session ---------------------------
+_SESSION_T0 = time.time()
+#: Command-line fragments of every long-running process the suite starts.
+_OUR_PROCESSES = ("tango_servers.", "tango.databaseds", "xrd-pipeline", "xrd-stitcher", "xrd-integrator", "xrd-merger")
+
+
+def _leftover_processes():
+    import os
+
+    import psutil
+
+    me = os.getpid()
+    # ours: still our descendants, or orphans (re-parented to init) started since this session began;
+    # processes of another test session running at the same time are neither
+    descendants = {p.pid for p in psutil.Process(me).children(recursive=True)}
+    found = []
+    for proc in psutil.process_iter(["pid", "ppid", "cmdline", "create_time"]):
+        try:
+            cmd = " ".join(proc.info["cmdline"] or ())
+            ours = proc.pid in descendants or (proc.info["ppid"] == 1 and proc.info["create_time"] >= _SESSION_T0)
+            if proc.pid != me and ours and any(s in cmd for s in _OUR_PROCESSES):
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if any server, database or command started by a test is still running."""
+    leftovers = _leftover_processes()
+    if not leftovers:
+        return
+    lines = [f"  pid {p.pid}: {' '.join(p.cmdline())[:200]}" for p in leftovers]
+    print("\nprocesses left behind by the test suite:\n" + "\n".join(lines))
+    for p in leftovers:
+        try:
+            p.kill()
+        except Exception:
+            pass
+    session.exitstatus = 1
