@@ -160,9 +160,14 @@ def _leftover_processes():
     return found
 
 
+#: Processes found left behind at the end of the session (read by the reliability suite's summary).
+LEFT_BEHIND: list[str] = []
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Fail the run if any server, database or command started by a test is still running."""
     leftovers = _leftover_processes()
+    LEFT_BEHIND.extend(f"{p.pid}" for p in leftovers)
     if not leftovers:
         return
     lines = [f"  pid {p.pid}: {' '.join(p.cmdline())[:200]}" for p in leftovers]

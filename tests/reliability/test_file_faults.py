@@ -39,12 +39,13 @@ def _reference_rows(tmp_path, acq, poni, compression):
 
 
 @pytest.mark.parametrize("compression", COMPRESSIONS)
-def test_a_truncated_module_file_costs_its_part_only(tmp_path, small_poni, compression, capsys):
+def test_a_truncated_module_file_costs_its_part_only(tmp_path, small_poni, compression, capsys, ledger):
     acq = write_small_acquisition(tmp_path / "raw", n_parts=3, compression=compression)
     reference = _reference_rows(tmp_path, acq, small_poni, compression)
     victim = tmp_path / "raw" / "scan_00001_m2_part00001.nxs"
     whole = victim.read_bytes()
     victim.write_bytes(whole[: len(whole) * 2 // 3])  # the tail never came (disk full, copy cut short)
+    ledger.fault(f"truncated {compression} file")
 
     status, out = _integrate(tmp_path, acq["files"][0], small_poni, "damaged")
 
@@ -56,17 +57,19 @@ def test_a_truncated_module_file_costs_its_part_only(tmp_path, small_poni, compr
     for number, row in zip(m["frame_number"], m["data"], strict=True):
         np.testing.assert_array_equal(row, reference[int(number)])
     assert m["failed_frames"] == ["4-6"]
+    ledger.checked(9)
     assert m["failed_files"][0].endswith("scan_00001_m1_part00001.nxs")  # the part, as Dioptas lists it
     assert victim.name in m["failed_reasons"][0] and "truncated" in m["failed_reasons"][0]
 
 
 @pytest.mark.parametrize("compression", COMPRESSIONS)
-def test_a_file_still_growing_when_read_is_waited_for(tmp_path, small_poni, compression):
+def test_a_file_still_growing_when_read_is_waited_for(tmp_path, small_poni, compression, ledger):
     acq = write_small_acquisition(tmp_path / "raw", n_parts=3, compression=compression)
     reference = _reference_rows(tmp_path, acq, small_poni, compression)
     victim = tmp_path / "raw" / "scan_00001_m3_part00002.nxs"
     whole = victim.read_bytes()
     victim.write_bytes(whole[: len(whole) // 2])  # the detector is still writing it
+    ledger.fault(f"growing {compression} file")
     finisher = threading.Timer(0.4, victim.write_bytes, args=(whole,))
     finisher.start()
     try:
@@ -78,6 +81,7 @@ def test_a_file_still_growing_when_read_is_waited_for(tmp_path, small_poni, comp
     m = read_merged(out)
     assert m["status"] == "complete" and m["failed_frames"] == []
     assert m["frame_number"].tolist() == list(range(1, 10))
+    ledger.checked(9)
     for number, row in zip(m["frame_number"], m["data"], strict=True):
         np.testing.assert_array_equal(row, reference[int(number)])
 
@@ -112,11 +116,14 @@ class _Chain:
 
 
 @pytest.mark.parametrize("compression", COMPRESSIONS)
-def test_live_a_part_announced_while_still_being_written_is_merged_once_complete(tmp_path, small_poni, compression):
+def test_live_a_part_announced_while_still_being_written_is_merged_once_complete(
+    tmp_path, small_poni, compression, ledger
+):
     acq = write_small_acquisition(tmp_path / "raw", n_parts=2, compression=compression, record_total=True)
     victim = tmp_path / "raw" / "scan_00001_m1_part00001.nxs"
     whole = victim.read_bytes()
     victim.write_bytes(whole[: len(whole) // 2])
+    ledger.fault(f"growing {compression} file")
     chain = _Chain(tmp_path, IntegrationSettings(small_poni, bins=BINS), module_timeout_s=20)
     try:
         for f in acq["files"]:
@@ -130,14 +137,16 @@ def test_live_a_part_announced_while_still_being_written_is_merged_once_complete
     m = read_merged(chain.closed[0].path)
     assert m["status"] == "complete"
     assert m["frame_number"].tolist() == [1, 2, 3, 4, 5, 6]
+    ledger.checked(6)
     assert np.all(m["data"].sum(axis=1) > 0)
 
 
 @pytest.mark.parametrize("compression", COMPRESSIONS)
-def test_live_a_part_that_stays_truncated_is_listed_as_failed(tmp_path, small_poni, compression):
+def test_live_a_part_that_stays_truncated_is_listed_as_failed(tmp_path, small_poni, compression, ledger):
     acq = write_small_acquisition(tmp_path / "raw", n_parts=2, compression=compression, record_total=True)
     victim = tmp_path / "raw" / "scan_00001_m3_part00000.nxs"
     victim.write_bytes(victim.read_bytes()[:2500])
+    ledger.fault(f"truncated {compression} file")
     chain = _Chain(tmp_path, IntegrationSettings(small_poni, bins=BINS), module_timeout_s=1.0)
     try:
         for f in acq["files"]:
@@ -149,5 +158,6 @@ def test_live_a_part_that_stays_truncated_is_listed_as_failed(tmp_path, small_po
     assert m["status"] == "incomplete"
     assert m["frame_number"].tolist() == [4, 5, 6]
     assert m["failed_frames"] == ["1-3"]
+    ledger.checked(6)
     assert "truncated" in m["failed_reasons"][0] and victim.name in m["failed_reasons"][0]
     assert any("truncated" in e for e in chain.errors)  # the device would show it in Status
