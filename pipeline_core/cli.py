@@ -5,22 +5,28 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
 from .errors import PipelineError
-from .integrate import DEFAULT_BINS, DEFAULT_METHOD, ERROR_MODELS, UNITS, IntegrationSettings
+from .integrate import DEFAULT_BINS, ERROR_MODELS, UNITS, IntegrationSettings
 from .signals import exit_code, stop_signals_raise
 
 EXIT_OK, EXIT_FAILED_FRAMES, EXIT_ERROR = 0, 1, 2
 
 
-def _none_or_float(text: str) -> float | None:
-    return None if text.lower() == "none" else float(text)
+#: ``--polarization none`` (correction off), distinct from the option not being given (None).
+POLARIZATION_OFF = "none"
 
 
-def _none_or_str(text: str) -> str | None:
-    return None if text.lower() == "none" else text
+def _polarization(text: str) -> float | str:
+    if text.lower() == POLARIZATION_OFF:
+        return POLARIZATION_OFF
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or none") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,36 +35,50 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens, for troubleshooting")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    # Every option defaults to None (= not given): the values that apply are resolved in one place,
+    # settings_from_args, so an option typed explicitly always beats --config, even when it equals
+    # the built-in default.
     p = sub.add_parser("integrate", help="integrate acquisitions into merged NeXus files")
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="a module/part file, a directory or image files")
     p.add_argument("--config", type=Path, help="beamtime YAML: take PONI, mask, bins, unit... of --detector from it")
     p.add_argument("--detector", help="detector name in --config (default: its only detector)")
     p.add_argument("--poni", type=Path, help="pyFAI calibration (.poni); required without --config")
     p.add_argument("--mask", type=Path, help="mask file (EDF, TIFF, Dioptas .mask, .npy); non-zero = masked")
-    p.add_argument("--bins", type=int, help=f"number of radial bins (default {DEFAULT_BINS})")
-    p.add_argument("--unit", choices=list(UNITS), help="radial unit (default 2th_deg)")
+    p.add_argument("--bins", type=int, help=f"number of radial bins (default {DEFAULT_BINS}, or the config's)")
+    p.add_argument("--unit", choices=list(UNITS), help="radial unit (default 2th_deg, or the config's)")
+    p.add_argument("--method", help="pyFAI method split,algo,impl (default bbox,csr,cython, or the config's)")
     p.add_argument(
-        "--method", default=",".join(DEFAULT_METHOD), help="pyFAI method split,algo,impl (default bbox,csr,cython)"
+        "--polarization", type=_polarization, help="polarization factor, or none (default 0.99, or the config's)"
     )
     p.add_argument(
-        "--polarization", type=_none_or_float, default=0.99, help="polarization factor, or none (default 0.99)"
+        "--no-solid-angle",
+        action="store_const",
+        const=True,
+        help="switch the solid-angle correction off (default on, or the config's)",
     )
-    p.add_argument("--no-solid-angle", action="store_true", help="switch the solid-angle correction off")
     p.add_argument(
         "--error-model",
-        type=_none_or_str,
-        default=None,
-        choices=[None, *ERROR_MODELS],
-        help="compute sigma with this pyFAI error model (default none)",
+        choices=["none", *ERROR_MODELS],
+        help="compute sigma with this pyFAI error model (default none, or the config's)",
     )
-    p.add_argument("--dataset", help="dataset path inside generic HDF5 files (default /entry/data/data)")
-    p.add_argument("-o", "--output", type=Path, default=Path("."), help="result file (.nxs) or directory (default .)")
+    p.add_argument(
+        "--dataset", help="dataset path inside generic HDF5 files (default /entry/data/data, or the config's)"
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="result file (.nxs) or directory (default: the config's output_directory, or .)",
+    )
     p.add_argument("--workers", type=int, help="integration threads (default 1, or the config's)")
 
     p = sub.add_parser("heatmap", help="draw a merged file as a frame × radial-axis picture")
     p.add_argument("merged", type=Path)
     p.add_argument("-o", "--output", type=Path, help="PNG file (default: beside the merged file)")
     p.add_argument("--scale", default="sqrt", choices=["linear", "sqrt", "log"])
+    p.add_argument(
+        "--partial", action="store_true", help="draw a file that is not a finished result (status in the title)"
+    )
 
     p = sub.add_parser("simulate", help="write a simulated Lambda 2M acquisition (compression ramp)")
     p.add_argument("outdir", type=Path)
@@ -73,28 +93,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_integrate(args) -> int:
-    from .offline import integrate_source
+    from .offline import IntegrationInterrupted, integrate_source
     from .progress import Progress
     from .sources import open_sources
 
-    settings, workers = settings_from_args(args)
-    if workers < 1 or workers > 64:
-        raise PipelineError(f"--workers {workers} is out of range; expected 1 to 64")
-    sources = open_sources(args.sources, dataset=args.dataset)
-    if args.output.suffix == ".nxs" and len(sources) > 1:
-        raise PipelineError(f"{len(sources)} acquisitions given but one output file {args.output}; give a directory")
+    run = resolve_integrate_options(args)
+    settings = run.settings
+    calibration = [settings.poni_path] + ([settings.mask_path] if settings.mask_path else [])
+    sources = open_sources(args.sources, dataset=run.dataset, calibration_files=calibration)
+    output = run.output
+    if output.suffix == ".nxs" and len(sources) > 1:
+        raise PipelineError(f"{len(sources)} acquisitions given but one output file {output}; give a directory")
     status = EXIT_OK
     for source in sources:
-        out = args.output if args.output.suffix == ".nxs" else args.output / f"{source.name}.nxs"
+        out = output if output.suffix == ".nxs" else output / f"{source.name}.nxs"
         progress = Progress(source.name, source.expected_frames())
         try:
-            report = integrate_source(source, settings, out, workers=workers, progress=progress)
-        finally:
+            report = integrate_source(source, settings, out, workers=run.workers, progress=progress)
+        except IntegrationInterrupted as exc:
             progress.close()
+            print(f"{source.name}: interrupted after {exc.report.describe_partial()}", file=sys.stderr)
+            raise
+        progress.close()
         print(report.output)
         print(
             f"{source.name}: {report.frames_integrated} frames integrated in {report.elapsed_s:.1f} s "
-            f"({report.frames_per_second:.1f} frames/s)",
+            f"({report.frames_per_second:.1f} frames/s), status {report.status}",
             file=sys.stderr,
         )
         if report.duplicates_ignored:
@@ -105,14 +129,29 @@ def cmd_integrate(args) -> int:
     return status
 
 
+@dataclass(frozen=True)
+class IntegrateRun:
+    """What ``integrate`` runs with, every option resolved (explicit > --config > built-in default)."""
+
+    settings: IntegrationSettings
+    workers: int
+    output: Path
+    dataset: str | None
+
+
 def settings_from_args(args) -> tuple[IntegrationSettings, int]:
-    """Integration settings from --config/--detector, overridden by any option given explicitly."""
-    explicit = {
-        "poni_path": args.poni,
-        "mask_path": args.mask,
-        "bins": args.bins,
-        "unit": args.unit,
-    }
+    """Integration settings and worker count (see :func:`resolve_integrate_options`)."""
+    run = resolve_integrate_options(args)
+    return run.settings, run.workers
+
+
+def resolve_integrate_options(args) -> IntegrateRun:
+    """The one place where integrate's options get their values.
+
+    An option given on the command line (not None) always wins; otherwise the --config detector's
+    value; otherwise IntegrationSettings' default (the same values the help text names).
+    """
+    config = detector = None
     if args.config is not None:
         from .config import load_config
 
@@ -120,42 +159,38 @@ def settings_from_args(args) -> tuple[IntegrationSettings, int]:
         name = args.detector or (next(iter(config.detectors)) if len(config.detectors) == 1 else None)
         if name not in config.detectors:
             raise PipelineError(f"--detector {args.detector!r}: {args.config} defines {', '.join(config.detectors)}")
-        base = config.detectors[name].integration
-        workers = config.workers
+        detector = config.detectors[name]
+        base = detector.integration
+    elif args.poni is None:
+        raise PipelineError("--poni is required (or --config with a detector's calibration)")
     else:
-        if args.poni is None:
-            raise PipelineError("--poni is required (or --config with a detector's calibration)")
         base = IntegrationSettings(args.poni)
-        workers = 1
-    changes = {k: v for k, v in explicit.items() if v is not None}
-    changes.update(
-        method=tuple(args.method.split(",")),
-        polarization_factor=args.polarization,
-        correct_solid_angle=not args.no_solid_angle,
-        error_model=args.error_model,
-    )
-    if args.config is not None:  # options the user did not type keep the config's values
-        defaults = {
-            "method": ",".join(DEFAULT_METHOD),
-            "polarization": 0.99,
-            "no_solid_angle": False,
-            "error_model": None,
-        }
-        for opt, key in (
-            ("method", "method"),
-            ("polarization", "polarization_factor"),
-            ("no_solid_angle", "correct_solid_angle"),
-            ("error_model", "error_model"),
-        ):
-            if getattr(args, opt) == defaults[opt]:
-                changes.pop(key)
-    return base.replace(**changes), args.workers if args.workers is not None else workers
+    given = {"poni_path": args.poni, "mask_path": args.mask, "bins": args.bins, "unit": args.unit}
+    changes = {k: v for k, v in given.items() if v is not None}
+    if args.method is not None:
+        changes["method"] = tuple(m.strip() for m in args.method.split(","))
+    if args.polarization is not None:  # "none" is given too: it switches the correction off
+        changes["polarization_factor"] = None if args.polarization == POLARIZATION_OFF else args.polarization
+    if args.no_solid_angle:
+        changes["correct_solid_angle"] = False
+    if args.error_model is not None:
+        changes["error_model"] = None if args.error_model == "none" else args.error_model
+    settings = base.replace(**changes)
+    workers = args.workers if args.workers is not None else (config.workers if config else 1)
+    if workers < 1 or workers > 64:
+        raise PipelineError(f"--workers {workers} is out of range; expected 1 to 64")
+    if args.output is not None:
+        output = args.output
+    else:
+        output = config.output_directory if config else Path(".")
+    dataset = args.dataset if args.dataset is not None else (detector.dataset if detector else None)
+    return IntegrateRun(settings, workers, output, dataset)
 
 
 def cmd_heatmap(args) -> int:
     from .heatmap import render_heatmap
 
-    print(render_heatmap(args.merged, args.output, args.scale))
+    print(render_heatmap(args.merged, args.output, args.scale, allow_partial=args.partial))
     return EXIT_OK
 
 

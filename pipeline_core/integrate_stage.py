@@ -46,8 +46,12 @@ class IntegrateStage:
         on_batch: Callable[[PatternBatch], None],
         on_error: Callable[[str], None],
         poll_interval_s: float = 1.0,
+        data_roots: tuple[str, ...] = (),
     ):
         self.name = name
+        #: module files of a work item must resolve inside these (empty: anywhere), checked at open:
+        #: an item names files, and whoever can call ClaimWork's answer into existence could name any
+        self.data_roots = tuple(data_roots)
         self._settings = settings
         self._claim = claim
         self._on_batch = on_batch
@@ -108,13 +112,12 @@ class IntegrateStage:
             self.counters.frames_received += len(item.frame_numbers)
             self._integrator.submit((item, self._read(item)))
 
-    @staticmethod
-    def _read(item: WorkItem) -> PartFrames | str:
+    def _read(self, item: WorkItem) -> PartFrames | str:
         """The item's stitched frames, or the reason they cannot be had."""
         if item.error:
             return item.error
         try:
-            return read_part_range(item.module_files, item.start, item.stop)
+            return read_part_range(item.module_files, item.start, item.stop, roots=self.data_roots)
         except PipelineError as exc:
             return str(exc)
 

@@ -15,8 +15,10 @@ import h5py
 import numpy as np
 
 from . import lambda_layout as L
+from .chunk_check import ChunkChecker, CorruptChunk, UncheckableFilters
 from .errors import SourceError
 from .hdf5_io import open_h5
+from .paths import confine
 
 _MODULE_RE = re.compile(r"^(?P<stem>.+)_m(?P<module>\d{1,2})(?:_part(?P<part>\d+))?\.nxs$")
 _MASTER_RE = re.compile(r"^(?P<stem>.+)_master\.nxs$")
@@ -129,7 +131,11 @@ def _missing_name(directory: Path, stem: str, module: int, part: int, found: dic
 
 @dataclass
 class ModuleFile:
-    """An open module file: metadata read, frames read on demand into reusable buffers."""
+    """An open module file: metadata read, frames read on demand into reusable buffers.
+
+    Every read first validates the raw compressed chunks (:mod:`chunk_check`), so a corrupt chunk
+    becomes a SourceError for those frames instead of a crash inside HDF5's bitshuffle filter.
+    """
 
     path: Path
     h5: h5py.File
@@ -137,15 +143,19 @@ class ModuleFile:
     offset: tuple[float, float]
     frame_numbers: np.ndarray
     pixel_mask: np.ndarray | None
+    checker: ChunkChecker
 
     @classmethod
     def open(cls, path: Path, retries: int = 3, delay_s: float = 0.5) -> ModuleFile:
         h5 = open_h5(path, retries=retries, delay_s=delay_s)
         try:
             return cls._read_metadata(path, h5)
-        except Exception:
+        except SourceError:
             h5.close()
             raise
+        except Exception as exc:  # corrupt metadata: h5py raises OSError, KeyError, ValueError, ...
+            h5.close()
+            raise SourceError(f"{path}: the metadata cannot be read ({_first_line(exc)}); a corrupt file?") from exc
 
     @classmethod
     def _read_metadata(cls, path: Path, h5: h5py.File) -> ModuleFile:
@@ -173,11 +183,15 @@ class ModuleFile:
             numbers = numbers[:n]
         else:
             raise SourceError(f"{path} has no {L.SEQUENCE_NUMBER}: frame numbers are needed to merge")
+        try:
+            checker = ChunkChecker.for_dataset(data)
+        except UncheckableFilters as exc:
+            raise SourceError(f"{path}: {L.DATA}: {exc}") from exc
         mask = None
         if L.PIXEL_MASK in h5:
             raw = np.asarray(h5[L.PIXEL_MASK][()])
             mask = raw.reshape(raw.shape[-2:]) != 0 if raw.size == np.prod(data.shape[1:]) else None
-        return cls(path, h5, data, offset, numbers, mask)
+        return cls(path, h5, data, offset, numbers, mask, checker)
 
     @property
     def n_frames(self) -> int:
@@ -188,7 +202,16 @@ class ModuleFile:
         return tuple(int(n) for n in self.data.shape[1:])  # type: ignore[return-value]
 
     def read(self, start: int, stop: int, out: np.ndarray) -> None:
-        """Read frames ``start:stop`` into ``out`` (preallocated: fresh arrays per chunk are slower)."""
+        """Read frames ``start:stop`` into ``out`` (preallocated: fresh arrays per chunk are slower).
+
+        The raw chunks are checked first: HDF5 only decodes streams a bounds-checked decoder accepted.
+        """
+        if not 0 <= start < stop <= self.n_frames:
+            raise SourceError(f"{self.path}: frames {start}..{stop - 1} requested, the file holds {self.n_frames}")
+        try:
+            self.checker.check(start, stop)
+        except CorruptChunk as exc:
+            raise SourceError(f"{self.path}: frames {start}..{stop - 1} are corrupt: {exc}") from exc
         try:
             self.data.read_direct(out, np.s_[start:stop], np.s_[0 : stop - start])
         except Exception as exc:
@@ -198,11 +221,20 @@ class ModuleFile:
         self.h5.close()
 
 
-def open_modules(files, retries: int = 3, delay_s: float = 0.5) -> list[ModuleFile]:
-    """Open every module file of a part, or none: on a failure the ones already open are closed."""
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def open_modules(files, retries: int = 3, delay_s: float = 0.5, roots=()) -> list[ModuleFile]:
+    """Open every module file of a part, or none: on a failure the ones already open are closed.
+
+    With ``roots``, each file is resolved (symlinks followed) and must lie inside them: this is where
+    a part's files are opened, so the check covers announced, reintegrated, requeued and sibling files.
+    """
     opened: list[ModuleFile] = []
     try:
-        for path in map(Path, files):
+        for path in (confine(f, roots, "module file") if roots else Path(f) for f in files):
             if not path.exists():
                 raise SourceError(f"module file {path} is missing (module switched off or not yet written?)")
             opened.append(ModuleFile.open(path, retries=retries, delay_s=delay_s))

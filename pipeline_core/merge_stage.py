@@ -6,6 +6,10 @@ opened at its first batch and closed when every frame of the acquisition is merg
 failed — or, when the total is unknown or frames never come, after ``scan_timeout_s`` without news,
 with the missing frame numbers listed as failed. Batches integrated with other settings than the
 file's are refused (listed as failed with the reason), never mixed in.
+
+An open scan's file is ``<stem>.nxs.part`` beside its journal ``<stem>.nxs.journal`` (both named
+after the final name); a shutdown suspends it (status ``interrupted``), a restart resumes it, and
+only closing the scan gives it its final name ``<stem>.nxs``.
 """
 
 from __future__ import annotations
@@ -132,7 +136,7 @@ class MergeStage:
         elif kind == "suspend_all":
             for scan_id, scan in list(self._open.items()):
                 scan.writer.suspend()
-                log.warning("scan %s suspended in %s; the next start resumes it", scan_id, scan.writer.path)
+                log.warning("scan %s suspended in %s; the next start resumes it", scan_id, scan.writer.file_path)
             self._open.clear()
 
     def _resume(self) -> None:
@@ -254,8 +258,10 @@ class MergeStage:
         if missing:
             asked = f", asked again {scan.requests} time(s)" if scan.requests else ""
             self._add_failure(scan, FailedInput("", f"never arrived ({reason or 'scan timed out'}{asked})", missing))
+        journal = journal_path(w.path)  # named after the reserved name, which close() may not get
         w.close()
-        journal_path(w.path).unlink(missing_ok=True)
+        journal.unlink(missing_ok=True)
+        self.last_output = w.path
         summary = ScanSummary(
             scan_id,
             w.path,
@@ -309,7 +315,10 @@ class MergeStage:
 
 
 def journal_path(path: Path) -> Path:
-    """The journal beside a result file: which scan and settings it holds, while it is open."""
+    """The journal beside a result file: which scan and settings it holds, while it is open.
+
+    ``path`` is the final name (``X.nxs`` -> ``X.nxs.journal``); the bytes are at ``X.nxs.part``.
+    """
     return path.with_name(path.name + ".journal")
 
 

@@ -1,24 +1,33 @@
 """Small, versioned messages that chain the stages (carried by Tango events, but Tango-free here).
 
 Events carry descriptors, never frames: a 67 MB image event takes ~1 s on loopback, a descriptor
-of a few hundred bytes nothing. Three messages:
+of a few hundred bytes nothing. The messages:
 
 * :class:`ScanInfo` — Stitcher → everyone: an acquisition (scan) started, what it will contain;
 * :class:`WorkItem` — Stitcher → Integrators: frames of one part are complete on disk and where
   they are (module file URLs, frame range); Integrators claim items one at a time so that several of
   them share the work without duplicating a frame;
 * :class:`PatternBatch` — Integrator → Merger: the 1-D patterns of one work item (float32 arrays in
-  a binary payload) plus the frames that failed, with reasons.
+  a binary payload) plus the frames that failed, with reasons;
+* :class:`ClaimRequest` — Integrator → Stitcher (``ClaimWork``): who asks, with which settings, and
+  which items it has finished;
+* :class:`RequeueRequest` — Merger → Stitcher (``RequeueFrames``): frames to make work for again;
+* :class:`ReintegrateRequest` — a client → Stitcher (``Reintegrate``): the acquisition to redo.
 
 Every message is a JSON object with ``"type"`` and ``"version"``; a receiver refuses a version it
-does not know instead of misreading it.
+does not know instead of misreading it. Whatever a client sends — the commands are reachable by
+anyone on the control network — decoding either gives a value whose every field has the declared
+type and lies within its bounds, or raises :class:`MessageError` naming the field and what was
+expected; never another exception, so a device can always answer with a clear refusal.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import struct
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -28,35 +37,182 @@ from .errors import PipelineError
 
 VERSION = 1
 
+#: Bounds of what a message may carry: generous for real use, small enough that no client can make
+#: a device allocate without limit. Frame numbers are the detector's int32 sequence numbers.
+MAX_TEXT = 16 * 1024 * 1024  # characters of one JSON message
+MAX_FRAME_NUMBER = 2**31 - 1
+MAX_FRAMES = 1_000_000  # frame numbers in one message (a 2 kHz scan of 8 minutes)
+MAX_FILES = 64  # module files of one part
+MAX_DONE = 10_000  # acknowledged item ids in one claim
+MAX_PATH = 4096  # characters of a path (Linux PATH_MAX)
+MAX_NAME = 512  # characters of an id or name
+MAX_REASON = 65_536  # characters of an error text
+MAX_BINS = 10_000_000
+MAX_SETTINGS = 64  # keys of a settings dictionary
+
 
 class MessageError(PipelineError):
-    """A message that cannot be decoded (wrong type, unknown version, damaged payload)."""
+    """A message that cannot be decoded (wrong type, unknown version, damaged payload, bad field)."""
+
+
+# -- field checkers: (value, where) -> value, or MessageError naming ``where`` and what was expected ---------
+Check = Callable[[Any, str], Any]
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _bad(where: str, expected: str, value: Any) -> MessageError:
+    return MessageError(f"{where}: expected {expected}, got {_show(value)}")
+
+
+def _int(lo: int, hi: int, optional: bool = False) -> Check:
+    def check(value: Any, where: str) -> Any:
+        if value is None and optional:
+            return None
+        # bool is an int in Python, and 1.0 or 1e400 are floats in JSON: neither is a count
+        if type(value) is not int or not lo <= value <= hi:
+            raise _bad(where, f"an integer in {lo}..{hi}" + (" or null" if optional else ""), value)
+        return value
+
+    return check
+
+
+def _float(lo: float, hi: float) -> Check:
+    def check(value: Any, where: str) -> Any:
+        if type(value) not in (int, float) or not math.isfinite(value) or not lo <= value <= hi:
+            raise _bad(where, f"a finite number in {lo:g}..{hi:g}", value)
+        return float(value)
+
+    return check
+
+
+def _bool(value: Any, where: str) -> bool:
+    if type(value) is not bool:
+        raise _bad(where, "true or false", value)
+    return value
+
+
+def _str(max_len: int, optional: bool = False, path: bool = False) -> Check:
+    def check(value: Any, where: str) -> Any:
+        if value is None and optional:
+            return None
+        if type(value) is not str or len(value) > max_len:
+            raise _bad(where, f"a string of at most {max_len} characters" + (" or null" if optional else ""), value)
+        if path and "\0" in value:
+            raise _bad(where, "a path without NUL characters", value)
+        return value
+
+    return check
+
+
+def _list(item: Check, max_len: int, min_len: int = 0) -> Check:
+    def check(value: Any, where: str) -> Any:
+        if type(value) is not list or not min_len <= len(value) <= max_len:
+            raise _bad(where, f"a list of {min_len}..{max_len} values", value)
+        return [item(v, f"{where}[{i}]") for i, v in enumerate(value)]
+
+    return check
+
+
+_SCALAR = (str, int, float, bool, type(None))
+
+
+def _settings(value: Any, where: str) -> dict[str, Any]:
+    """Integration settings as an Integrator reports them: flat JSON values, the shown ones typed."""
+    if type(value) is not dict or len(value) > MAX_SETTINGS:
+        raise _bad(where, f"an object of at most {MAX_SETTINGS} settings", value)
+    out: dict[str, Any] = {}
+    for key, v in value.items():
+        _str(MAX_NAME)(key, f"{where} key")
+        if type(v) is list:
+            v = _list(lambda x, w: _scalar(x, w), 64)(v, f"{where}.{key}")
+        else:
+            v = _scalar(v, f"{where}.{key}")
+        out[key] = v
+    for key, check in _SHOWN_SETTINGS.items():  # the Stitcher shows these as attributes: exact types
+        if key in out:
+            out[key] = check(out[key], f"{where}.{key}")
+    return out
+
+
+def _scalar(value: Any, where: str) -> Any:
+    if type(value) not in _SCALAR:
+        raise _bad(where, "a string, number, boolean or null", value)
+    if type(value) is str:
+        _str(MAX_PATH)(value, where)
+    if type(value) is float and not math.isfinite(value):
+        raise _bad(where, "a finite number", value)
+    return value
+
+
+_SHOWN_SETTINGS: dict[str, Check] = {
+    "poni_path": _str(MAX_PATH, path=True),
+    "mask_path": _str(MAX_PATH, optional=True, path=True),
+    "bins": _int(1, MAX_BINS),
+    "unit": _str(MAX_NAME),
+}
+
+_FRAME = _int(0, MAX_FRAME_NUMBER)
+_FRAMES = _list(_FRAME, MAX_FRAMES)
+_FILES = _list(_str(MAX_PATH, path=True), MAX_FILES, min_len=1)
+_NAME = _str(MAX_NAME)
+_EPOCH = _float(0.0, 1e11)
+
+
+def _object(text: str | bytes, what: str) -> dict:
+    """The JSON object in ``text``, or MessageError (too long, not JSON, nested too deep, not an object)."""
+    if not isinstance(text, str | bytes | bytearray):
+        raise MessageError(f"{what}: expected JSON text, got {type(text).__name__}")
+    if len(text) > MAX_TEXT:
+        raise MessageError(f"{what}: {len(text)} characters, more than the {MAX_TEXT} a message may have")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise MessageError(f"{what}: not JSON ({str(exc)[:200]})") from None
+    if type(data) is not dict:
+        raise MessageError(f"{what}: expected a JSON object, got {_show(data)}")
+    return data
 
 
 @dataclass(frozen=True)
 class _Message:
     TYPE: ClassVar[str] = ""
+    #: field name -> checker; every field of the dataclass has one
+    FIELDS: ClassVar[dict[str, Check]] = {}
 
     def to_json(self) -> str:
         return json.dumps({"type": self.TYPE, "version": VERSION, **asdict(self)}, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | bytes):
-        try:
-            data = json.loads(text)
-        except (TypeError, ValueError) as exc:
-            raise MessageError(f"{cls.TYPE}: not JSON ({exc})") from exc
-        if not isinstance(data, dict) or data.get("type") != cls.TYPE:
+        """Decode and validate; MessageError (naming the field and what was expected) for anything else."""
+        data = _object(text, f"{cls.TYPE} message")
+        if data.get("type") != cls.TYPE:
             raise MessageError(f"expected a {cls.TYPE} message, got {str(data)[:120]}")
-        if data.get("version") != VERSION:
-            raise MessageError(
-                f"{cls.TYPE} message version {data.get('version')} is not supported (we speak {VERSION})"
-            )
-        names = {f.name for f in dataclasses.fields(cls)}
-        try:
-            return cls(**{k: v for k, v in data.items() if k in names})
-        except TypeError as exc:
-            raise MessageError(f"{cls.TYPE}: {exc}") from exc
+        version = data.get("version")
+        if type(version) is not int or version != VERSION:
+            raise MessageError(f"{cls.TYPE} message version {_show(version)} is not supported (we speak {VERSION})")
+        return cls.from_fields(data)
+
+    @classmethod
+    def from_fields(cls, data: dict) -> _Message:
+        """Build from a dict of field values, checking each; unknown keys are ignored (newer senders)."""
+        values = {}
+        for f in dataclasses.fields(cls):
+            where = f"{cls.TYPE}.{f.name}"
+            if f.name in data:
+                values[f.name] = cls.FIELDS[f.name](data[f.name], where)
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise MessageError(f"{where}: missing (required)")
+        message = cls(**values)
+        message.check()
+        return message
+
+    def check(self) -> None:
+        """Constraints between fields (one field's checker cannot see the others)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +223,14 @@ class ScanInfo(_Message):
     stem: str
     total_frames: int | None = None  # known from the files' collection/frame_numbers, else None
     reintegration: bool = False
+
+    FIELDS: ClassVar[dict[str, Check]] = {
+        "scan": _NAME,
+        "detector": _NAME,
+        "stem": _NAME,
+        "total_frames": _int(0, MAX_FRAME_NUMBER, optional=True),
+        "reintegration": _bool,
+    }
 
 
 @dataclass(frozen=True)
@@ -84,6 +248,77 @@ class WorkItem(_Message):
     error: str | None = None  # set when the part could not be read: the item carries the failure downstream
     announced_at: float = 0.0  # epoch seconds when the part was first announced (for the latency figure)
 
+    FIELDS: ClassVar[dict[str, Check]] = {
+        "item_id": _NAME,
+        "scan": _NAME,
+        "detector": _NAME,
+        "part": _int(0, MAX_FRAME_NUMBER),
+        "module_files": _FILES,
+        "start": _int(0, MAX_FRAME_NUMBER),
+        "stop": _int(0, MAX_FRAME_NUMBER),
+        "frame_numbers": _FRAMES,
+        "total_frames": _int(0, MAX_FRAME_NUMBER, optional=True),
+        "error": _str(MAX_REASON, optional=True),
+        "announced_at": _EPOCH,
+    }
+
+    def check(self) -> None:
+        if self.stop < self.start:
+            raise MessageError(f"work.stop: expected >= start ({self.start}), got {self.stop}")
+        if self.error is None and len(self.frame_numbers) != self.stop - self.start:
+            raise MessageError(
+                f"work.frame_numbers: expected {self.stop - self.start} numbers (frames {self.start}..{self.stop - 1}),"
+                f" got {len(self.frame_numbers)}"
+            )
+
+
+@dataclass(frozen=True)
+class ClaimRequest(_Message):
+    """What an Integrator sends with ``ClaimWork``: its name, its settings (shown by the Stitcher) and
+    the items it has finished since its last claim (acknowledging them ends their lease)."""
+
+    TYPE: ClassVar[str] = "claim"
+    integrator: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    done: list[str] = field(default_factory=list)
+
+    FIELDS: ClassVar[dict[str, Check]] = {"integrator": _NAME, "settings": _settings, "done": _list(_NAME, MAX_DONE)}
+
+
+@dataclass(frozen=True)
+class RequeueRequest(_Message):
+    """What a Merger sends with ``RequeueFrames``: frames of a scan it is missing, and any file of the
+    scan (so a restarted Stitcher can find the acquisition again)."""
+
+    TYPE: ClassVar[str] = "requeue"
+    scan: str
+    frames: list[int]
+    raw_file: str = ""
+
+    FIELDS: ClassVar[dict[str, Check]] = {
+        "scan": _NAME,
+        "frames": _list(_int(1, MAX_FRAME_NUMBER), MAX_FRAMES, min_len=1),
+        "raw_file": _str(MAX_PATH, path=True),
+    }
+
+
+@dataclass(frozen=True)
+class ReintegrateRequest(_Message):
+    """The argument of ``Reintegrate``: an acquisition file (any module/part) or its directory.
+
+    The command takes the plain path (operators type it in Jive); :meth:`from_text` checks it."""
+
+    TYPE: ClassVar[str] = "reintegrate"
+    path: str
+
+    FIELDS: ClassVar[dict[str, Check]] = {"path": _str(MAX_PATH, path=True)}
+
+    @classmethod
+    def from_text(cls, text: Any) -> ReintegrateRequest:
+        if type(text) is not str or not text.strip():
+            raise _bad("reintegrate.path", "the path of an acquisition file or directory", text)
+        return cls.from_fields({"path": text})
+
 
 @dataclass(frozen=True)
 class FailedFrames:
@@ -93,6 +328,38 @@ class FailedFrames:
 
 
 _MAGIC = b"XRDP"
+#: Header of a pattern batch: field -> checker (``n`` and ``bins`` give the arrays' shapes).
+_BATCH_HEADER: dict[str, Check] = {
+    "item_id": _NAME,
+    "scan": _NAME,
+    "detector": _NAME,
+    "integrator": _NAME,
+    "part": _int(0, MAX_FRAME_NUMBER),
+    "settings_hash": _NAME,
+    "n": _int(0, MAX_FRAMES),
+    "bins": _int(0, MAX_BINS),
+    "frame_numbers": _FRAMES,
+    "index_in_file": _FRAMES,
+    "sigma": _bool,
+    "failed": _list(lambda v, w: _failed(v, w), MAX_FRAMES),
+    "settings": _settings,
+}
+_BATCH_OPTIONAL: dict[str, tuple[Check, Any]] = {
+    "raw_file": (_str(MAX_PATH, path=True), ""),
+    "module_files": (_list(_str(MAX_PATH, path=True), MAX_FILES), []),
+    "total_frames": (_int(0, MAX_FRAME_NUMBER, optional=True), None),
+    "announced_at": (_EPOCH, 0.0),
+}
+
+
+def _failed(value: Any, where: str) -> FailedFrames:
+    if type(value) is not dict:
+        raise _bad(where, "an object {file, reason, frame_numbers}", value)
+    return FailedFrames(
+        _str(MAX_PATH)(value.get("file"), f"{where}.file"),
+        _str(MAX_REASON)(value.get("reason"), f"{where}.reason"),
+        _FRAMES(value.get("frame_numbers", []), f"{where}.frame_numbers"),
+    )
 
 
 @dataclass(frozen=True)
@@ -149,19 +416,36 @@ class PatternBatch:
         return self.FORMAT, _MAGIC + struct.pack("<I", len(head)) + head + b"".join(body)
 
     @classmethod
-    def decode(cls, fmt: str, payload: bytes) -> PatternBatch:
+    def decode(cls, fmt: Any, payload: Any) -> PatternBatch:
+        """Decode and validate a batch; MessageError for any damage (never another exception)."""
         if fmt != cls.FORMAT:
-            raise MessageError(f"pattern batch format {fmt!r} is not supported (we speak {cls.FORMAT})")
-        payload = bytes(payload)
-        if payload[:4] != _MAGIC:
-            raise MessageError("pattern batch payload does not start with XRDP")
+            raise MessageError(f"pattern batch format {_show(fmt)} is not supported (we speak {cls.FORMAT})")
+        try:
+            payload = bytes(payload)
+        except (TypeError, ValueError) as exc:
+            raise MessageError(f"pattern batch payload is not bytes ({exc})") from None
+        if len(payload) < 8 or payload[:4] != _MAGIC:
+            raise MessageError("pattern batch payload does not start with XRDP and a header length")
         (hlen,) = struct.unpack_from("<I", payload, 4)
-        h = json.loads(payload[8 : 8 + hlen])
+        if hlen > len(payload) - 8:
+            raise MessageError(f"pattern batch header of {hlen} bytes, but only {len(payload) - 8} follow")
+        h = _object(payload[8 : 8 + hlen], "pattern batch header")
+        for key, check in _BATCH_HEADER.items():
+            if key not in h:
+                raise MessageError(f"pattern batch header.{key}: missing (required)")
+            h[key] = check(h[key], f"pattern batch {key}")
+        for key, (check, default) in _BATCH_OPTIONAL.items():
+            h[key] = check(h[key], f"pattern batch {key}") if key in h else default
         n, bins = h["n"], h["bins"]
+        if len(h["frame_numbers"]) != n or len(h["index_in_file"]) != n:
+            raise MessageError(
+                f"pattern batch {h['item_id']}: {len(h['frame_numbers'])} frame numbers and "
+                f"{len(h['index_in_file'])} indices for n = {n} patterns"
+            )
         offset = 8 + hlen
         expected = bins * 8 + n * bins * 4 * (2 if h["sigma"] else 1)
         if len(payload) - offset != expected:
-            raise MessageError(f"pattern batch {h.get('item_id')}: {len(payload) - offset} bytes, expected {expected}")
+            raise MessageError(f"pattern batch {h['item_id']}: {len(payload) - offset} bytes, expected {expected}")
         radial = np.frombuffer(payload, np.float64, bins, offset)
         offset += bins * 8
         intensities = np.frombuffer(payload, np.float32, n * bins, offset).reshape(n, bins)
@@ -179,10 +463,10 @@ class PatternBatch:
             intensities,
             radial,
             sigma,
-            [FailedFrames(**f) for f in h["failed"]],
+            h["failed"],
             h["settings"],
-            h.get("raw_file", ""),
-            h.get("module_files", []),
-            h.get("total_frames"),
-            h.get("announced_at", 0.0),
+            h["raw_file"],
+            h["module_files"],
+            h["total_frames"],
+            h["announced_at"],
         )

@@ -20,6 +20,12 @@ default-plot attributes so silx and h5web plot it::
 The file is written incrementally as patterns arrive (resizable datasets, flushed after each batch)
 and rows are kept ordered by frame number even when batches arrive out of order; a frame number
 already in the file is never written twice.
+
+While it is written the file is ``<name>.part`` (``process/status`` = ``running``); it gets its
+final name only when the run ends by itself (``complete``, or ``incomplete`` with the failed frames
+listed). A run that is stopped keeps the part name with status ``interrupted`` (``failed`` when it
+crashed); one killed outright leaves it ``running``. Readers that open ``*.nxs`` (Dioptas) never
+see those, and :func:`read_merged` reports the status so our own tools can refuse them.
 """
 
 from __future__ import annotations
@@ -35,10 +41,14 @@ import numpy as np
 from . import __version__
 from .errors import OutputError
 from .integrate import UNITS, IntegrationSettings, file_sha256
+from .output import part_path, publish
 from .sources import FailedInput
 
 log = logging.getLogger(__name__)
 STR = h5py.string_dtype()
+
+#: Statuses of a file that ended by itself (published under its final name).
+FINISHED_STATUSES = ("complete", "incomplete")
 
 #: How each unit is stored in ``result/binning`` for Dioptas (its radial_unit must be one it knows).
 _DIOPTAS_BINNING = {
@@ -61,7 +71,11 @@ def _set_str(group: h5py.Group, name: str, value: str) -> None:
 
 
 class MergedFileWriter:
-    """Writes one merged file. ``path`` must be a name reserved by :func:`output.reserve_output`."""
+    """Writes one merged file. ``path`` must be a name reserved by :func:`output.reserve_output`.
+
+    The bytes go to ``<path>.part`` (:attr:`file_path`); :meth:`close` publishes them under
+    :attr:`path` (or the next free ``_vNNN`` if that name got taken), :meth:`suspend` leaves them.
+    """
 
     def __init__(
         self,
@@ -74,6 +88,7 @@ class MergedFileWriter:
         chunk_rows: int = 64,
     ):
         self.path = Path(path)
+        self.file_path = part_path(self.path)
         self.settings = settings
         self.bins = int(len(radial))
         self.with_sigma = settings.error_model is not None
@@ -83,9 +98,9 @@ class MergedFileWriter:
         self.duplicates_ignored = 0
         self.failures: list[FailedInput] = []
         try:
-            self.h5 = h5py.File(self.path, "w")
+            self.h5 = h5py.File(self.file_path, "w")
         except OSError as exc:
-            raise OutputError(f"cannot write result file {self.path} ({exc})") from exc
+            raise OutputError(f"cannot write result file {self.file_path} ({exc})") from exc
         self._create(np.asarray(radial, dtype=np.float64), raw_files, input_files, source_name, chunk_rows)
         self.h5.flush()
 
@@ -93,23 +108,25 @@ class MergedFileWriter:
     def reopen(cls, path: str | Path, settings: IntegrationSettings) -> MergedFileWriter:
         """Continue a file that a killed process left open (the Merger's resume after kill -9).
 
-        Rows are trusted up to the last valid frame number: ``frame_number`` is written after the
-        data of each row, so a row cut short by the kill is dropped here and simply merged again.
+        ``path`` is the final name; the bytes are at ``<path>.part``. Rows are trusted up to the last
+        valid frame number: ``frame_number`` is written after the data of each row, so a row cut
+        short by the kill is dropped here and simply merged again.
         """
         self = cls.__new__(cls)
         self.path = Path(path)
+        self.file_path = part_path(self.path)
         self.settings = settings
         self.with_sigma = settings.error_model is not None
         self.duplicates_ignored = 0
         try:
-            self.h5 = h5py.File(self.path, "r+")
+            self.h5 = h5py.File(self.file_path, "r+")
             result, self.proc = self.h5["processed/result"], self.h5["processed/process"]
             self.data, self.frame_number = result["data"], result["frame_number"]
             self.errors = result.get("data_errors")
             self.pos_map = self.proc["pos_map"]
             numbers = self.frame_number[()]
         except (OSError, KeyError) as exc:
-            raise OutputError(f"{self.path} cannot be reopened to continue it ({exc})") from exc
+            raise OutputError(f"{self.file_path} cannot be reopened to continue it ({exc})") from exc
         self.bins = int(self.data.shape[1])
         valid = numbers > 0
         ok = int(np.argmin(valid)) if not valid.all() else len(numbers)
@@ -166,7 +183,8 @@ class MergedFileWriter:
         entry.attrs["default"] = "result"
         if s.unit != "2th_deg":
             axis_name, unit = UNITS[s.unit]
-            extra = entry.create_group(f"result_{axis_name}")
+            # README and Dioptas users know result_q / result_d (not result_d_spacing)
+            extra = entry.create_group("result_d" if s.unit == "d_A" else f"result_{axis_name}")
             extra.attrs.update(NX_class="NXdata", signal="data", axes=["frame_number", axis_name])
             extra.attrs["frame_number_indices"] = 0
             extra.attrs[f"{axis_name}_indices"] = 1
@@ -326,17 +344,11 @@ class MergedFileWriter:
             failed[name][i] = value
         self.h5.flush()
 
-    def suspend(self) -> None:
-        """Close the file without finishing it (status ``interrupted``): :meth:`reopen` continues it."""
-        _set_str(self.proc, "status", "interrupted")
-        self.h5.flush()
-        self.h5.close()
+    @property
+    def is_open(self) -> bool:
+        return bool(self.h5)
 
-    def close(self) -> None:
-        """Finish the file: end time and status (complete / incomplete when anything failed)."""
-        if not self.h5:
-            return
-        status = "complete" if not self.failures else "incomplete"
+    def _end(self, status: str) -> None:
         _set_str(self.proc, "end_time", now_iso())
         _set_str(self.proc, "status", status)
         _set_str(self.h5["processed"], "end_time", now_iso())
@@ -344,11 +356,33 @@ class MergedFileWriter:
         self.h5.flush()
         self.h5.close()
 
+    def suspend(self, status: str = "interrupted") -> None:
+        """Close the file without finishing it: it stays at ``<path>.part`` with ``status``
+        (``interrupted``, or ``failed`` after a crash); :meth:`reopen` can continue it."""
+        if not self.is_open:
+            return
+        self._end(status)
+
+    def close(self) -> Path:
+        """Finish the file (status complete, or incomplete when anything failed) and give it its
+        final name; returns that name (also :attr:`path`), a ``_vNNN`` one if ``path`` got taken."""
+        if not self.is_open:
+            return self.path
+        self._end("complete" if not self.failures else "incomplete")
+        final = publish(self.path)
+        if final != self.path:
+            log.warning("%s was taken meanwhile; the result is %s", self.path, final)
+        self.path = self.file_path = final
+        return final
+
     def __enter__(self) -> MergedFileWriter:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # an exception means the run did not end by itself: never publish it as a result
+            self.suspend("interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed")
 
 
 def _ranges(numbers: Sequence[int]) -> str:
@@ -377,8 +411,20 @@ def _parse_ranges(text: str) -> list[int]:
 
 
 def read_merged(path: str | Path) -> dict[str, np.ndarray]:
-    """Read back the essentials of a merged file (for tests, the heatmap and users' scripts)."""
-    with h5py.File(path, "r") as h5:
+    """Read back the essentials of a merged file (for tests, the heatmap and users' scripts).
+
+    ``status`` says whether it is a result: ``complete``/``incomplete`` (:data:`FINISHED_STATUSES`)
+    or not (``running``: being written or its writer was killed; ``interrupted``; ``failed``);
+    ``finished`` is True only for the former.
+    """
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as exc:
+        raise OutputError(
+            f"{path} cannot be read as a merged file ({exc}); a file still being written, or left by a "
+            "killed process, may be locked or unreadable"
+        ) from exc
+    with h5:
         result = h5["processed/result"]
         proc = h5["processed/process"]
         out = {
@@ -396,6 +442,7 @@ def read_merged(path: str | Path) -> dict[str, np.ndarray]:
             "failed_frames": [f.decode() for f in proc["failed/frame_numbers"][()]],
             "status": proc["status"][()].decode(),
         }
+        out["finished"] = out["status"] in FINISHED_STATUSES
         if "data_errors" in result:
             out["sigma"] = result["data_errors"][()]
         default = h5["processed"].attrs["default"]

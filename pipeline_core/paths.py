@@ -3,6 +3,10 @@
 A path given by a client (an announcement, Reintegrate's argument, a PONI or mask attribute) is
 resolved — ``..`` collapsed, symbolic links followed — and must then lie inside one of the roots.
 Resolving first is what stops ``/data/../etc/passwd`` and a symlink that points out of the tree.
+
+The check is made where files are *opened* (``open_modules``, the Stitcher's search for a part's
+sibling files), not only where a path enters: a folder inside the roots may hold module files that
+are symbolic links to anywhere, and a sibling found by globbing was never announced by anyone.
 """
 
 from __future__ import annotations
@@ -10,18 +14,42 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, SourceError
+
+
+class OutsideRootsError(ConfigError, SourceError):
+    """A path resolves outside the allowed roots (or cannot be resolved).
+
+    Both a refused value (ConfigError: a command's argument is answered with it) and an input that
+    cannot be read (SourceError: a part whose sibling escapes fails and is listed with this reason).
+    """
 
 
 def confine(path: str | Path, roots: Sequence[str | Path], what: str = "path") -> Path:
-    """The resolved ``path`` if it lies inside one of ``roots``; ConfigError otherwise.
+    """The resolved ``path`` if it lies inside one of ``roots``; OutsideRootsError otherwise.
 
     No roots means no confinement (a laptop, a test); a beamline deployment sets them.
     """
-    resolved = Path(path).expanduser().resolve()
+    if "\0" in str(path):
+        raise OutsideRootsError(f"{what} {str(path)!r} contains a NUL character; expected a file path")
+    try:
+        resolved = Path(path).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, an unknown ~user
+        raise OutsideRootsError(f"{what} {path} cannot be resolved ({exc})") from None
     if not roots:
         return resolved
     for root in roots:
         if resolved.is_relative_to(Path(root).expanduser().resolve()):
             return resolved
-    raise ConfigError(f"{what} {path} resolves to {resolved}, outside the allowed root(s) {', '.join(map(str, roots))}")
+    raise OutsideRootsError(
+        f"{what} {path} resolves to {resolved}, outside the allowed root(s) {', '.join(map(str, roots))}"
+    )
+
+
+def inside(path: str | Path, roots: Sequence[str | Path]) -> bool:
+    """Whether ``path`` resolves inside ``roots`` (always true without roots)."""
+    try:
+        confine(path, roots)
+    except OutsideRootsError:
+        return False
+    return True

@@ -56,21 +56,33 @@ def stop_signals_raise() -> Iterator[None]:
             signal.signal(s, handler)
 
 
+#: Signals recorded by the outermost active :func:`signals_deferred` block (None: none active).
+_deferred: list[int] | None = None
+
+
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[list[int]]:
     """Within this block stop signals are *recorded*, not raised: for cleanup that must finish.
 
-    After the block, the first recorded signal is raised as :class:`Interrupted`.
+    After the block, the first recorded signal is raised as :class:`Interrupted`. Blocks nest: an
+    inner block records into the outer one's list and raises nothing, so a cleanup that calls
+    another cleanup is never cut short half-way.
     """
-    got: list[int] = []
+    global _deferred
     if threading.current_thread() is not threading.main_thread():
-        yield got
+        yield []
         return
+    if _deferred is not None:  # nested: the outermost block raises
+        yield _deferred
+        return
+    got: list[int] = []
+    _deferred = got
     previous = {s: signal.signal(s, lambda signum, _f: got.append(signum)) for s in STOP_SIGNALS}
     try:
         yield got
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        _deferred = None
     if got:
         raise Interrupted(got[0])

@@ -11,6 +11,7 @@ Every source turns its files into a stream of :class:`FrameChunk` (a few frames 
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,8 +162,9 @@ class LambdaSource(FrameSource):
         except SourceError as exc:
             on_error(FailedInput(str(part.first_file), str(exc), [int(v) for v in modules[0].frame_numbers]))
             return
-        for start in range(0, n, chunk_size):
-            stop = min(start + chunk_size, n)
+        ranges = collections.deque((start, min(start + chunk_size, n)) for start in range(0, n, chunk_size))
+        while ranges:
+            start, stop = ranges.popleft()
             numbers = modules[0].frame_numbers[start:stop]
             try:
                 module_frames = []
@@ -174,6 +176,9 @@ class LambdaSource(FrameSource):
                     module_frames.append(buffers[key])
                 frames = self.layout.stitch(module_frames)
             except SourceError as exc:
+                if stop - start > 1:  # one corrupt frame must not cost the readable frames read with it
+                    ranges.extendleft((i, i + 1) for i in reversed(range(start, stop)))
+                    continue
                 on_error(FailedInput(str(part.first_file), str(exc), [int(v) for v in numbers]))
                 continue
             yield FrameChunk(numbers.copy(), frames, file_index, np.arange(start, stop))
@@ -318,24 +323,56 @@ def is_merged_result(path: Path) -> bool:
         return False
 
 
-def open_sources(paths: Sequence[str | Path], dataset: str | None = None) -> list[FrameSource]:
+#: Calibration files: a directory may hold them beside the data, they are never frames.
+CALIBRATION_SUFFIXES = {".poni", ".mask"}
+
+
+def is_calibration_file(path: Path) -> bool:
+    """PONI files, Dioptas ``.mask`` files and images named as masks (``*mask.edf``, ``*_mask.tif``…)."""
+    suffix = path.suffix.lower()
+    if suffix in CALIBRATION_SUFFIXES:
+        return True
+    return suffix in IMAGE_SUFFIXES and path.stem.lower().endswith("mask")
+
+
+def _directory_data_files(directory: Path, calibration: set[Path]) -> list[Path]:
+    """The data files of a directory: never calibration files, and only module files beside Lambda ones.
+
+    A Lambda acquisition folder also holds images (the mask EDF, a dark, a Dioptas export): when
+    module files are there, the images are not frames of any acquisition and are left out.
+    """
+    found = sorted(
+        f
+        for f in directory.iterdir()
+        if f.is_file()
+        and f.suffix.lower() in HDF5_SUFFIXES | IMAGE_SUFFIXES
+        and not is_calibration_file(f)
+        and f.resolve() not in calibration
+        and not is_merged_result(f)
+    )
+    if any(parse_lambda_name(f) is not None for f in found):
+        found = [f for f in found if f.suffix.lower() in HDF5_SUFFIXES]
+    return found
+
+
+def open_sources(
+    paths: Sequence[str | Path], dataset: str | None = None, calibration_files: Sequence[str | Path] = ()
+) -> list[FrameSource]:
     """Turn command-line paths (files or directories) into sources, one per acquisition/stream.
 
     Lambda files are grouped by acquisition stem (so two detectors, or two scans, give two sources);
-    other HDF5 files form one stack source; image files one image source.
+    other HDF5 files form one stack source; image files one image source. ``calibration_files``
+    (the --poni and --mask in use) are never data, even when named explicitly; in a directory no
+    calibration file is (:func:`is_calibration_file`), nor are images beside Lambda module files.
     """
+    calibration = {Path(c).resolve() for c in calibration_files}
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files.extend(
-                sorted(
-                    f
-                    for f in p.iterdir()
-                    if f.is_file() and f.suffix.lower() in HDF5_SUFFIXES | IMAGE_SUFFIXES and not is_merged_result(f)
-                )
-            )
+            files.extend(_directory_data_files(p, calibration))
         elif p.exists():
-            files.append(p)
+            if p.resolve() not in calibration:
+                files.append(p)
         else:
             raise SourceError(f"{p} does not exist")
     if not files:
@@ -392,10 +429,17 @@ class PartFrames:
 
 
 def read_part_range(
-    module_files: Sequence[str | Path], start: int, stop: int, retries: int = 3, retry_delay_s: float = 0.5
+    module_files: Sequence[str | Path],
+    start: int,
+    stop: int,
+    retries: int = 3,
+    retry_delay_s: float = 0.5,
+    roots: Sequence[str | Path] = (),
 ) -> PartFrames:
-    """Open one part's module files, read frames ``start:stop`` and stitch them (the live path)."""
-    modules = open_modules(module_files, retries, retry_delay_s)
+    """Open one part's module files, read frames ``start:stop`` and stitch them (the live path).
+
+    ``roots``: every module file must resolve inside them (OutsideRootsError, a SourceError, if not)."""
+    modules = open_modules(module_files, retries, retry_delay_s, roots)
     try:
         layout, n = check_part_modules(modules)
         if not 0 <= start < stop <= n:

@@ -9,6 +9,12 @@ still travels down the chain, so the Merger lists it instead of waiting for it f
 
 Frames themselves never travel: a work item says which module files and which frame range to stitch,
 and the Integrator that claims it reads and stitches them with :func:`sources.read_part_range`.
+
+Every queue a client can fill is bounded and its depth visible: announcements, reintegrations and
+requeue requests waiting for the stage's thread, and the work items waiting for an Integrator.
+Beyond a bound a request is refused with :class:`QueueFull` naming it — except a part that is
+complete on disk while the work queue is full: it waits (back-pressure) instead of being lost.
+Every file the stage opens is checked against ``data_roots`` where it is opened.
 """
 
 from __future__ import annotations
@@ -26,11 +32,17 @@ from pathlib import Path
 import numpy as np
 
 from . import lambda_layout as L
-from .errors import SourceError
+from .errors import PipelineError, SourceError
 from .hdf5_io import open_h5
-from .lambda_files import LambdaAcquisition, frame_numbers_from_any, open_modules, parse_lambda_name
+from .lambda_files import (
+    LambdaAcquisition,
+    frame_numbers_from_any,
+    glob_escape,
+    open_modules,
+    parse_lambda_name,
+)
 from .messages import ScanInfo, WorkItem
-from .paths import confine
+from .paths import OutsideRootsError, confine, inside
 from .sources import check_part_modules
 from .worker import Worker
 
@@ -52,8 +64,22 @@ class StitchConfig:
     data_roots: tuple[str, ...] = ()
     #: Announcements waiting to be handled; beyond this they are refused (and reported), never blocking.
     max_pending: int = 10_000
+    #: Reintegrations accepted and not yet all queued as work; beyond this Reintegrate is refused.
+    max_reintegrations: int = 8
+    #: RequeueFrames requests waiting to be handled; beyond this they are refused.
+    max_requeues: int = 100
+    #: Work items waiting for an Integrator. Beyond it requeues and reintegrations are refused and
+    #: complete parts wait on disk until Integrators catch up (a part adds at most one part's items).
+    max_items: int = 100_000
     #: A claimed item not acknowledged within this time is handed out again (its Integrator died?).
     lease_s: float = 60.0
+    #: After this many expired leases of the same frames they are not handed out again but sent down
+    #: the chain as failed: data that kills every Integrator taking it must not loop forever.
+    max_lease_expiries: int = 2
+
+
+class QueueFull(PipelineError):
+    """A request beyond one of the stage's bounds; the message names the queue and its bound."""
 
 
 @dataclass
@@ -67,6 +93,8 @@ class _Scan:
     parts_suffix: bool = True
     #: part -> (module files, frame numbers): enough to re-make any of its work items
     parts: dict[int, tuple[list[Path], list[int]]] = field(default_factory=dict)
+    #: a reintegration whose parts are not all queued yet (counts against max_reintegrations)
+    reintegrating: bool = False
 
     def learn_naming(self, file_name: str) -> None:
         """Module-number width (``_m1`` or ``_m01``) and part suffix, from one of the scan's files,
@@ -89,7 +117,10 @@ class StitchCounters:
 
 
 class StitchStage:
-    """Turns module-file announcements into claimable work items. Thread-safe; callbacks never block."""
+    """Turns module-file announcements into claimable work items. Thread-safe; callbacks never block.
+
+    ``clock`` (monotonic seconds) times leases and module timeouts; tests pass a fake one.
+    """
 
     def __init__(
         self,
@@ -97,16 +128,25 @@ class StitchStage:
         on_scan: Callable[[ScanInfo], None],
         on_work: Callable[[int], None],
         on_error: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.config = config
         self._on_scan = on_scan
         self._on_work = on_work
         self._on_error = on_error
+        self._clock = clock
         self._lock = threading.Lock()
         self._scans: dict[str, _Scan] = {}
         self._queue: collections.deque[WorkItem] = collections.deque()
         self._leases: dict[str, tuple[WorkItem, str, float]] = {}
+        #: frames range (scan:part:start:stop) -> hand-outs and expired leases, until acknowledged
+        self._handouts: dict[str, int] = {}
+        self._expiries: dict[str, int] = {}
+        self._jobs: collections.Counter[str] = collections.Counter()  # jobs waiting per kind
+        self._reintegrations_waiting = 0
         self._reintegrations = itertools.count(1)
+        self._requeues = itertools.count(1)
+        self._last_check = clock()
         self.counters = StitchCounters()
         self.frame_shape: tuple[int, int] | None = None
         self.detector_mask: np.ndarray | None = None
@@ -116,7 +156,7 @@ class StitchStage:
     # -- inputs (any thread) --------------------------------------------------------------------
     def announce(self, path: str) -> None:
         """A module file was written. Returns at once; the work happens on the stage's thread."""
-        if self._worker.depth >= self.config.max_pending:
+        if not self._take_slot("announce", self.config.max_pending):
             self.counters.announcements_refused += 1
             self._on_error(
                 f"announcement queue full ({self.config.max_pending}): {path} refused; "
@@ -125,15 +165,47 @@ class StitchStage:
             return
         self._worker.submit(("announce", str(path)))
 
+    def _take_slot(self, kind: str, bound: int) -> bool:
+        with self._lock:
+            if self._jobs[kind] >= bound:
+                return False
+            self._jobs[kind] += 1
+            return True
+
     @property
     def pending_announcements(self) -> int:
-        return self._worker.depth
+        return self._jobs["announce"]
+
+    @property
+    def pending_requeues(self) -> int:
+        return self._jobs["requeue"]
+
+    @property
+    def pending_reintegrations(self) -> int:
+        """Reintegrations accepted whose parts are not all queued as work yet."""
+        return self._reintegrations_waiting
 
     def reintegrate(self, path: str) -> None:
-        """Queue every part of the acquisition that ``path`` (a file or directory) belongs to, as a new scan."""
+        """Queue every part of the acquisition that ``path`` (a file or directory) belongs to, as a new scan.
+
+        Refused at once (ConfigError/SourceError) when the path or the module files it leads to resolve
+        outside the data roots or do not exist, and (QueueFull) beyond ``max_reintegrations``.
+        """
         confine(path, self.config.data_roots, "acquisition to reintegrate")
         if not Path(path).exists():
             raise SourceError(f"cannot reintegrate {path}: it does not exist")
+        if Path(path).is_dir():  # a folder inside the roots may hold links to files outside them
+            for f in sorted(Path(path).glob("*_m*.nxs"))[: 4 * MAX_SCANS]:
+                if parse_lambda_name(f):
+                    confine(f, self.config.data_roots, f"module file of {path}")
+        with self._lock:
+            if self._reintegrations_waiting >= self.config.max_reintegrations:
+                raise QueueFull(
+                    f"reintegration of {path} refused: {self._reintegrations_waiting} reintegrations are waiting "
+                    f"(bound MaxReintegrations = {self.config.max_reintegrations}); try again when they are queued"
+                )
+            self._reintegrations_waiting += 1
+            self._jobs["reintegrate"] += 1
         self._worker.submit(("reintegrate", str(path)))
 
     def claim(self, claimant: str = "", done: list[str] | tuple[str, ...] = ()) -> WorkItem | None:
@@ -145,11 +217,17 @@ class StitchStage:
         """
         with self._lock:
             for item_id in done:
-                self._leases.pop(item_id, None)
+                entry = self._leases.pop(item_id, None)
+                if entry is not None:
+                    self._handouts.pop(_range_key(entry[0]), None)
+                    self._expiries.pop(_range_key(entry[0]), None)
             if not self._queue:
                 return None
             item = self._queue.popleft()
-            self._leases[item.item_id] = (item, claimant, time.monotonic())
+            self._leases[item.item_id] = (item, claimant, self._clock())
+            key = _range_key(item)
+            self._handouts[key] = self._handouts.get(key, 0) + 1
+            _trim(self._handouts)
             return item
 
     @property
@@ -158,38 +236,104 @@ class StitchStage:
             return len(self._leases)
 
     def requeue_frames(self, scan_id: str, frame_numbers: list[int], raw_file: str = "") -> None:
-        """Make work items again for frames the Merger is missing (lost events, dead Integrators)."""
+        """Make work items again for frames the Merger is missing (lost events, dead Integrators).
+
+        Returns at once. Refused (ConfigError) when ``raw_file`` resolves outside the data roots, and
+        (QueueFull) when requeue requests or work items are at their bounds.
+        """
+        if raw_file:
+            confine(raw_file, self.config.data_roots, "raw_file of the requeue request")
+        if self.queue_depth >= self.config.max_items:
+            raise QueueFull(
+                f"frames of {scan_id} requested again, refused: {self.queue_depth} work items are waiting "
+                f"(bound MaxItems = {self.config.max_items})"
+            )
+        if not self._take_slot("requeue", self.config.max_requeues):
+            raise QueueFull(
+                f"frames of {scan_id} requested again, refused: {self.config.max_requeues} requeue requests "
+                f"are waiting (bound MaxRequeues = {self.config.max_requeues})"
+            )
         self._worker.submit(("requeue", (scan_id, list(frame_numbers), raw_file)))
 
-    def _requeue_expired(self) -> None:
-        now = time.monotonic()
+    def expire_leases(self) -> int:
+        """Hand out again the items whose lease ran out; fail those whose leases ran out twice.
+
+        Returns how many items were queued (again or as failed)."""
+        now = self._clock()
+        failed: list[WorkItem] = []
         with self._lock:
             expired = [k for k, (_, _, t) in self._leases.items() if now - t > self.config.lease_s]
             for item_id in expired:
                 item, claimant, _ = self._leases.pop(item_id)
+                key = _range_key(item)
+                self._expiries[key] = self._expiries.get(key, 0) + 1
+                _trim(self._expiries)
+                if item.error is None and self._expiries[key] >= self.config.max_lease_expiries:
+                    failed.append(self._died(item, self._handouts.get(key, 0)))
+                    continue
                 self._queue.appendleft(item)
                 self.counters.items_requeued += 1
                 log.warning("lease of %s (claimed by %s) expired: handed out again", item_id, claimant or "?")
+            self._queue.extend(failed)
+            for item in failed:
+                self.counters.frames_failed += len(item.frame_numbers)
+                self.counters.frames_processed -= len(item.frame_numbers)
+        for item in failed:
+            self._on_error(f"{item.item_id}: {item.error}")
         if expired:
             self._on_work(len(expired))
+        return len(expired)
+
+    def _died(self, item: WorkItem, handouts: int) -> WorkItem:
+        """The failed item that replaces one whose Integrators died: it names the files, and no
+        Integrator reads data for it (it only carries the failure to the Merger)."""
+        first, last = (item.frame_numbers[0], item.frame_numbers[-1]) if item.frame_numbers else (0, 0)
+        reason = (
+            f"Integrators taking this item died twice (corrupt data?): frames {first}..{last} "
+            f"(handed out {handouts} times, {self.config.max_lease_expiries} leases expired) "
+            f"of {', '.join(item.module_files)}"
+        )
+        return dataclasses.replace(item, item_id=f"{item.item_id}:died", error=reason)
 
     @property
     def queue_depth(self) -> int:
         with self._lock:
             return len(self._queue)
 
+    def _items_full(self) -> bool:
+        with self._lock:
+            return len(self._queue) >= self.config.max_items
+
     def stop(self) -> None:
         self._worker.stop()
 
     # -- stage thread ---------------------------------------------------------------------------
-    def _handle(self, job: tuple[str, str]) -> None:
+    def _handle(self, job: tuple[str, object]) -> None:
         kind, arg = job
-        if kind == "announce":
-            self._announce(Path(arg))
-        elif kind == "requeue":
-            self._requeue(*arg)
-        else:
-            self._reintegrate(Path(arg))
+        with self._lock:
+            self._jobs[kind] -= 1
+        try:
+            if kind == "announce":
+                self._announce(Path(arg))  # type: ignore[arg-type]
+            elif kind == "requeue":
+                self._requeue(*arg)  # type: ignore[misc]
+            else:
+                self._start_reintegration(Path(arg))  # type: ignore[arg-type]
+        finally:
+            # a steady stream of jobs keeps the worker from ever being idle: check leases and waiting parts anyway
+            if self._clock() - self._last_check > 0.5:
+                self._check_pending()
+
+    def _start_reintegration(self, path: Path) -> None:
+        scan = None
+        try:
+            scan = self._reintegrate(path)
+        finally:
+            with self._lock:
+                if scan is not None and scan.pending:
+                    scan.reintegrating = True  # counted until its last part is queued (_finish_part)
+                else:
+                    self._reintegrations_waiting -= 1
 
     def _announce(self, path: Path) -> None:
         path = confine(path, self.config.data_roots, "announced file")
@@ -204,18 +348,20 @@ class StitchStage:
         if part in scan.done_parts:
             log.info("part %d of %s announced again: ignored (already queued)", part, name.stem)
             return
-        scan.pending.setdefault(part, time.monotonic())
+        scan.pending.setdefault(part, self._clock())
         scan.announced_at.setdefault(part, time.time())
         self._try_part(scan, part)
 
     def _new_scan(self, directory: Path, stem: str, reintegration: bool, scan_id: str | None = None) -> _Scan:
         scan_id = scan_id or (stem if not reintegration else f"{stem}#r{next(self._reintegrations)}")
-        total = _total_frames(directory, stem)
+        total = _total_frames(directory, stem, self.config.data_roots)
         info = ScanInfo(scan_id, self.config.detector, stem, total, reintegration)
         scan = _Scan(info, directory)
         self._scans[scan_id] = scan
-        while len(self._scans) > MAX_SCANS:  # a beamtime has hundreds of scans: keep the recent ones
-            self._scans.pop(next(iter(self._scans)))
+        # a beamtime has hundreds of scans: keep the recent ones, and every one with parts still waiting
+        idle = [k for k, s in self._scans.items() if not s.pending and k != scan_id]
+        for k in idle[: max(0, len(self._scans) - MAX_SCANS)]:
+            self._scans.pop(k)
         self.current_scan = scan_id
         self._on_scan(info)
         return scan
@@ -228,13 +374,19 @@ class StitchStage:
         ]
 
     def _try_part(self, scan: _Scan, part: int) -> bool:
+        """Queue the part if its files are complete; False while it must wait (files, or work queue full)."""
+        if self._items_full():
+            return False  # back-pressure: the part stays on disk until Integrators catch up
         files = self._module_files(scan, part)
         if not all(f.exists() for f in files):
             return False
         try:
-            modules = open_modules(files, self.config.open_retries, self.config.open_retry_delay_s)
+            modules = open_modules(files, self.config.open_retries, self.config.open_retry_delay_s, self._roots)
+        except OutsideRootsError as exc:  # a sibling that links out of the roots: never read it
+            self._fail_part(scan, part, files, str(exc))
+            return True
         except SourceError as exc:
-            if time.monotonic() - scan.pending[part] < self.config.module_timeout_s:
+            if self._clock() - scan.pending[part] < self.config.module_timeout_s:
                 return False  # still being written: the idle check tries again
             self._fail_part(scan, part, files, str(exc))
             return True
@@ -256,6 +408,10 @@ class StitchStage:
                 m.close()
         self._queue_part(scan, part, files, numbers)
         return True
+
+    @property
+    def _roots(self) -> tuple[str, ...]:
+        return self.config.data_roots
 
     def _queue_part(self, scan: _Scan, part: int, files: list[Path], numbers: list[int]) -> None:
         scan.parts[part] = (files, numbers)
@@ -284,7 +440,8 @@ class StitchStage:
 
     def _fail_part(self, scan: _Scan, part: int, files: list[Path], reason: str, numbers: list[int] | None = None):
         """A part that cannot be read still goes down the chain, as an item that says why."""
-        numbers = numbers or frame_numbers_from_any(files)
+        # the frame numbers come from whichever file still opens -- only from files inside the roots
+        numbers = numbers or frame_numbers_from_any([f for f in files if inside(f, self._roots)])
         self._on_error(f"part {part} of {scan.info.stem}: {reason}")
         item = WorkItem(
             f"{scan.info.scan}:{part}:failed",
@@ -311,26 +468,56 @@ class StitchStage:
             self.counters.frames_processed += n - failed
             self.counters.frames_failed += failed
             self.counters.parts_done += 1
+            if scan.reintegrating and not scan.pending:
+                scan.reintegrating = False
+                self._reintegrations_waiting -= 1
         self._on_work(len(items))
 
     def _requeue(self, scan_id: str, wanted: list[int], raw_file: str) -> None:
         scan = self._scans.get(scan_id)
         if scan is None and raw_file:  # e.g. the Stitcher restarted: rebuild the scan from its files
-            acq = LambdaAcquisition.from_file(raw_file)
+            acq = LambdaAcquisition.from_file(confine(raw_file, self._roots, "raw_file of the requeue request"))
             scan = self._new_scan(acq.directory, acq.stem, reintegration=False, scan_id=scan_id)
         if scan is None:
             raise SourceError(f"frames {wanted[:5]}... of unknown scan {scan_id} requested again: no file to read")
         self._learn_parts(scan)
         wanted_set = set(wanted)
+        with self._lock:
+            # frames still waiting in the queue will be handed out anyway; leases covering wanted frames
+            # are settled now (their Integrator died, or its patterns were lost): else they would expire
+            # later and the same frames would be integrated a second time
+            for item in self._queue:
+                if item.scan == scan_id:
+                    wanted_set.difference_update(item.frame_numbers)
+            settled = [
+                k
+                for k, (item, _, _) in self._leases.items()
+                if item.scan == scan_id and wanted_set & set(item.frame_numbers)
+            ]
+            for item_id in settled:
+                self._leases.pop(item_id)
+        tag = f":again{int(time.time())}-{next(self._requeues)}"
         items = []
         for part, (files, numbers) in sorted(scan.parts.items()):
             index = [i for i, n in enumerate(numbers) if n in wanted_set]
             for run in _runs(index):
-                items += self._items(scan, part, files, numbers, run[0], run[-1] + 1, tag=f":again{time.time():.0f}")
+                items += self._items(scan, part, files, numbers, run[0], run[-1] + 1, tag=tag)
         with self._lock:
+            room = self.config.max_items - len(self._queue)
+            if len(items) > room:
+                raise QueueFull(
+                    f"frames of {scan_id} requested again: {len(items)} work items would not fit "
+                    f"(bound MaxItems = {self.config.max_items}, {max(0, room)} free); refused"
+                )
             self._queue.extend(items)
             self.counters.items_requeued += len(items)
-        log.warning("scan %s: %d frame(s) requested again -> %d item(s)", scan_id, len(wanted), len(items))
+        log.warning(
+            "scan %s: %d frame(s) requested again -> %d item(s), %d lease(s) settled",
+            scan_id,
+            len(wanted),
+            len(items),
+            len(settled),
+        )
         if items:
             self._on_work(len(items))
 
@@ -346,7 +533,7 @@ class StitchStage:
             if part.index in scan.parts:
                 continue
             try:
-                modules = open_modules(part.files, retries=0)
+                modules = open_modules(part.files, retries=0, roots=self._roots)
             except SourceError as exc:
                 log.warning("part %d of %s cannot be read again: %s", part.index, scan.info.stem, exc)
                 continue
@@ -363,13 +550,15 @@ class StitchStage:
 
     def _check_pending(self) -> None:
         """Retry parts whose module files were incomplete; give up on them after the timeout."""
-        self._requeue_expired()
-        now = time.monotonic()
+        self._last_check = self._clock()
+        self.expire_leases()
         for scan in list(self._scans.values()):
             for part, since in list(scan.pending.items()):
                 if self._try_part(scan, part):
                     continue
-                if now - since > self.config.module_timeout_s:
+                if self._items_full():
+                    return  # waiting for room, not for files: no timeout runs meanwhile
+                if self._clock() - since > self.config.module_timeout_s:
                     files = self._module_files(scan, part)
                     missing = [f.name for f in files if not f.exists()]
                     self._fail_part(
@@ -379,7 +568,7 @@ class StitchStage:
                         f"module file(s) {', '.join(missing)} not written within {self.config.module_timeout_s:.0f} s",
                     )
 
-    def _reintegrate(self, path: Path) -> None:
+    def _reintegrate(self, path: Path) -> _Scan:
         target = path
         if path.is_dir():
             target = next((p for p in sorted(path.glob("*_m*.nxs")) if parse_lambda_name(p)), None)
@@ -389,9 +578,21 @@ class StitchStage:
         scan = self._new_scan(acq.directory, acq.stem, reintegration=True)
         scan.learn_naming(acq.parts[0].files[0].name)
         for part in acq.parts:
-            scan.pending[part.index] = time.monotonic() - self.config.module_timeout_s  # files are complete: no wait
+            scan.pending[part.index] = self._clock() - self.config.module_timeout_s  # files complete: no wait
             scan.announced_at[part.index] = time.time()
             self._try_part(scan, part.index)
+        return scan
+
+
+def _range_key(item: WorkItem) -> str:
+    """The frames an item covers, whatever its id: a requeued copy shares it with the original."""
+    return f"{item.scan}:{item.part}:{item.start}:{item.stop}"
+
+
+def _trim(counts: dict[str, int], bound: int = 100_000) -> None:
+    """Keep a per-item bookkeeping dict bounded (items never acknowledged would otherwise pile up)."""
+    while len(counts) > bound:
+        counts.pop(next(iter(counts)))
 
 
 def _runs(indices: list[int]) -> list[list[int]]:
@@ -413,9 +614,12 @@ def _read_total(h5) -> int | None:
         return None
 
 
-def _total_frames(directory: Path, stem: str) -> int | None:
-    """Frames the acquisition will have, from ``collection/frame_numbers`` of any of its files."""
-    for f in sorted(directory.glob(f"{stem}_m*.nxs")):
+def _total_frames(directory: Path, stem: str, roots: tuple[str, ...] = ()) -> int | None:
+    """Frames the acquisition will have, from ``collection/frame_numbers`` of any of its files
+    (inside ``roots``: a sibling that links elsewhere is not opened)."""
+    for f in sorted(directory.glob(f"{glob_escape(stem)}_m*.nxs")):
+        if not inside(f, roots):
+            continue
         try:
             with open_h5(f, retries=0) as h5:
                 total = _read_total(h5)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from pipeline_core import cli as core_cli
+from pipeline_core.signals import signals_deferred
 
 
 def build_parser():
@@ -57,14 +58,19 @@ def cmd_database(args) -> int:
     from .embedded_db import EmbeddedDatabase
 
     db = EmbeddedDatabase(args.state, args.port).start()
-    print(f"embedded Tango database running: export TANGO_HOST={db.tango_host}   (Ctrl-C stops it)")
+    print(f"embedded Tango database running: export TANGO_HOST={db.tango_host}   (Ctrl-C stops it)", flush=True)
     try:
-        db.process.wait()
-    except KeyboardInterrupt:
-        pass
+        # Ctrl-C, SIGTERM, SIGHUP raise here; main() then exits 128 + the signal's number
+        code = db.process.wait()
     finally:
-        db.stop()
-    return 0
+        with signals_deferred():  # the DataBaseds is stopped even if a second signal comes
+            db.stop()
+    print(
+        f"xrd-pipeline database: the database server exited by itself with code {code}; see "
+        f"{args.state / 'databaseds.log'}",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:

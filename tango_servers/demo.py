@@ -6,7 +6,9 @@
 3. one process per device server: simulator, Stitcher, Integrator(s), Merger;
 4. a compression ramp written live by the simulator, integrated while it is written;
 5. the merged NeXus file and its heatmap PNG, whose paths are printed;
-6. every process stopped — also on error and on Ctrl-C.
+6. every process stopped — also on error, on Ctrl-C, SIGTERM and SIGHUP (then the exit status is
+   128 + the signal's number); servers and database stop each within a bound (SIGTERM, then
+   SIGKILL), and if the demo itself is killed outright the kernel sends them SIGTERM.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import tango
 
 from pipeline_core.heatmap import render_heatmap
 from pipeline_core.progress import Progress
+from pipeline_core.signals import signals_deferred
 
 from .embedded_db import database_answers, ensure_database
 from .launcher import start_servers, stop_servers
@@ -56,10 +59,10 @@ def run_demo(
     workdir = workdir.absolute()
     if tango_host is not None and not database_answers(tango_host):
         raise SystemExit(f"no Tango database answers at {tango_host}")
-    tango_host, db = ensure_database(workdir / "tango-db", tango_host)
-    say(f"Tango database: {tango_host} ({'embedded, started now' if db else 'already running'})")
-    servers = []
+    servers, db = [], None
     try:
+        tango_host, db = ensure_database(workdir / "tango-db", tango_host)
+        say(f"Tango database: {tango_host} ({'embedded, started now' if db else 'already running'})")
         host, port = tango_host.rsplit(":", 1)
         specs, integrator_names = layout_for(workdir, integrators)
         for line in register(specs, tango.Database(host, int(port))):
@@ -105,7 +108,11 @@ def run_demo(
         print(f"heatmap:     {png}")
         return output
     finally:
-        say("stopping the device servers ...")
-        stop_servers(servers)
-        if db is not None:
-            db.stop()
+        with signals_deferred():  # a second Ctrl-C/SIGTERM must not cut the cleanup short
+            if servers:
+                say("stopping the device servers ...")
+            try:
+                stop_servers(servers)
+            finally:  # a signal deferred inside stop_servers is raised when it returns: the DB still stops
+                if db is not None:
+                    db.stop()

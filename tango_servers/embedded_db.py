@@ -9,14 +9,21 @@ servers, clients) goes through the same ``TANGO_HOST`` code path either way.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from pipeline_core.signals import signals_deferred
+
+#: prctl option: the signal the kernel sends a process when the thread that forked it exits.
+_PR_SET_PDEATHSIG = 1
 
 
 def tango_host_reachable(host: str, port: int, timeout_s: float = 1.0) -> bool:
@@ -42,16 +49,60 @@ def database_answers(tango_host: str, timeout_s: float = 2.0) -> bool:
         return False
 
 
+def die_with_parent(signum: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get ``signum`` when we die, however we die (Linux).
+
+    Our own shutdown path stops every child, but a parent killed outright (SIGKILL, OOM killer,
+    a crash) runs no code; without this the children are reparented to PID 1 and live on. SIGTERM
+    because Tango servers shut down cleanly on it (the Merger suspends its open file).
+
+    The kernel sends the signal when the *thread* that forked exits: start children from the main
+    thread (or one that lives as long as the process). If we died between fork and ``prctl`` the
+    signal never comes, so the child checks that its parent is still the one that forked it.
+    Returns None where ``prctl`` does not exist (not Linux): children are then only stopped by us.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the child only calls it
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0) != 0:
+            os._exit(126)  # cannot promise to die with the parent: refuse to start at all
+        if os.getppid() != parent:  # the parent is already gone: nobody will stop us
+            os._exit(128 + int(signum))
+
+    return preexec
+
+
 def terminate(process: subprocess.Popen | None, timeout_s: float = 10.0) -> None:
     """SIGTERM (a Tango server shuts down its devices on it), SIGKILL if it does not end in time."""
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    terminate_all([process], timeout_s)
+
+
+def terminate_all(processes: Iterable[subprocess.Popen | None], timeout_s: float = 10.0) -> None:
+    """SIGTERM to every process at once, then wait; SIGKILL whatever is still running after ``timeout_s``.
+
+    All at once, so stopping five servers is bounded by one timeout, not five. Stop signals that
+    arrive meanwhile are deferred: a second Ctrl-C must not leave half of them running.
+    """
+    with signals_deferred():
+        running = [p for p in processes if p is not None and p.poll() is None]
+        for p in running:
+            try:
+                p.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout_s
+        for p in running:
+            try:
+                p.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
 def free_port() -> int:
@@ -74,28 +125,36 @@ class EmbeddedDatabase:
 
     def start(self, timeout_s: float = 30.0) -> EmbeddedDatabase:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.state_dir / "databaseds.log", "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tango.databaseds.database", "--host", "127.0.0.1", "--port", str(self.port), "2"],
-            cwd=self.state_dir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, "TANGO_HOST": self.tango_host},
-        )
-        log.close()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"the embedded Tango database exited with code {self.process.returncode}; "
-                    f"see {self.state_dir / 'databaseds.log'}"
+        try:
+            with open(self.state_dir / "databaseds.log", "ab") as log, signals_deferred():  # started and recorded
+                self.process = subprocess.Popen(
+                    [
+                        *(sys.executable, "-m", "tango.databaseds.database"),
+                        *("--host", "127.0.0.1", "--port", str(self.port), "2"),
+                    ],
+                    cwd=self.state_dir,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=die_with_parent(),
+                    env={**os.environ, "TANGO_HOST": self.tango_host},
                 )
-            if database_answers(self.tango_host, 1.0):
-                return self
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"the embedded Tango database did not answer on {self.tango_host} within {timeout_s:.0f} s")
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"the embedded Tango database exited with code {self.process.returncode}; "
+                        f"see {self.state_dir / 'databaseds.log'}"
+                    )
+                if database_answers(self.tango_host, 1.0):
+                    return self
+                time.sleep(0.2)
+            raise RuntimeError(
+                f"the embedded Tango database did not answer on {self.tango_host} within {timeout_s:.0f} s"
+            )
+        except BaseException:  # also Ctrl-C/SIGTERM while waiting: never leave it behind
+            self.stop()
+            raise
 
     def stop(self, timeout_s: float = 10.0) -> None:
         terminate(self.process, timeout_s)

@@ -7,7 +7,6 @@ hosts, to share one Stitcher's work: each claims items with the Stitcher's ``Cla
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 
@@ -19,7 +18,7 @@ from tango.server import attribute, command, device_property, run
 from pipeline_core.errors import PipelineError
 from pipeline_core.integrate import DEFAULT_BINS, MAX_BINS, UNITS, IntegrationSettings
 from pipeline_core.integrate_stage import IntegrateStage
-from pipeline_core.messages import WorkItem
+from pipeline_core.messages import ClaimRequest, WorkItem
 from pipeline_core.paths import confine
 
 from .base import PipelineDevice
@@ -33,6 +32,11 @@ class Integrator(PipelineDevice):
     MaskPath = device_property(dtype=str, default_value="", doc="initial mask file (the memorized value wins)")
     Bins = device_property(dtype=int, default_value=DEFAULT_BINS, doc="initial number of bins")
     Unit = device_property(dtype=str, default_value="2th_deg", doc="initial radial unit")
+    DataRoots = device_property(
+        dtype=(str,),
+        default_value=[],
+        doc="module files of claimed work must resolve inside one of these (empty: anywhere); set the Stitcher's",
+    )
     CalibrationRoots = device_property(
         dtype=(str,), default_value=[], doc="PONI and mask files must lie under one of these (empty: anywhere)"
     )
@@ -60,7 +64,13 @@ class Integrator(PipelineDevice):
             except PipelineError as exc:
                 self.report_error(f"PoniPath/MaskPath/Bins/Unit properties: {exc}")
         self.stage = IntegrateStage(
-            self.get_name(), settings, self._claim, self._send, self.report_error, poll_interval_s=self.PollInterval
+            self.get_name(),
+            settings,
+            self._claim,
+            self._send,
+            self.report_error,
+            poll_interval_s=self.PollInterval,
+            data_roots=tuple(self.DataRoots),
         )
         self._want_running = bool(self.AutoStart)
         if self._want_running and settings is not None:
@@ -77,10 +87,8 @@ class Integrator(PipelineDevice):
     def _claim(self) -> WorkItem | None:
         assert self._stitcher is not None
         s = self.stage.settings
-        request = json.dumps(
-            {"integrator": self.get_name(), "settings": s.to_dict() if s else {}, "done": self.stage.take_done()}
-        )
-        answer = self._stitcher.command_inout("ClaimWork", request)
+        request = ClaimRequest(self.get_name(), s.to_dict() if s else {}, self.stage.take_done())
+        answer = self._stitcher.command_inout("ClaimWork", request.to_json())
         return WorkItem.from_json(answer) if answer else None
 
     def _send(self, batch) -> None:

@@ -2,7 +2,9 @@
 
 At a beamline Tango's Starter does this; here we start each server as its own process on
 loopback, wait until its devices answer, and on the way out stop every one we started — on
-success, on error and on Ctrl-C — so no orphan process is left behind.
+success, on error, on Ctrl-C/SIGTERM/SIGHUP — so no orphan process is left behind. A launcher
+killed outright (SIGKILL) runs no code: its servers then get SIGTERM from the kernel
+(``die_with_parent``) and shut down as cleanly as if we had stopped them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from pathlib import Path
 
 import tango
 
-from .embedded_db import terminate
+from pipeline_core.signals import signals_deferred
+
+from .embedded_db import die_with_parent, terminate, terminate_all
 
 #: Tango server name -> module that runs it (``python -m MODULE INSTANCE``).
 MODULES = {
@@ -39,15 +43,16 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         executable, instance = self.server.split("/", 1)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_dir / f"{executable}-{instance}.log", "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", MODULES[executable], instance, *LOOPBACK],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, "TANGO_HOST": self.tango_host, "PYTHONUNBUFFERED": "1"},
-        )
-        log.close()
+        # a stop signal during Popen would lose the child: it is started and recorded, then we stop
+        with open(self.log_dir / f"{executable}-{instance}.log", "ab") as log, signals_deferred():
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", MODULES[executable], instance, *LOOPBACK],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a terminal's Ctrl-C reaches us only; we stop them in order
+                preexec_fn=die_with_parent(),
+                env={**os.environ, "TANGO_HOST": self.tango_host, "PYTHONUNBUFFERED": "1"},
+            )
         return self
 
     @property
@@ -101,12 +106,18 @@ class ServerProcess:
 
 
 def start_servers(specs, tango_host: str, log_dir: Path, timeout_s: float = 60.0) -> list[ServerProcess]:
-    """Start one process per server in ``specs`` (registration DeviceSpecs) and wait for all of them."""
+    """Start one process per server in ``specs`` (registration DeviceSpecs) and wait for all of them.
+
+    Call it from the main thread (or one that lives as long as the process): see ``die_with_parent``.
+    """
     by_server: dict[str, list[str]] = {}
     for spec in specs:
         by_server.setdefault(spec.server, []).append(spec.name)
-    started = [ServerProcess(server, devices, tango_host, log_dir).start() for server, devices in by_server.items()]
+    started: list[ServerProcess] = []
     try:
+        for server, devices in by_server.items():
+            started.append(ServerProcess(server, devices, tango_host, log_dir))  # recorded before it starts
+            started[-1].start()
         for p in started:
             p.wait_ready(timeout_s)
         for p in started:
@@ -117,6 +128,6 @@ def start_servers(specs, tango_host: str, log_dir: Path, timeout_s: float = 60.0
     return started
 
 
-def stop_servers(processes: list[ServerProcess]) -> None:
-    for p in reversed(processes):
-        p.stop()
+def stop_servers(processes: list[ServerProcess], timeout_s: float = 10.0) -> None:
+    """SIGTERM to every server at once (each deletes its devices), SIGKILL to any still up after ``timeout_s``."""
+    terminate_all([p.process for p in reversed(processes)], timeout_s)

@@ -8,7 +8,6 @@ recorded in the file it writes.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import tango
 from tango.server import attribute, command, device_property, run
 
 from pipeline_core.merge_stage import MergeStage, ScanSummary
-from pipeline_core.messages import MessageError, PatternBatch, ScanInfo
+from pipeline_core.messages import MessageError, PatternBatch, RequeueRequest, ScanInfo
 
 from .base import PipelineDevice
 
@@ -33,6 +32,11 @@ class Merger(PipelineDevice):
         default_value=120.0,
         doc="close a scan after this many seconds without news (missing frames listed)",
     )
+    AutoStart = device_property(
+        dtype=bool,
+        default_value=True,
+        doc="merge pattern batches from init on (so a restarted Merger goes on by itself); Stop/Start toggle it",
+    )
 
     def init_device(self) -> None:
         super().init_device()
@@ -48,7 +52,8 @@ class Merger(PipelineDevice):
             request_missing=self._request_missing if self.StitcherDevice else None,
             gap_check_s=self.GapCheck,
         )
-        self._running = True
+        self._running = bool(self.AutoStart)
+        self._ignored_while_stopped = 0
         subscriptions = [(self.StitcherDevice, "scanInfo", self._scan)] if self.StitcherDevice else []
         subscriptions += [(trl, "patterns", self._batch) for trl in self.IntegratorDevices]
         if not self.IntegratorDevices:
@@ -66,6 +71,9 @@ class Merger(PipelineDevice):
         value = event.attr_value.value if event.attr_value is not None else None
         if not value or not value[1]:
             return  # the initial read of an Integrator that has sent nothing yet
+        if not self._running:
+            self._refuse_while_stopped(event.device)
+            return
         try:
             batch = PatternBatch.decode(value[0], value[1])
         except MessageError as exc:
@@ -73,10 +81,19 @@ class Merger(PipelineDevice):
             return
         self.stage.add_batch(batch, sent_at=event.attr_value.time.totime())
 
+    def _refuse_while_stopped(self, sender) -> None:
+        """A batch that arrives while stopped is not merged: say so once per Stop, count the rest."""
+        self._ignored_while_stopped += 1
+        if self._ignored_while_stopped == 1:
+            self.report_error(
+                f"Merger stopped: pattern batches from {sender} are not merged; Start it, then Reintegrate "
+                "the acquisition"
+            )
+
     def _request_missing(self, scan: str, frames: list[int], raw_file: str) -> None:
         """Called on the stage's thread: ask the Stitcher to make work again for missing frames."""
         self.report_error(f"scan {scan}: {len(frames)} frame(s) missing ({frames[0]}..{frames[-1]}); requested again")
-        request = json.dumps({"scan": scan, "frames": frames, "raw_file": raw_file})
+        request = RequeueRequest(scan, [int(n) for n in frames], raw_file).to_json()
         tango.DeviceProxy(self.StitcherDevice).command_inout("RequeueFrames", request)
 
     def _progress(self) -> None:
@@ -98,7 +115,8 @@ class Merger(PipelineDevice):
         return self.stage.counters
 
     def is_busy(self) -> bool:
-        return bool(self.stage.current_scan) and self.stage.current_scan not in self.stage.closed
+        scan = self.stage.current_scan  # announced (scanInfo) or open; a stopped Merger works on nothing
+        return self._running and bool(scan) and scan not in self.stage.closed
 
     def alarm(self) -> str | None:
         depth = self.stage.queue_depth
@@ -109,7 +127,8 @@ class Merger(PipelineDevice):
     def describe(self) -> str:
         c = self.stage.counters
         last = self._last_summary
-        text = f"merged {c.frames_processed} frames, {c.frames_failed} failed; scan {self.stage.current_scan or '-'}"
+        text = "Started, " if self._running else f"Stopped ({self._ignored_while_stopped} batch(es) not merged), "
+        text += f"merged {c.frames_processed} frames, {c.frames_failed} failed; scan {self.stage.current_scan or '-'}"
         if last:
             text += f"; last file {last.path} ({'complete' if last.complete else 'INCOMPLETE'})"
         return text
@@ -174,12 +193,22 @@ class Merger(PipelineDevice):
 
     @command
     def Start(self) -> None:
-        """Accept pattern batches (the Merger starts accepting at init)."""
+        """Merge pattern batches from now on (at init already, unless the AutoStart property is false)."""
         self._running = True
+        self._ignored_while_stopped = 0
 
     @command
     def Stop(self) -> None:
-        """Close the open scan now; frames that have not arrived are listed as failed in it."""
+        """Close the open scan now and merge nothing more until Start.
+
+        The open file is finished: frames that have not arrived are listed in it as failed ("stopped
+        by the operator"). Batches that arrive while stopped — of that scan or of new ones — are not
+        merged (Status says so; State is ALARM until ClearErrors): the Integrators' work is not
+        held anywhere, so Reintegrate the acquisition after Start to get a file for it. Like the
+        Stitcher's and Integrator's Stop, it halts taking new input; unlike theirs it also closes,
+        because an open file is the Merger's unit of work.
+        """
+        self._running = False
         if self.stage.current_scan:
             self.stage.finish(self.stage.current_scan)
 

@@ -17,6 +17,8 @@ from tango.server import Device, attribute, command, device_property, run
 
 from pipeline_core.errors import PipelineError
 
+from .base import stop_on_hangup
+
 
 class LambdaSimulator(Device):
     OutputDirectory = device_property(dtype=str, default_value="raw", doc="where acquisitions are written")
@@ -25,6 +27,7 @@ class LambdaSimulator(Device):
 
     def init_device(self) -> None:
         super().init_device()
+        stop_on_hangup()
         self._frames, self._frames_per_file, self._rate = 200, 50, 100.0
         self._last_file = ""
         self._written = 0
@@ -37,13 +40,27 @@ class LambdaSimulator(Device):
         self.set_state(DevState.ON)
         self.set_status("Ready: Start writes an acquisition")
 
+    def delete_device(self) -> None:
+        """Server shutdown (SIGINT/TERM/HUP) or Init: stop writing after the current part, then go."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10.0)
+        super().delete_device()
+
     @attribute(
         dtype=str, label="Last written file", doc="absolute path of the module file written last (change events)"
     )
     def lastWrittenFile(self) -> str:
         return self._last_file
 
-    @attribute(dtype=int, label="Frames written", unit="frames", format="%d", min_value=0)
+    @attribute(
+        dtype=int,
+        label="Frames written",
+        unit="frames",
+        format="%d",
+        min_value=0,
+        doc="frames of the current acquisition written so far (change events)",
+    )
     def framesWritten(self) -> int:
         return self._written
 

@@ -8,7 +8,6 @@ the real Lambda server's). Integrators hear ``workAvailable`` events and claim i
 
 from __future__ import annotations
 
-import json
 import sys
 
 import numpy as np
@@ -17,7 +16,8 @@ from tango import AttrWriteType
 from tango.server import attribute, command, device_property, run
 
 from pipeline_core.errors import PipelineError
-from pipeline_core.stitch_stage import StitchConfig, StitchStage
+from pipeline_core.messages import ClaimRequest, MessageError, ReintegrateRequest, RequeueRequest
+from pipeline_core.stitch_stage import QueueFull, StitchConfig, StitchStage
 
 from .base import PipelineDevice
 
@@ -48,6 +48,18 @@ class Stitcher(PipelineDevice):
         doc="seconds a claimed item may stay unacknowledged before it is handed out again",
     )
     MaxPending = device_property(dtype=int, default_value=10_000, doc="bound of the announcement queue")
+    MaxReintegrations = device_property(
+        dtype=int, default_value=8, doc="reintegrations waiting to be queued as work; beyond it Reintegrate is refused"
+    )
+    MaxRequeues = device_property(
+        dtype=int, default_value=100, doc="RequeueFrames requests waiting; beyond it they are refused"
+    )
+    MaxItems = device_property(
+        dtype=int,
+        default_value=100_000,
+        doc="work items waiting for an Integrator; beyond it requeues and reintegrations are refused and "
+        "complete parts wait on disk",
+    )
     ModuleTimeout = device_property(
         dtype=float, default_value=60.0, doc="seconds to wait for a part's missing module files before failing it"
     )
@@ -67,6 +79,9 @@ class Stitcher(PipelineDevice):
                 self.ModuleTimeout,
                 data_roots=tuple(self.DataRoots),
                 max_pending=self.MaxPending,
+                max_reintegrations=self.MaxReintegrations,
+                max_requeues=self.MaxRequeues,
+                max_items=self.MaxItems,
                 lease_s=self.LeaseTimeout,
             ),
             on_scan=self._scan_started,
@@ -105,6 +120,12 @@ class Stitcher(PipelineDevice):
                 f"{pending} announcements waiting (bound {self.MaxPending}): the detector is faster than "
                 "stitching; beyond the bound announcements are refused"
             )
+        items = self.stage.queue_depth
+        if items >= 0.8 * self.MaxItems:
+            return (
+                f"{items} work items waiting (bound MaxItems = {self.MaxItems}): the Integrators are behind; "
+                "beyond the bound complete parts wait on disk and requeues/reintegrations are refused"
+            )
         return None
 
     @attribute(
@@ -117,6 +138,28 @@ class Stitcher(PipelineDevice):
     )
     def queueDepth(self) -> int:
         return self.stage.pending_announcements
+
+    @attribute(
+        dtype=int,
+        label="Reintegrations waiting",
+        unit="acquisitions",
+        format="%d",
+        min_value=0,
+        doc="reintegrations accepted whose parts are not all queued as work yet (refused beyond MaxReintegrations)",
+    )
+    def reintegrationsPending(self) -> int:
+        return self.stage.pending_reintegrations
+
+    @attribute(
+        dtype=int,
+        label="Requeue requests waiting",
+        unit="requests",
+        format="%d",
+        min_value=0,
+        doc="RequeueFrames requests not yet handled (refused beyond MaxRequeues)",
+    )
+    def requeuesPending(self) -> int:
+        return self.stage.pending_requeues
 
     def describe(self) -> str:
         c = self.stage.counters
@@ -210,28 +253,44 @@ class Stitcher(PipelineDevice):
 
     @command(
         dtype_in=str,
-        doc_in='JSON {"integrator": name, "settings": {...}}',
+        doc_in='JSON ClaimRequest {"type": "claim", "version": 1, "integrator": name, "settings": {...}, '
+        '"done": [item ids]}',
         dtype_out=str,
         doc_out="JSON WorkItem, or empty string when there is no work",
     )
     def ClaimWork(self, request: str) -> str:
-        """Hand the next work item to exactly one Integrator."""
-        try:
-            request = json.loads(request) if request else {}
-        except ValueError:
-            request = {}
-        self._last_claim = request.get("settings") or self._last_claim
-        item = self.stage.claim(request.get("integrator", ""), request.get("done", ()))
+        """Hand the next work item to exactly one Integrator (a malformed request: XRD_InvalidValue)."""
+        claim = self._parse(ClaimRequest, request, "ClaimWork")
+        if claim.settings:
+            self._last_claim = claim.settings
+        item = self.stage.claim(claim.integrator, claim.done)
         return item.to_json() if item is not None else ""
 
-    @command(dtype_in=str, doc_in='JSON {"scan": id, "frames": [numbers], "raw_file": any file of the scan}')
+    @command(
+        dtype_in=str,
+        doc_in='JSON RequeueRequest {"type": "requeue", "version": 1, "scan": id, "frames": [numbers], '
+        '"raw_file": any file of the scan}',
+    )
     def RequeueFrames(self, request: str) -> None:
         """Make work again for frames a Merger is missing (lost events, a killed Integrator). Returns at once."""
+        r = self._parse(RequeueRequest, request, "RequeueFrames")
+        self._forward(lambda: self.stage.requeue_frames(r.scan, r.frames, r.raw_file), "RequeueFrames")
+
+    def _parse(self, message_type, text: str, command: str):
+        """The command's argument as a validated message, or XRD_InvalidValue naming the field."""
         try:
-            r = json.loads(request)
-            self.stage.requeue_frames(r["scan"], [int(n) for n in r["frames"]], r.get("raw_file", ""))
-        except (ValueError, KeyError, TypeError) as exc:
-            tango.Except.throw_exception("XRD_InvalidValue", f"bad RequeueFrames request ({exc})", "Stitcher")
+            return message_type.from_json(text)
+        except MessageError as exc:
+            tango.Except.throw_exception("XRD_InvalidValue", f"{command}: {exc}", f"Stitcher.{command}")
+
+    def _forward(self, call, command: str) -> None:
+        """Run a stage call; its refusals become XRD_QueueFull / XRD_InvalidValue with the stage's message."""
+        try:
+            call()
+        except QueueFull as exc:
+            tango.Except.throw_exception("XRD_QueueFull", str(exc), f"Stitcher.{command}")
+        except PipelineError as exc:
+            tango.Except.throw_exception("XRD_InvalidValue", str(exc), f"Stitcher.{command}")
 
     @attribute(
         dtype=int,
@@ -274,9 +333,10 @@ class Stitcher(PipelineDevice):
     def Reintegrate(self, path: str) -> str:
         """Reprocess an acquisition through the chain with the current settings into a new file. Returns at once."""
         try:
-            self.stage.reintegrate(path)
-        except PipelineError as exc:
-            tango.Except.throw_exception("XRD_InvalidValue", str(exc), "Stitcher.Reintegrate")
+            request = ReintegrateRequest.from_text(path)
+        except MessageError as exc:
+            tango.Except.throw_exception("XRD_InvalidValue", f"Reintegrate: {exc}", "Stitcher.Reintegrate")
+        self._forward(lambda: self.stage.reintegrate(request.path), "Reintegrate")
         return f"queued {path} for reintegration; watch framesProcessed on the Merger"
 
     @attribute(dtype=str, label="Detector", access=AttrWriteType.READ, doc="upstream TRL/attribute")

@@ -178,3 +178,33 @@ def pytest_sessionfinish(session, exitstatus):
         except Exception:
             pass
     session.exitstatus = 1
+
+
+import contextlib  # noqa: E402  (helpers added below the original fixtures)
+
+
+@contextlib.contextmanager
+def real_servers(tmp: Path, specs):
+    """The embedded Tango database plus one real process per server of ``specs`` (registration
+    DeviceSpecs), connected upstream; yields TANGO_HOST; every process stopped afterwards.
+
+    Spawned processes, unlike MultiDeviceTestContext(process=True), which forks the test interpreter
+    and breaks event subscriptions once an earlier context has used Tango in it."""
+    import tango
+
+    from tango_servers.embedded_db import EmbeddedDatabase, free_port
+    from tango_servers.launcher import start_servers, stop_servers
+    from tango_servers.registration import register
+
+    db = EmbeddedDatabase(tmp / "db", free_port()).start()
+    servers = []
+    try:
+        host, port = db.tango_host.split(":")
+        register(specs, tango.Database(host, int(port)))
+        servers = start_servers(specs, db.tango_host, tmp / "logs")
+        for server in servers:
+            server.wait_connected(60)
+        yield db.tango_host
+    finally:
+        stop_servers(servers)
+        db.stop()

@@ -1,11 +1,15 @@
 import struct
 
+import h5py
+import numpy as np
+import pyFAI
 import pytest
 
 from pipeline_core.cli import main
+from pipeline_core.mask import save_mask_file
 from pipeline_core.nexus import read_merged
 
-from .conftest import write_small_acquisition
+from .conftest import SMALL_FRAME, write_small_acquisition
 
 
 def test_integrate_then_heatmap(tmp_path, small_poni, capsys):
@@ -85,3 +89,72 @@ def test_a_directory_with_earlier_results_integrates_only_the_raw_files(tmp_path
     assert main(args) == 0, capsys.readouterr().err  # scan_00001.nxs now lies among the raw files
     assert read_merged(tmp_path / "scan_00001_v001.nxs")["frame_number"].tolist() == [1, 2, 3]
     assert len(acq["files"]) == 3
+
+
+def _stack_file(path, n=3):
+    """A generic HDF5 frame stack at a dataset path that is not the default one."""
+    frames = np.random.default_rng(5).poisson(150, (n, *SMALL_FRAME)).astype(np.int32)
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("scan/detector/frames", data=frames)
+    return frames
+
+
+@pytest.mark.parametrize(
+    "options, unit, method, polarization, solid_angle, error_model",
+    [
+        (
+            ["--unit", "d_A", "--no-solid-angle", "--polarization", "none", "--error-model", "azimuthal",
+             "--method", "no,csr,cython"],
+            "d_A", ("no", "csr", "cython"), None, False, "azimuthal",
+        ),
+        (["--error-model", "poisson", "--method", "bbox,histogram,cython"], "2th_deg", ("bbox", "histogram", "cython"),
+         0.99, True, "poisson"),
+    ],
+)
+def test_integration_flags_give_what_pyfai_gives(
+    tmp_path, small_poni, options, unit, method, polarization, solid_angle, error_model
+):
+    frames = _stack_file(tmp_path / "stack.h5")
+    user = np.zeros(SMALL_FRAME, bool)
+    user[30:34] = True
+    save_mask_file(tmp_path / "user.edf", user)
+    args = ["integrate", str(tmp_path / "stack.h5"), "--dataset", "/scan/detector/frames", "--poni", str(small_poni),
+            "--mask", str(tmp_path / "user.edf"), "--bins", "40", "-o", str(tmp_path / "out.nxs")]
+    assert main(args + options) == 0
+    ai = pyFAI.load(str(small_poni))
+    with h5py.File(tmp_path / "out.nxs", "r") as h5:
+        proc = h5["processed/process"]
+        assert proc["int_method"][()].decode() == ",".join(method)
+        assert proc["int_unit"][()].decode() == unit
+        assert proc["error_model"][()].decode() == error_model
+        assert bool(proc["solid_angle_correction"][()]) is solid_angle
+        stored = float(proc["polarization_factor"][()])
+        assert np.isnan(stored) if polarization is None else stored == polarization
+        result = h5["processed/result"]
+        assert result["frame_number"][()].tolist() == [1, 2, 3]
+        rows, sigma = result["data"][()], result["data_errors"][()]
+        if unit == "d_A":  # README: result_d holds the same rows on a d axis, and is what viewers plot
+            assert h5["processed"].attrs["default"] == "result_d"
+            result_d = h5["processed/result_d"]
+            assert result_d.attrs["NX_class"] == "NXdata" and result_d.attrs["signal"] == "data"
+            axis = result_d[result_d.attrs["axes"][-1]]
+            assert axis.attrs["units"] == "angstrom"
+            np.testing.assert_array_equal(result_d["data"][()], rows)
+            d_axis = axis[()]
+        else:
+            assert h5["processed"].attrs["default"] == "result"
+    for frame, row, err in zip(frames, rows, sigma, strict=True):
+        ref = ai.integrate1d(frame, 40, unit=unit, method=method, mask=user, polarization_factor=polarization,
+                             correctSolidAngle=solid_angle, error_model=error_model)
+        assert np.max(np.abs(row - ref.intensity)) <= 1e-5 * np.max(ref.intensity)
+        np.testing.assert_allclose(err, ref.sigma, rtol=1e-5, atol=1e-6 * np.nanmax(ref.sigma))
+        if unit == "d_A":
+            np.testing.assert_allclose(d_axis, ref.radial, rtol=1e-12)
+
+
+def test_a_stack_at_another_dataset_path_needs_dataset(tmp_path, small_poni, capsys):
+    _stack_file(tmp_path / "stack.h5")
+    rc = main(["integrate", str(tmp_path / "stack.h5"), "--poni", str(small_poni), "-o", str(tmp_path / "o.nxs")])
+    assert rc == 2
+    assert "has no frame dataset at /entry/data/data" in capsys.readouterr().err
+    assert not (tmp_path / "o.nxs").exists()

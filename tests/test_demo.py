@@ -4,14 +4,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import psutil
 
 from pipeline_core.nexus import read_merged
 
-from .conftest import REPO
+from .conftest import REPO, wait_for
 
 
 def _demo(workdir: Path, *args: str) -> subprocess.Popen:
@@ -33,13 +33,34 @@ def _descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
+def _left(children: dict[int, psutil.Process]) -> list[int]:
+    """The children still running (psutil handles notice a reused pid)."""
+    alive = []
+    for pid, p in children.items():
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def _record_children(proc: subprocess.Popen, children: dict[int, psutil.Process], done: threading.Event) -> None:
+    """Collect every process the demo starts until it exits (polled: psutil has no spawn events)."""
+    while not done.is_set() and proc.poll() is None:
+        children.update({p.pid: p for p in _descendants(proc.pid)})
+        done.wait(0.1)
+
+
 def test_demo_runs_the_whole_chain_and_leaves_nothing_running(tmp_path):
     proc = _demo(tmp_path, "--frames", "40", "--rate", "40")
-    children: set[int] = set()
-    while proc.poll() is None:
-        children |= {p.pid for p in _descendants(proc.pid)}
-        time.sleep(0.2)
-    out, err = proc.communicate()
+    children: dict[int, psutil.Process] = {}
+    done = threading.Event()
+    watcher = threading.Thread(target=_record_children, args=(proc, children, done), daemon=True)
+    watcher.start()
+    out, err = proc.communicate(timeout=300)
+    done.set()
+    watcher.join()
     assert proc.returncode == 0, err[-3000:]
     merged = Path(out.split("merged file:")[1].split()[0])
     png = Path(out.split("heatmap:")[1].split()[0])
@@ -47,21 +68,26 @@ def test_demo_runs_the_whole_chain_and_leaves_nothing_running(tmp_path):
     assert read_merged(merged)["frame_number"].tolist() == list(range(1, 41))
     assert "40 frames merged, 0 failed" in err
     assert len(children) >= 6  # database + 5 device servers
-    assert not [pid for pid in children if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+    assert not _left(children)  # the demo waited for each one before it exited
 
 
 def test_ctrl_c_stops_everything_cleanly(tmp_path):
     proc = _demo(tmp_path, "--frames", "2000", "--rate", "20")
-    deadline = time.monotonic() + 90
-    children: set[int] = set()
-    while time.monotonic() < deadline and not list((tmp_path / "raw").glob("*_part00000.nxs")):
-        children |= {p.pid for p in _descendants(proc.pid)}
-        time.sleep(0.2)
-    children |= {p.pid for p in _descendants(proc.pid)}
-    assert len(children) >= 6
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        wait_for(
+            lambda: any((tmp_path / "raw").glob("*_part00000.nxs")) or proc.poll() is not None,
+            180,
+            "the demo's first part file",
+        )
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        children = {p.pid: p for p in _descendants(proc.pid)}  # all started before the acquisition
+        assert len(children) >= 6
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130, err[-3000:]
     assert "stopping the device servers" in err and "interrupted" in err
-    time.sleep(0.5)
-    assert not [pid for pid in children if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+    assert not _left(children)  # stopped and waited for before the demo exited: no grace period needed

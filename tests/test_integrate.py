@@ -50,6 +50,52 @@ def test_engine_equals_pyfai_integrate1d(small_poni, tmp_path, unit, error_model
             assert ours.sigma is None
 
 
+@pytest.mark.parametrize(
+    "polarization, solid_angle, error_model",
+    [
+        (None, True, None),
+        (0.99, False, None),
+        (None, False, "azimuthal"),
+        (0.99, True, "azimuthal"),
+        (-0.5, True, "poisson"),
+    ],
+)
+def test_corrections_and_error_models_equal_pyfai_integrate1d(small_poni, polarization, solid_angle, error_model):
+    """Polarization off, solid angle off and the azimuthal error model, each against pyFAI itself."""
+    gaps = np.zeros(FRAME, bool)
+    gaps[20:24] = True
+    settings = IntegrationSettings(
+        small_poni, bins=30, polarization_factor=polarization, correct_solid_angle=solid_angle, error_model=error_model
+    )
+    engine = IntegrationEngine(settings, FRAME, gaps)
+    ai = pyFAI.load(str(small_poni))
+    frame = _frame(4)
+    ours = engine.integrate(frame, 1)
+    ref = ai.integrate1d(
+        frame,
+        30,
+        unit="2th_deg",
+        method=("bbox", "csr", "cython"),
+        mask=gaps,
+        polarization_factor=polarization,
+        correctSolidAngle=solid_angle,
+        error_model=error_model,
+    )
+    assert np.max(np.abs(ours.intensity - ref.intensity)) <= 1e-5 * np.max(ref.intensity)
+    if error_model is None:
+        assert ours.sigma is None
+    else:
+        np.testing.assert_allclose(ours.sigma, ref.sigma, rtol=1e-5, atol=1e-6 * np.nanmax(ref.sigma))
+    if error_model == "azimuthal":  # the spread of the pixels in a bin, not sqrt(counts): they must differ
+        poisson = ai.integrate1d(frame, 30, mask=gaps, polarization_factor=polarization,
+                                 correctSolidAngle=solid_angle, error_model="poisson")
+        assert not np.allclose(ours.sigma, poisson.sigma, rtol=0.05)
+    # the correction really is applied: the default corrections give a different pattern
+    default = ai.integrate1d(frame, 30, mask=gaps, polarization_factor=0.99, correctSolidAngle=True)
+    if (polarization, solid_angle) != (0.99, True):
+        assert np.max(np.abs(ours.intensity - default.intensity)) > 1e-3 * np.max(default.intensity)
+
+
 def test_masked_gaps_are_not_averaged_as_zeros(small_poni):
     gaps = np.zeros(FRAME, bool)
     gaps[20:40] = True

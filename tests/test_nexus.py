@@ -120,3 +120,26 @@ def test_reserve_output_never_overwrites(tmp_path):
 def test_reserve_output_in_unwritable_place():
     with pytest.raises(OutputError, match="cannot"):
         reserve_output("/proc/xrd-test/scan.nxs")
+
+
+def test_the_file_is_a_part_until_closed_and_a_taken_name_is_never_overwritten(tmp_path, small_poni):
+    w = _writer(tmp_path, small_poni)
+    assert w.file_path == tmp_path / "scan.nxs.part" and not (tmp_path / "scan.nxs").exists()
+    w.add(*_rows([1, 2]))
+    (tmp_path / "scan.nxs").write_bytes(b"someone else's")  # taken meanwhile
+    assert w.close() == tmp_path / "scan_v001.nxs" == w.path
+    assert (tmp_path / "scan.nxs").read_bytes() == b"someone else's"
+    assert read_merged(w.path)["status"] == "complete" and not (tmp_path / "scan.nxs.part").exists()
+
+
+def test_a_suspended_or_failed_writer_keeps_the_part_name(tmp_path, small_poni):
+    with pytest.raises(RuntimeError):
+        with _writer(tmp_path, small_poni) as w:
+            w.add(*_rows([1]))
+            raise RuntimeError("boom")
+    m = read_merged(tmp_path / "scan.nxs.part")
+    assert m["status"] == "failed" and not m["finished"] and not (tmp_path / "scan.nxs").exists()
+    # a part name is taken too: the next reservation skips it, and leaves no empty file behind
+    nxt = reserve_output(tmp_path / "scan.nxs")
+    assert nxt.name == "scan_v001.nxs" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "scan.nxs.part", "scan_v001.nxs.part", "small.poni"]

@@ -122,3 +122,77 @@ def test_config_errors_come_before_any_output_file(tmp_path, small_poni):
 def test_offsets_of_small_detector_fixture_are_the_lambda_pattern():
     # guards the fixture itself: module 2 and 3 shifted left by 2 columns, stacked with gaps
     assert SMALL_OFFSETS[1][0] == SMALL_OFFSETS[2][0] == -2.0
+
+
+def test_a_simulate_folder_gives_one_acquisition_and_no_calibration_file_as_data(tmp_path):
+    from pipeline_core.cli import main
+    from pipeline_core.simulate import simulate_acquisition
+    from pipeline_core.sources import ImageSource, open_sources
+
+    acq = simulate_acquisition(tmp_path / "raw", frames=4, frames_per_file=2)
+    assert acq.mask_path.parent == acq.directory  # the mask EDF lies beside the module files
+    (acq.directory / "beamstop.mask").write_bytes(b"dioptas mask")
+    save_mask_file(acq.directory / "user_mask.tif", np.zeros((4, 4), bool))
+    sources = open_sources([acq.directory])
+    assert [type(s).__name__ for s in sources] == ["LambdaSource"] and sources[0].name == "ramp_00001"
+    # images alone are data, except those named as masks and the --mask/--poni in use
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a.npy", "b.npy", "dark_mask.npy", "cal.npy"):
+        np.save(images / name, np.zeros((4, 4), np.int32))
+    (images / "geometry.poni").write_text("Distance: 0.1\n")
+    (sources,) = open_sources([images], calibration_files=[images / "cal.npy"])
+    assert isinstance(sources, ImageSource) and [f.name for f in sources.files] == ["a.npy", "b.npy"]
+    assert main(["integrate", str(acq.directory), "--poni", str(acq.poni_path), "--mask", str(acq.mask_path),
+                 "--bins", "100", "-o", str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ramp_00001.nxs"]
+    m = read_merged(tmp_path / "out" / "ramp_00001.nxs")
+    assert m["status"] == "complete" and m["frame_number"].tolist() == [1, 2, 3, 4]
+
+
+def test_a_stopped_run_stays_part_and_interrupted(tmp_path, small_poni):
+    import threading
+
+    acq = write_small_acquisition(tmp_path / "raw", n_parts=3)
+    stop = threading.Event()
+    done = []
+
+    def progress(n, failed):
+        done.append(n)
+        if n >= 3:
+            stop.set()
+
+    source = LambdaSource.from_file(acq["files"][0])
+    report = integrate_source(source, IntegrationSettings(small_poni, bins=10), tmp_path / "scan.nxs", chunk_size=3,
+                              progress=progress, stop=stop)
+    assert report.status == "interrupted" and report.output == tmp_path / "scan.nxs.part"
+    assert report.frames_expected == 9 and 3 <= report.frames_integrated < 9
+    assert not (tmp_path / "scan.nxs").exists()
+    m = read_merged(report.output)
+    assert m["status"] == "interrupted" and m["frame_number"].tolist() == list(range(1, report.frames_integrated + 1))
+
+
+def test_complete_only_when_every_announced_frame_is_there(tmp_path, small_poni):
+    acq = write_small_acquisition(tmp_path / "raw", n_parts=2)
+    source = LambdaSource.from_file(acq["files"][0])
+    source.expected_frames = lambda: 8  # the files announce two frames the reader never gave
+    report = integrate_source(source, IntegrationSettings(small_poni, bins=10), tmp_path / "scan.nxs")
+    m = read_merged(report.output)
+    assert report.status == m["status"] == "incomplete" and m["frame_number"].tolist() == list(range(1, 7))
+    assert "announce 8 frames but only 6" in m["failed_reasons"][-1]
+
+
+def test_frames_in_flight_stay_bounded_whatever_the_scan_length(small_poni):
+    from pipeline_core.integrate import IntegrationEngine
+    from pipeline_core.offline import frames_in_flight, release_build_memory
+
+    lambda_2m_frame = 1833 * 1556 * 4  # bytes of one stitched frame (int32 at most)
+    assert frames_in_flight(1) * lambda_2m_frame < 160e6 and frames_in_flight(2) * lambda_2m_frame < 250e6
+    # freeing pyFAI's build-only arrays changes neither the result nor the engine in use
+    engine = IntegrationEngine(IntegrationSettings(small_poni, bins=10), (67, 32))
+    frame = np.arange(67 * 32, dtype=np.float32).reshape(67, 32)
+    before = engine.integrate(frame).intensity
+    sparse = [h.engine for h in engine.ai.engines.values()]
+    release_build_memory(engine)
+    np.testing.assert_array_equal(engine.integrate(frame).intensity, before)
+    assert [h.engine for h in engine.ai.engines.values()] == sparse

@@ -1,5 +1,7 @@
 """The live stages wired with plain callbacks (no Tango): announcements in, merged file out."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -162,3 +164,121 @@ def test_work_item_round_trip():
     assert WorkItem.from_json(item.to_json()) == item
     with pytest.raises(MessageError, match="version 99 is not supported"):
         WorkItem.from_json(item.to_json().replace('"version":1', '"version":99'))
+
+
+class FakeClock:
+    """Monotonic seconds that move only when the test says so (leases without sleeping)."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def _stage(clock, **config):
+    errors: list[str] = []
+    cfg = StitchConfig(frames_per_item=2, open_retry_delay_s=0.01, lease_s=10.0, **config)
+    return StitchStage(cfg, lambda info: None, lambda n: None, errors.append, clock=clock), errors
+
+
+def _drain(stage, claimant):
+    items = []
+    while (item := stage.claim(claimant)) is not None:
+        items.append(item)
+    return items
+
+
+def test_a_requeue_settles_the_old_lease_so_the_frames_are_handed_out_once_more(tmp_path):
+    acq = write_small_acquisition(tmp_path / "raw", n_parts=1, frames_per_part=4)
+    clock = FakeClock()
+    stage, errors = _stage(clock)
+    try:
+        for f in acq["files"]:
+            stage.announce(str(f))
+        wait_for(lambda: stage.queue_depth == 2)
+        dead = stage.claim("doomed")  # frames 1, 2: claimed, then the Integrator is killed
+        assert dead.frame_numbers == [1, 2] and stage.leased == 1
+        stage.requeue_frames("scan_00001", [1, 2])  # the Merger's gap check asks for them
+        wait_for(lambda: stage.queue_depth == 2 and stage.leased == 0, what="the lease settled by the requeue")
+        clock.now += 60  # far past the old lease: nothing may come back from it
+        assert stage.expire_leases() == 0
+        handed = _drain(stage, "survivor")
+        clock.now += 60
+        stage.claim("survivor", [i.item_id for i in handed])
+        assert stage.expire_leases() == 0 and stage.claim("survivor") is None
+    finally:
+        stage.stop()
+    assert sorted(n for i in handed for n in i.frame_numbers) == [1, 2, 3, 4]  # 1, 2 exactly once more
+    assert stage.counters.items_requeued == 1 and errors == []
+
+
+def test_frames_whose_integrators_die_twice_go_down_the_chain_as_failed(tmp_path, small_poni):
+    acq = write_small_acquisition(tmp_path / "raw", n_parts=1, frames_per_part=4, record_total=True)
+    clock = FakeClock()
+    stage, errors = _stage(clock)
+    try:
+        for f in acq["files"]:
+            stage.announce(str(f))
+        wait_for(lambda: stage.queue_depth == 2)
+        first = stage.claim("int1")  # the data kills int1 ...
+        clock.now += 11
+        assert stage.expire_leases() == 1
+        again = stage.claim("int2")  # ... handed out again, and kills int2
+        assert again.item_id == first.item_id
+        clock.now += 11
+        assert stage.expire_leases() == 1
+        items = _drain(stage, "int3")
+    finally:
+        stage.stop()
+    failed = next(i for i in items if i.error)
+    assert failed.frame_numbers == [1, 2] and [i.frame_numbers for i in items if not i.error] == [[3, 4]]
+    assert "Integrators taking this item died twice (corrupt data?)" in failed.error
+    assert all(str(f) in failed.error for f in acq["files"][:3])
+    assert stage.counters.items_requeued == 1 and stage.counters.frames_failed == 2
+    assert any("died twice" in e for e in errors)
+
+    # the Integrator that takes the failed item reads nothing and hands the failure on; the Merger lists it
+    closed, merge_errors = [], []
+    merge = MergeStage(tmp_path / "out", closed.append, merge_errors.append)
+    integrator = IntegrateStage("int3", IntegrationSettings(small_poni, bins=10), lambda: None, merge.add_batch, print)
+    try:
+        merge.scan_started(ScanInfo("scan_00001", "lambda", "scan_00001", 4))
+        for item in items:
+            integrator.process(item)
+        wait_for(lambda: len(closed) == 1)
+    finally:
+        integrator.stop()
+        merge.stop()
+    m = read_merged(closed[0].path)
+    assert m["frame_number"].tolist() == [3, 4] and m["failed_frames"] == ["1-2"]
+    assert "died twice" in m["failed_reasons"][0] and m["status"] == "incomplete"
+
+
+def test_every_queue_a_client_fills_is_bounded_and_refuses_beyond(tmp_path):
+    from pipeline_core.stitch_stage import QueueFull
+
+    write_small_acquisition(tmp_path / "raw", n_parts=2, frames_per_part=2)  # 2 items per acquisition
+    stage, errors = _stage(FakeClock(), max_items=5, max_reintegrations=3, max_requeues=2)
+    accepted, refused = 0, []
+    try:
+        for _ in range(100):
+            try:
+                stage.reintegrate(str(tmp_path / "raw"))
+                accepted += 1
+            except QueueFull as exc:
+                refused.append(str(exc))
+        assert refused and "bound MaxReintegrations = 3" in refused[0]
+        assert stage.pending_reintegrations <= 3 and 3 <= accepted <= 3 + 3  # 3 fit in the 5 items
+        wait_for(lambda: stage.queue_depth >= 5)
+        assert stage.queue_depth <= 5 + 1  # a part adds at most its own items past the bound
+        with pytest.raises(QueueFull, match=r"work items are waiting \(bound MaxItems = 5\)"):
+            stage.requeue_frames("scan_00001#r1", [1])
+        handed = []
+        while stage.pending_reintegrations or stage.queue_depth:  # Integrators catch up: the waiting parts follow
+            handed += _drain(stage, "int")
+            time.sleep(0.05)
+    finally:
+        stage.stop()
+    assert len(handed) == 2 * accepted  # every accepted reintegration, each of its 2 parts once, none lost
+    assert errors == []

@@ -33,6 +33,16 @@ def ledger() -> FaultLedger:
     return _LEDGER
 
 
+@pytest.fixture(autouse=True)
+def _count_the_fault(request):
+    """Every test here injects at least one fault: count it under its module's name unless the test
+    recorded its faults itself (e.g. several corruptions in one run)."""
+    before = sum(_LEDGER.faults.values())
+    yield
+    if sum(_LEDGER.faults.values()) == before:
+        _LEDGER.fault(request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", " "))
+
+
 def pytest_terminal_summary(terminalreporter):
     if not _LEDGER.faults:
         return

@@ -1,6 +1,9 @@
 """The Merger's journal: a Merger killed with its file open resumes the same file on restart."""
 
 import json
+import signal
+import subprocess
+import sys
 
 import numpy as np
 
@@ -9,7 +12,7 @@ from pipeline_core.merge_stage import MergeStage, journal_path
 from pipeline_core.messages import PatternBatch
 from pipeline_core.nexus import read_merged
 
-from ..conftest import wait_for
+from ..conftest import REPO, wait_for
 
 
 def _batch(settings, numbers, part=0, total=8):
@@ -31,18 +34,48 @@ def _batch(settings, numbers, part=0, total=8):
     )
 
 
-def test_a_killed_merger_resumes_its_open_file_without_duplicates(tmp_path, small_poni):
-    settings = IntegrationSettings(small_poni, bins=4)
-    closed, errors = [], []
-    first = MergeStage(tmp_path, closed.append, errors.append)
-    first.add_batch(_batch(settings, [1, 2]))
-    first.add_batch(_batch(settings, [3, 4], part=0))
-    wait_for(lambda: first.counters.frames_processed == 4)
+#: A MergeStage in its own process: merges frames 1-4 of "scan" (of 8), says so, then waits to be killed.
+FIRST_MERGER = """
+import sys, time
+from pipeline_core.integrate import IntegrationSettings
+from pipeline_core.merge_stage import MergeStage
+from tests.reliability.test_merger_resume import _batch
+
+settings = IntegrationSettings(sys.argv[2], bins=4)
+stage = MergeStage(sys.argv[1], print, print)
+stage.add_batch(_batch(settings, [1, 2]))
+stage.add_batch(_batch(settings, [3, 4]))
+while stage.counters.frames_processed < 4:
+    time.sleep(0.01)
+print("merged 4", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_merger_resumes_its_open_file_without_duplicates(tmp_path, small_poni, ledger):
+    first = subprocess.Popen(
+        [sys.executable, "-c", FIRST_MERGER, str(tmp_path), str(small_poni)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert first.stdout.readline().strip() == "merged 4", first.stdout.read()
+    finally:
+        first.send_signal(signal.SIGKILL)  # kill -9 with the file open: nothing is closed or suspended
+        first.wait(30)
+        first.stdout.close()
+    assert first.returncode == -signal.SIGKILL
     path = tmp_path / "scan.nxs"
     assert json.loads(journal_path(path).read_text())["scan"] == "scan"
-    # "kill -9": the stage and its open file are abandoned, nothing is closed
-    first._open["scan"].writer.h5.flush()
+    assert not path.exists()  # while open the bytes are at scan.nxs.part: never taken for a finished file
+    left = read_merged(path.with_name("scan.nxs.part"))  # flushed after each batch: readable
+    assert left["frame_number"].tolist() == [1, 2, 3, 4] and left["status"] == "running"
+    ledger.checked(len(left["frame_number"]))
 
+    settings = IntegrationSettings(small_poni, bins=4)
+    closed, errors = [], []
     second = MergeStage(tmp_path, closed.append, errors.append)
     second.add_batch(_batch(settings, [3, 4]))  # a late duplicate of what was merged before the kill
     second.add_batch(_batch(settings, [5, 6, 7, 8], part=1))
@@ -51,8 +84,9 @@ def test_a_killed_merger_resumes_its_open_file_without_duplicates(tmp_path, smal
     m = read_merged(closed[0].path)
     assert closed[0].path == path  # the same file, not scan_v001.nxs
     assert m["frame_number"].tolist() == list(range(1, 9))
+    ledger.checked(len(m["frame_number"]))
     assert m["data"][:, 0].tolist() == list(range(1, 9))
-    assert m["status"] == "complete" and not journal_path(path).exists()
+    assert m["status"] == "complete" and not journal_path(path).exists() and errors == []
     assert closed[0].duplicates_ignored == 2
 
 
@@ -80,7 +114,8 @@ def test_a_merger_shut_down_mid_scan_suspends_and_the_next_one_resumes(tmp_path,
     wait_for(lambda: first.counters.frames_processed == 4)
     first.stop()  # a graceful restart of the server (SIGTERM)
     assert closed == [] and journal_path(tmp_path / "scan.nxs").exists()
-    assert read_merged(tmp_path / "scan.nxs")["status"] == "interrupted"
+    assert read_merged(tmp_path / "scan.nxs.part")["status"] == "interrupted"  # not published: no scan.nxs
+    assert not (tmp_path / "scan.nxs").exists()
     second = MergeStage(tmp_path, closed.append, errors.append)
     second.add_batch(_batch(settings, [5, 6, 7, 8], part=1))
     wait_for(lambda: len(closed) == 1)

@@ -36,17 +36,22 @@ def _start_integrator(host, tmp, name):
     return dev
 
 
+TUNED = {
+    "Stitcher": {"FramesPerItem": ["4"], "LeaseTimeout": ["3"]},
+    "Merger": {"GapCheck": ["3"]},
+    "Integrator": {"PollInterval": ["0.3"]},
+}
+
+
 @pytest.fixture
-def pipeline(tmp_path):
+def pipeline(tmp_path, request):
+    """The demo layout with two Integrators; ``indirect`` parametrization overrides properties per class."""
     db = EmbeddedDatabase(tmp_path / "db", free_port()).start()
     servers = []
+    overrides = getattr(request, "param", {})
     try:
         specs, names = layout_for(tmp_path, integrators=2)
-        tuned = {
-            "Stitcher": {"FramesPerItem": ["4"], "LeaseTimeout": ["3"]},
-            "Merger": {"GapCheck": ["3"]},
-            "Integrator": {"PollInterval": ["0.3"]},
-        }
+        tuned = {k: {**TUNED.get(k, {}), **overrides.get(k, {})} for k in {*TUNED, *overrides}}
         specs = [replace(s, properties={**s.properties, **tuned.get(s.klass, {})}) for s in specs]
         host, port = db.tango_host.split(":")
         register(specs, tango.Database(host, int(port)))
@@ -57,25 +62,33 @@ def pipeline(tmp_path):
         db.stop()
 
 
-def test_kill_9_of_an_integrator_mid_scan_loses_nothing_and_it_rejoins(pipeline):
+@pytest.mark.parametrize("pipeline", [{"Merger": {"GapCheck": ["120"]}}], indirect=True)
+def test_kill_9_of_an_integrator_mid_scan_loses_nothing_and_it_rejoins(pipeline, ledger):
+    """The killed Integrator's leased items come back through the lease alone (gap check 120 s ≫ lease 3 s)."""
     tmp, host, names, servers = pipeline
 
     def proxy(name):
         return _proxy(host, name)
 
-    integrators = [_start_integrator(host, tmp, n) for n in names]
     merger, stitcher, sim = proxy(MERGER), proxy(STITCHER), proxy(SIMULATOR)
+    doomed = _start_integrator(host, tmp, names[1])  # alone at first: every lease is the victim's
     stitcher.Start()
     sim.frames, sim.framesPerFile, sim.rate = 60, 10, 15.0
     stem = sim.Start()
-    wait_for(lambda: integrators[1].framesProcessed > 0, what="the second Integrator to start working")
+    wait_for(lambda: doomed.framesReceived > 0 and stitcher.itemsLeased > 0, what="the victim to hold a lease")
     victim = next(s for s in servers if s.server == "XrdIntegrator/demo2")
     victim.kill()  # SIGKILL: whatever it had claimed is never acknowledged
-    wait_for(lambda: merger.lastOutputFile != "", what=f"the merged file of {stem}")
+    leased = stitcher.itemsLeased
+    assert leased > 0 and stitcher.itemsRequeued == 0  # held by a dead process, nothing handed out again yet
+    other = _start_integrator(host, tmp, names[0])
+    wait_for(lambda: merger.lastOutputFile != "", timeout_s=120, what=f"the merged file of {stem}")
     m = read_merged(merger.lastOutputFile)
     assert m["frame_number"].tolist() == list(range(1, 61)), (m["failed_frames"], m["failed_reasons"])
+    ledger.checked(len(m["frame_number"]))
     assert m["status"] == "complete" and m["failed_frames"] == []
     assert Path(merger.lastOutputFile).name == f"{stem}.nxs"
+    assert stitcher.itemsRequeued >= leased  # the expired leases, not the Merger's gap check
+    assert "requested again" not in merger.status() and other.framesProcessed > 0
 
     # restart it: Tango re-subscribes both ways (Merger -> patterns, Integrator -> workAvailable)
     victim.start()
@@ -92,7 +105,7 @@ def test_kill_9_of_an_integrator_mid_scan_loses_nothing_and_it_rejoins(pipeline)
     assert revived.framesProcessed > 0  # the restarted server took its share again
 
 
-def test_kill_9_of_the_merger_mid_scan_resumes_the_same_file(pipeline):
+def test_kill_9_of_the_merger_mid_scan_resumes_the_same_file(pipeline, ledger):
     tmp, host, names, servers = pipeline
 
     def proxy(name):
@@ -116,11 +129,12 @@ def test_kill_9_of_the_merger_mid_scan_resumes_the_same_file(pipeline):
     assert path.name == f"{stem}.nxs"  # resumed, not a new _v001 file
     m = read_merged(path)
     assert m["frame_number"].tolist() == list(range(1, 61))
+    ledger.checked(len(m["frame_number"]))
     assert m["status"] == "complete" and m["failed_frames"] == []
     assert not path.with_name(path.name + ".journal").exists()
 
 
-def test_kill_9_of_the_stitcher_mid_scan_recovers_the_missed_announcements(pipeline):
+def test_kill_9_of_the_stitcher_mid_scan_recovers_the_missed_announcements(pipeline, ledger):
     tmp, host, names, servers = pipeline
 
     def proxy(name):
@@ -143,5 +157,6 @@ def test_kill_9_of_the_stitcher_mid_scan_recovers_the_missed_announcements(pipel
     m = read_merged(merger.lastOutputFile)
     assert Path(merger.lastOutputFile).name == f"{stem}.nxs"
     assert m["frame_number"].tolist() == list(range(1, 81))
+    ledger.checked(len(m["frame_number"]))
     assert m["status"] == "complete" and m["failed_frames"] == []
     assert proxy(STITCHER).itemsRequeued > 0  # the missed parts came back through the gap check

@@ -1,11 +1,13 @@
 """Guarantees of the live stages under faults, without Tango: lost events, dead Integrators, floods,
 paths outside the data root. Each test breaks something for real, then checks the file frame by frame."""
 
+import os
 import threading
+import time
 
 import pytest
 
-from pipeline_core.errors import ConfigError
+from pipeline_core.errors import ConfigError, SourceError
 from pipeline_core.integrate import IntegrationSettings
 from pipeline_core.integrate_stage import IntegrateStage
 from pipeline_core.merge_stage import MergeStage
@@ -19,27 +21,31 @@ from ..conftest import wait_for, write_small_acquisition
 class LossyChain:
     """Stitch → integrators → merge; ``drop`` decides which pattern batches get "lost on the wire"."""
 
-    def __init__(self, tmp_path, poni, drop=lambda batch: False, lease_s=60.0, roots=(), max_pending=10_000):
+    def __init__(self, tmp_path, poni, drop=lambda batch: False, lease_s=60.0, roots=(), max_pending=10_000,
+                 scan_timeout_s=120.0, gap_check_s=10.0, clock=time.monotonic):
+        """Defaults are the stages' (README's); a test passes another value only when it is about
+        that value. One exception: ``frames_per_item=2`` (the default 16 would put a whole small
+        part in one item, so nothing could be lost item by item)."""
         self.errors: list[str] = []
         self.closed = []
         self.dropped: list[str] = []
+        self.requests: list[list[int]] = []  # the frames the Merger asked for again, ask by ask
         self._drop = drop
         self._lock = threading.Lock()
         self.stitch = StitchStage(
-            StitchConfig(
-                frames_per_item=2, open_retry_delay_s=0.01, lease_s=lease_s, data_roots=roots, max_pending=max_pending
-            ),
+            StitchConfig(frames_per_item=2, lease_s=lease_s, data_roots=roots, max_pending=max_pending),
             on_scan=lambda info: self.merge.scan_started(info),
             on_work=self._work,
             on_error=self.errors.append,
+            clock=clock,
         )
         self.merge = MergeStage(
             tmp_path / "out",
             self.closed.append,
             self.errors.append,
-            scan_timeout_s=20,
-            request_missing=self.stitch.requeue_frames,
-            gap_check_s=0.5,
+            scan_timeout_s=scan_timeout_s,
+            request_missing=self._request_missing,
+            gap_check_s=gap_check_s,
         )
         self.integrators = []
 
@@ -50,11 +56,14 @@ class LossyChain:
             lambda: self.stitch.claim(name, stage.take_done()),
             self._batch,
             self.errors.append,
-            poll_interval_s=0.1,
         )
         stage.start()
         self.integrators.append(stage)
         return stage
+
+    def _request_missing(self, scan, numbers, raw_file):
+        self.requests.append(list(numbers))
+        self.stitch.requeue_frames(scan, numbers, raw_file)
 
     def _work(self, n):
         for s in self.integrators:
@@ -79,7 +88,7 @@ def settings(small_poni):
     return IntegrationSettings(small_poni, bins=10)
 
 
-def test_lost_pattern_events_are_found_by_the_gap_check_and_redone(tmp_path, settings):
+def test_lost_pattern_events_are_found_by_the_gap_check_and_redone(tmp_path, settings, ledger):
     acq = write_small_acquisition(tmp_path / "raw", n_parts=3, frames_per_part=4, record_total=True)
     first_seen: set[str] = set()
 
@@ -91,7 +100,8 @@ def test_lost_pattern_events_are_found_by_the_gap_check_and_redone(tmp_path, set
             return True
         return False
 
-    chain = LossyChain(tmp_path, settings.poni_path, drop=drop_first_time)
+    # the gap check is what is tested: 0.5 s of quiet instead of the default 10 s keeps it to seconds
+    chain = LossyChain(tmp_path, settings.poni_path, drop=drop_first_time, gap_check_s=0.5)
     chain.add_integrator("int0", settings)
     try:
         for f in acq["files"]:
@@ -102,13 +112,25 @@ def test_lost_pattern_events_are_found_by_the_gap_check_and_redone(tmp_path, set
     assert len(chain.dropped) == 3
     m = read_merged(chain.closed[0].path)
     assert m["frame_number"].tolist() == list(range(1, 13))  # every frame once, none failed
+    ledger.checked(len(m["frame_number"]))
     assert m["failed_frames"] == [] and m["status"] == "complete"
     assert chain.stitch.counters.items_requeued == 3
 
 
-def test_an_integrator_that_dies_holding_work_is_replaced_after_its_lease(tmp_path, settings):
+class FakeClock:
+    """Monotonic seconds that move only when the test says so: a lease runs out exactly when told."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_integrator_that_dies_holding_work_is_replaced_after_its_lease(tmp_path, settings, ledger):
     acq = write_small_acquisition(tmp_path / "raw", n_parts=2, frames_per_part=4, record_total=True)
-    chain = LossyChain(tmp_path, settings.poni_path, lease_s=0.5)
+    clock = FakeClock()
+    chain = LossyChain(tmp_path, settings.poni_path, clock=clock)  # the default lease, 60 s
     try:
         for f in acq["files"]:
             chain.stitch.announce(str(f))
@@ -116,21 +138,31 @@ def test_an_integrator_that_dies_holding_work_is_replaced_after_its_lease(tmp_pa
         stolen = [chain.stitch.claim("doomed"), chain.stitch.claim("doomed")]  # claimed, then "kill -9"
         assert all(stolen) and chain.stitch.leased == 2
         chain.add_integrator("survivor", settings)
+        # the survivor does the rest and acknowledges it (with its next claim): only the dead one's leases remain
+        wait_for(lambda: chain.merge.counters.frames_processed == 4 and chain.stitch.leased == 2)
+        clock.now += 59.0
+        assert chain.stitch.expire_leases() == 0 and chain.stitch.leased == 2  # not before the lease runs out
+        clock.now += 2.0
         wait_for(lambda: len(chain.closed) == 1)
-        wait_for(lambda: chain.stitch.leased == 0)  # the survivor acknowledges with its next claim
+        wait_for(lambda: chain.stitch.leased == 0)
     finally:
         chain.stop()
     m = read_merged(chain.closed[0].path)
     assert m["frame_number"].tolist() == list(range(1, 9))
+    ledger.checked(len(m["frame_number"]))
     assert m["status"] == "complete"
-    assert chain.stitch.counters.items_requeued == 2
+    stolen_frames = sorted(n for item in stolen for n in item.frame_numbers)
+    assert len(stolen_frames) == 4 and chain.stitch.counters.items_requeued == 2
+    assert chain.merge.counters.frames_processed == 8 and chain.errors == []
 
 
-def test_frames_that_never_come_are_listed_after_asking_again(tmp_path, settings):
+def test_frames_that_never_come_are_listed_after_asking_again(tmp_path, settings, ledger):
     acq = write_small_acquisition(tmp_path / "raw", n_parts=2, frames_per_part=3, record_total=True)
-    chain = LossyChain(tmp_path, settings.poni_path, drop=lambda b: b.part == 1)  # part 1 never arrives
-    chain.merge.max_requests = 2
-    chain.merge.scan_timeout_s = 2.5
+    # part 1 never arrives. Asking again and closing at the timeout are what is tested, so both wait
+    # less than their defaults (10 s, 120 s: seconds instead of minutes); the number of asks is the
+    # default, 3 (README)
+    chain = LossyChain(tmp_path, settings.poni_path, drop=lambda b: b.part == 1, scan_timeout_s=2.5, gap_check_s=0.5)
+    assert chain.merge.max_requests == 3
     chain.add_integrator("int0", settings)
     try:
         for f in acq["files"]:
@@ -140,14 +172,17 @@ def test_frames_that_never_come_are_listed_after_asking_again(tmp_path, settings
         chain.stop()
     m = read_merged(chain.closed[0].path)
     assert m["frame_number"].tolist() == [1, 2, 3]
-    assert m["failed_frames"] == ["4-6"] and "asked again 2 time(s)" in m["failed_reasons"][0]
+    ledger.checked(len(m["frame_number"]))
+    assert m["failed_frames"] == ["4-6"] and "asked again 3 time(s)" in m["failed_reasons"][0]
     assert m["status"] == "incomplete"
+    assert chain.requests == [[4, 5, 6]] * 3
     assert chain.dropped and all(item_id.split(":")[1] == "1" for item_id in chain.dropped)  # part 1, resent
 
 
-def test_a_flood_of_announcements_is_bounded_reported_and_recoverable(tmp_path, settings):
+def test_a_flood_of_announcements_is_bounded_reported_and_recoverable(tmp_path, settings, ledger):
     acq = write_small_acquisition(tmp_path / "raw", n_parts=2, frames_per_part=2, record_total=True)
-    chain = LossyChain(tmp_path, settings.poni_path, max_pending=3)
+    # what the refused announcements held comes back through the Merger's gap check (0.5 s instead of 10 s)
+    chain = LossyChain(tmp_path, settings.poni_path, max_pending=3, gap_check_s=0.5)
     try:
         for _ in range(40):
             for f in acq["files"]:
@@ -161,6 +196,8 @@ def test_a_flood_of_announcements_is_bounded_reported_and_recoverable(tmp_path, 
         chain.stop()
     m = read_merged(chain.closed[0].path)
     assert m["frame_number"].tolist() == [1, 2, 3, 4]  # the duplicates of the flood were ignored
+    ledger.checked(len(m["frame_number"]))
+    assert all(set(asked) <= {3, 4} for asked in chain.requests)  # only the part whose files were refused
 
 
 def test_paths_outside_the_data_root_are_refused(tmp_path, settings):
@@ -178,24 +215,41 @@ def test_paths_outside_the_data_root_are_refused(tmp_path, settings):
         chain.stop()
 
 
-def test_a_file_still_being_written_is_retried_then_read(tmp_path):
-    from pipeline_core.hdf5_io import open_h5
+def test_a_file_still_being_written_is_retried_then_read(tmp_path, monkeypatch):
+    """The file heals right after the first attempt saw it cut short (observed, not timed), and the
+    second attempt, after the default delay, reads it."""
+    from pipeline_core import hdf5_io
 
     acq = write_small_acquisition(tmp_path / "raw", n_parts=1)
     path = acq["files"][0]
     whole = path.read_bytes()
     path.write_bytes(whole[: len(whole) // 2])  # the detector is still writing it
-    threading.Timer(0.3, path.write_bytes, args=(whole,)).start()
-    with open_h5(path, retries=10, delay_s=0.1) as h5:
-        assert h5["entry/instrument/detector/data"].shape == (3, 20, 30)
+    attempts: list[str] = []
+    real_check = hdf5_io.check_not_truncated
+
+    def check_then_heal(p):
+        try:
+            real_check(p)
+            attempts.append("whole")
+        except SourceError:
+            attempts.append("truncated")
+            healed = p.with_name(p.name + ".tmp")
+            healed.write_bytes(whole)
+            os.replace(healed, p)  # the detector finishes the file while we wait
+            raise
+
+    monkeypatch.setattr(hdf5_io, "check_not_truncated", check_then_heal)
+    with hdf5_io.open_h5(path) as h5:
+        assert h5["entry/instrument/detector/data"][()].tolist() == acq["modules"][1][0].tolist()
+    assert attempts == ["truncated", "whole"]
 
 
 def test_a_file_that_stays_unreadable_fails_with_the_attempts_named(tmp_path):
-    from pipeline_core.errors import SourceError
     from pipeline_core.hdf5_io import open_h5
 
     acq = write_small_acquisition(tmp_path / "raw", n_parts=1)
     path = acq["files"][0]
     path.write_bytes(path.read_bytes()[:3000])
-    with pytest.raises(SourceError, match=r"is truncated: 3000 bytes on disk.*after 3 attempts over 0.2 s"):
-        open_h5(path, retries=2, delay_s=0.1)
+    # the defaults: 3 retries 0.5 s apart
+    with pytest.raises(SourceError, match=r"is truncated: 3000 bytes on disk.*after 4 attempts over 1.5 s"):
+        open_h5(path)

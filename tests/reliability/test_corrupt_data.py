@@ -1,0 +1,167 @@
+"""Random bytes written into module files, for real: decoding a corrupt file never takes a process down.
+
+200 kB of seeded random bytes overwrite a simulated Lambda 2M module file (size unchanged) at
+offsets spread from the superblock to the last metadata, in both compressions. The real
+``xrd-pipeline integrate`` runs on each damaged acquisition: it must never die by a signal (the
+bitshuffle filter bundled in hdf5plugin used to SIGSEGV), must exit 1 with every readable frame
+equal to the undamaged run's row, and list every lost frame under ``failed`` with the file and the
+reason; status ``incomplete``. A live Integrator server meets a corrupt part and keeps serving.
+"""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import hdf5plugin  # noqa: F401  (the bitshuffle filter, to read chunk extents of bslz4 files)
+import numpy as np
+import pytest
+import tango
+
+from pipeline_core.nexus import _parse_ranges, read_merged
+from pipeline_core.simulate import simulate_acquisition
+from tango_servers.demo import MERGER, layout_for
+from tango_servers.embedded_db import EmbeddedDatabase, free_port
+from tango_servers.launcher import start_servers, stop_servers
+from tango_servers.registration import register
+
+from ..conftest import wait_for
+
+CLI = Path(sys.executable).with_name("xrd-pipeline")
+FRAMES, PER_PART = 20, 10  # 2 parts x 3 modules, ~5 MB per module file
+SPAN = 200_000
+BINS = 200
+#: Where the damage goes, two places per run: one in part 0, one in part 1 (parts are read
+#: independently, so each run tests two). A float is a fraction of where 200 kB still fit: 0.0 hits
+#: the superblock, 1.0 the last chunk and the metadata written after the data. An int is a byte
+#: offset (negative: from the end) for 600 bytes aimed at metadata alone: object headers (1064),
+#: the chunk index B-tree (9500), the symbol table and pixel mask after the data (-10000, -6000).
+#: (Two metadata hits in one run would leave no part to open: the command then refuses, exit 2.)
+RUNS = [(0.0, 0.45), (0.1, 0.55), (0.25, 0.85), (0.95, 1.0), (1064, 0.6), (0.35, -10000), (9500, -6000)]
+
+
+def _integrate(acq_dir: Path, out: Path) -> subprocess.CompletedProcess:
+    source = acq_dir / "ramp_00001_m1_part00000.nxs"  # any one file names the acquisition
+    args = [str(CLI), "integrate", str(source), "--poni", str(acq_dir / "ramp_00001.poni")]
+    args += ["--mask", str(acq_dir / "ramp_00001_mask.edf"), "--bins", str(BINS), "-o", str(out)]
+    return subprocess.run(args, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module", params=["bslz4", "gzip"])
+def clean(request, tmp_path_factory):
+    """An undamaged acquisition and its result: the reference for every damaged run."""
+    root = tmp_path_factory.mktemp(f"clean_{request.param}")
+    acq = simulate_acquisition(root / "raw", frames=FRAMES, frames_per_file=PER_PART, compression=request.param)
+    run = _integrate(root / "raw", root / "ref.nxs")
+    assert run.returncode == 0, run.stderr
+    ref = read_merged(root / "ref.nxs")
+    assert ref["frame_number"].tolist() == list(range(1, FRAMES + 1)) and ref["status"] == "complete"
+    return request.param, root / "raw", acq.module_files, ref
+
+
+def _data_extents(path: Path) -> list[tuple[int, int, int]]:
+    """(frame, first byte, end byte) of each data chunk: where damage costs exactly those frames."""
+    with h5py.File(path, "r") as h5:
+        ds = h5["entry/instrument/detector/data"]
+        infos = [ds.id.get_chunk_info(i) for i in range(ds.id.get_num_chunks())]
+    extents = sorted((i.byte_offset, i.byte_offset + i.size, i.chunk_offset[0]) for i in infos)
+    assert all(a[1] == b[0] for a, b in zip(extents[:-1], extents[1:], strict=True)), "chunks not contiguous"
+    return [(frame, a, b) for a, b, frame in extents]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("positions", RUNS, ids=[f"{a}+{b}" for a, b in RUNS])
+def test_random_bytes_in_module_files_end_in_a_reported_failure_never_a_crash(clean, positions, tmp_path, ledger):
+    compression, raw, files, ref = clean
+    acq = tmp_path / "raw"
+    shutil.copytree(raw, acq)
+    must_fail: set[int] = set()
+    must_keep: set[int] = set(range(1, FRAMES + 1))
+    damaged = {}
+    for part, where in enumerate(positions):
+        module = (RUNS.index(positions) + part) % 3  # rotate over m1, m2, m3
+        path = acq / files[module][part].name
+        size = path.stat().st_size
+        span = SPAN if isinstance(where, float) else 600
+        start = int(where * (size - span)) if isinstance(where, float) else where % size
+        extents = _data_extents(path)
+        rng = np.random.default_rng(1000 * RUNS.index(positions) + part)
+        with open(path, "r+b") as fh:
+            fh.seek(start)
+            fh.write(rng.bytes(span))
+        assert path.stat().st_size == size
+        damaged[part] = path
+        numbers = set(range(1 + part * PER_PART, 1 + (part + 1) * PER_PART))
+        hit = {f for f, a, b in extents if a < start + span and start < b}
+        if extents[0][1] <= start and start + span <= extents[-1][2]:
+            # only frame data damaged, metadata intact: exactly those frames are lost
+            must_fail |= {1 + part * PER_PART + f for f in hit}
+            must_keep -= {1 + part * PER_PART + f for f in hit}
+        else:  # metadata hit too: the part may be lost whole, but only its own frames
+            must_keep -= numbers
+        ledger.fault(f"{span} random bytes in a {compression} module file")
+
+    run = _integrate(acq, tmp_path / "out.nxs")
+    assert run.returncode in (0, 1), f"died with {run.returncode}: {run.stderr[-2000:]}"
+    m = read_merged(tmp_path / "out.nxs")
+    got = m["frame_number"].tolist()
+    listed = zip(m["failed_files"], m["failed_reasons"], m["failed_frames"], strict=True)
+    failed = {n: (file, reason) for file, reason, ranges in listed for n in _parse_ranges(ranges)}
+    # every frame is either integrated or listed as failed, never both, never neither
+    assert sorted(got + list(failed)) == list(range(1, FRAMES + 1)), (got, failed)
+    assert must_keep <= set(got), (sorted(must_keep - set(got)), failed)
+    assert must_fail <= set(failed), (sorted(must_fail), got)
+    rows = {n: i for i, n in enumerate(ref["frame_number"].tolist())}
+    np.testing.assert_array_equal(m["data"], ref["data"][[rows[n] for n in got]])
+    for n, (file, reason) in failed.items():
+        part = (n - 1) // PER_PART
+        assert file == str(acq / files[0][part].name) and damaged[part].name in reason, (n, file, reason)
+    assert (run.returncode, m["status"]) == ((1, "incomplete") if failed else (0, "complete")), run.stderr
+    ledger.checked(FRAMES)
+
+
+@pytest.fixture
+def chain(tmp_path):
+    """The embedded database and the real servers with one Integrator (short lease, so a crash shows)."""
+    db = EmbeddedDatabase(tmp_path / "db", free_port()).start()
+    servers = []
+    try:
+        specs, names = layout_for(tmp_path, integrators=1)
+        tuned = {"Stitcher": {"FramesPerItem": ["5"], "LeaseTimeout": ["5"]}, "Integrator": {"PollInterval": ["0.3"]}}
+        specs = [s.__class__(s.server, s.klass, s.name, {**s.properties, **tuned.get(s.klass, {})}) for s in specs]
+        host, port = db.tango_host.split(":")
+        register(specs, tango.Database(host, int(port)))
+        servers = start_servers(specs, db.tango_host, tmp_path / "logs")
+        yield tmp_path, db.tango_host, names[0], servers
+    finally:
+        stop_servers(servers)
+        db.stop()
+
+
+@pytest.mark.slow
+def test_live_integrator_survives_a_corrupt_bslz4_part_and_reports_it(chain, ledger):
+    tmp, host, name, servers = chain
+    acq = simulate_acquisition(tmp / "raw", frames=15, frames_per_file=5, compression="bslz4")
+    victim = acq.module_files[1][1]  # m2 of part 1 (frames 6..10)
+    size = victim.stat().st_size
+    with open(victim, "r+b") as fh:
+        fh.seek(size // 2)
+        fh.write(np.random.default_rng(7).bytes(SPAN))
+    ledger.fault("200 kB random bytes in a bslz4 module file, live")
+    integrator = tango.DeviceProxy(f"tango://{host}/{name}")
+    integrator.poniPath, integrator.maskPath, integrator.bins = str(acq.poni_path), str(acq.mask_path), BINS
+    integrator.Start()
+    merger = tango.DeviceProxy(f"tango://{host}/{MERGER}")
+    merger.Reintegrate(str(acq.module_files[0][0]))
+    wait_for(lambda: merger.lastOutputFile != "", timeout_s=120, what="the merged file of the damaged scan")
+    m = read_merged(merger.lastOutputFile)
+    assert m["frame_number"].tolist() == [1, 2, 3, 4, 5, 11, 12, 13, 14, 15], m["failed_reasons"]
+    failed = [n for s in m["failed_frames"] for n in _parse_ranges(s)]
+    assert sorted(failed) == [6, 7, 8, 9, 10] and m["status"] == "incomplete"
+    assert all(victim.name in r and "corrupt" in r for r in m["failed_reasons"]), m["failed_reasons"]
+    assert m["failed_files"] == [str(acq.module_files[0][1])] * len(m["failed_files"])
+    assert next(s for s in servers if s.server.startswith("XrdIntegrator/")).alive()
+    assert integrator.state() in (tango.DevState.ON, tango.DevState.RUNNING, tango.DevState.ALARM), integrator.status()
+    assert (integrator.framesProcessed, integrator.framesFailed) == (10, 5)
+    ledger.checked(15)
