@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .engine_build import BuiltEngine, build_in_child, child_build_supported
 from .errors import ConfigError
 from .mask import check_mask_shape, load_mask_file
 
@@ -216,6 +217,11 @@ class Pattern:
     invalid_pixels: int = 0
 
 
+#: From this frame size up the engine is built in a child process. Below it pyFAI's build peak is
+#: small (~130 bytes per pixel: < 70 MB) and the child's start (~1.3 s, mostly importing pyFAI)
+#: would cost more than it saves. A Lambda 750k (0.8 Mpixel) and 2M (2.85 Mpixel) are above it.
+CHILD_BUILD_MIN_PIXELS = 500_000
+
 #: Value given to invalid pixels so that pyFAI's dummy handling leaves them out.
 _DUMMY = -1.0e30
 
@@ -231,37 +237,93 @@ def invalid_pixels(frame: np.ndarray) -> np.ndarray | None:
     return bad if bad.any() else None
 
 
+def integrate1d_kwargs(settings: IntegrationSettings, mask: np.ndarray) -> dict:
+    """The keyword arguments of every pyFAI ``integrate1d`` call made for these settings."""
+    return dict(
+        unit=settings.unit,
+        method=settings.method,
+        mask=mask,
+        polarization_factor=settings.polarization_factor,
+        correctSolidAngle=settings.correct_solid_angle,
+        error_model=settings.error_model,
+    )
+
+
+def build_pyfai_engine(ai, settings: IntegrationSettings, frame_shape: tuple[int, int], kwargs: dict):
+    """Build pyFAI's engine by integrating a blank frame; returns that (warm) result.
+
+    The one place the engine is built, whether in this process or in the builder child
+    (:mod:`pipeline_core.engine_build`), so both paths build the very same engine.
+    """
+    return ai.integrate1d(np.zeros(frame_shape, np.float32), settings.bins, **kwargs)
+
+
 @dataclass
 class IntegrationEngine:
     """A pyFAI integrator fixed to one settings value, one frame shape and one mask.
 
     ``detector_mask`` is what the source knows is bad (module gaps, the files' pixel_mask); the user's
     mask file from the settings is added on top. Construction builds and warms pyFAI's engine.
+
+    For pyFAI's ``csr``/``cython`` methods (the default) and frames of at least
+    ``CHILD_BUILD_MIN_PIXELS``, the engine is built in a short-lived child process (``isolate_build``,
+    see :mod:`pipeline_core.engine_build`): this process then holds only
+    the CSR matrix and the per-pixel corrections (~120 MB for a Lambda 2M) instead of pyFAI's ~500 MB
+    build peak, and integrates with pyFAI's own ``CsrIntegrator.integrate_ng`` called with the
+    arguments ``integrate1d`` passes, so results are bit-identical. Other methods build in-process.
     """
 
     settings: IntegrationSettings
     frame_shape: tuple[int, int]
     detector_mask: np.ndarray | None = None
+    #: build pyFAI's engine in a child process: None = when the method allows it and the frame has at
+    #: least CHILD_BUILD_MIN_PIXELS; True = whenever the method allows it; False = never
+    isolate_build: bool | None = None
     mask: np.ndarray = field(init=False)
     radial: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         self.frame_shape = tuple(int(n) for n in self.frame_shape)
-        self.ai = read_poni(self.settings.poni_path)
-        check_method_available(self.settings.method)
         self.mask = self.build_mask()
-        self._kwargs = dict(
-            unit=self.settings.unit,
-            method=self.settings.method,
-            mask=self.mask,
-            polarization_factor=self.settings.polarization_factor,
-            correctSolidAngle=self.settings.correct_solid_angle,
-            error_model=self.settings.error_model,
-        )
-        warm = self.ai.integrate1d(np.zeros(self.frame_shape, np.float32), self.settings.bins, **self._kwargs)
-        self.radial = np.asarray(warm.radial, dtype=np.float64)
+        self._kwargs = integrate1d_kwargs(self.settings, self.mask)
+        self._csr = None
+        #: pyFAI's AzimuthalIntegrator for an engine built in-process; None when built in the child
+        #: (this process then never imports pyFAI's geometry stack: scipy & co, ~70 MB)
+        self.ai = None
+        built = None
+        if self._build_in_child():
+            # the child validates the PONI and the method too (ConfigError relayed), so nothing is skipped
+            built = build_in_child(self.settings.to_dict(), self.frame_shape, self.mask)
+        if built is not None:
+            self._adopt(built)
+        else:  # in-process: other methods, small frames, or a detector the child path does not cover
+            self.ai = read_poni(self.settings.poni_path)
+            check_method_available(self.settings.method)
+            warm = build_pyfai_engine(self.ai, self.settings, self.frame_shape, self._kwargs)
+            self.radial = np.asarray(warm.radial, dtype=np.float64)
         #: What the Merger compares so patterns integrated differently never land in one file.
         self.fingerprint = self.settings.fingerprint()
+
+    def _build_in_child(self) -> bool:
+        if self.isolate_build is False or not child_build_supported(self.settings.method):
+            return False
+        return self.isolate_build or int(np.prod(self.frame_shape)) >= CHILD_BUILD_MIN_PIXELS
+
+    @property
+    def built_in_child(self) -> bool:
+        """True when pyFAI's engine was built by the child and this process integrates with its arrays."""
+        return self._csr is not None
+
+    def _adopt(self, built: BuiltEngine) -> None:
+        from pyFAI.containers import ErrorModel
+
+        self._csr = built.make_integrator()
+        self._solidangle = built.solidangle
+        self._polarization = built.polarization
+        self._weighted_average = built.weighted_average
+        # pyFAI's _normalize_error_model_variance: parse the name; csr/cython manages variance itself
+        self._error_model = ErrorModel.parse(self.settings.error_model) if self.settings.error_model else ErrorModel.NO
+        self.radial = np.asarray(built.radial, dtype=np.float64)
 
     def build_mask(self) -> np.ndarray:
         mask = np.zeros(self.frame_shape, dtype=bool)
@@ -280,11 +342,41 @@ class IntegrationEngine:
                 f"frame {frame_number} has shape {frame.shape}; the engine was built for {self.frame_shape}"
             )
         bad = invalid_pixels(frame)
-        if bad is None:
-            res = self.ai.integrate1d(frame, self.settings.bins, **self._kwargs)
-        else:  # leave them out of this frame only (pyFAI's dummy value), never average them in
+        dummy = {} if bad is None else {"dummy": _DUMMY, "delta_dummy": 1.0}
+        if bad is not None:  # leave them out of this frame only (pyFAI's dummy value), never average them in
             frame = np.where(bad, _DUMMY, frame).astype(np.float32)
-            res = self.ai.integrate1d(frame, self.settings.bins, dummy=_DUMMY, delta_dummy=1.0, **self._kwargs)
-        sigma = None if self.settings.error_model is None else np.asarray(res.sigma, dtype=np.float32)
+        if self._csr is not None:
+            intensity, sigma = self._integrate_csr(frame, dummy.get("dummy"), dummy.get("delta_dummy"))
+        else:
+            res = self.ai.integrate1d(frame, self.settings.bins, **dummy, **self._kwargs)
+            intensity, sigma = res.intensity, res.sigma
+        sigma = None if self.settings.error_model is None else np.asarray(sigma, dtype=np.float32)
         n_bad = 0 if bad is None else int(bad.sum())
-        return Pattern(frame_number, np.asarray(res.intensity, dtype=np.float32), sigma, n_bad)
+        return Pattern(frame_number, np.asarray(intensity, dtype=np.float32), sigma, n_bad)
+
+    def _integrate_csr(self, frame: np.ndarray, dummy: float | None, delta_dummy: float | None):
+        """What pyFAI's ``integrate1d`` does for a csr/cython method once its engine exists.
+
+        Same call, same arguments as ``integrate1d`` (pyFAI 2026.9, ``pyFAI/integrator/azimuthal.py``)
+        for a detector without dummy, dark or flat (the child refuses others, see
+        :mod:`pipeline_core.engine_build`): ``_normalize_dummies`` makes the given dummy float32,
+        dark/flat/absorption are None, and a csr/cython method needs no variance array for poisson.
+        """
+        if dummy is not None:
+            dummy = np.float32(dummy)
+            delta_dummy = None if delta_dummy is None else np.float32(delta_dummy)
+        res = self._csr.integrate_ng(
+            frame,
+            variance=None,
+            error_model=self._error_model,
+            dummy=dummy,
+            delta_dummy=delta_dummy,
+            dark=None,
+            flat=None,
+            solidangle=self._solidangle,
+            polarization=self._polarization,
+            absorption=None,
+            normalization_factor=1.0,
+            weighted_average=self._weighted_average,
+        )
+        return res.intensity, (res.sigma if self._error_model.do_variance else None)

@@ -82,7 +82,7 @@ class IntegrationInterrupted(Interrupted):
 #: Chunks that may wait between the reader and the integrators, per worker. One is enough to
 #: keep a worker busy while the next chunk is read; each stitched Lambda 2M frame is 11 MB.
 CHUNKS_QUEUED_PER_WORKER = 1
-DEFAULT_CHUNK_SIZE = 4
+DEFAULT_CHUNK_SIZE = 2
 #: How long the shutdown waits for a thread stuck in a read (a hung file system) before giving up.
 SHUTDOWN_TIMEOUT_S = 30.0
 

@@ -135,7 +135,15 @@ def wait_for(predicate, timeout_s: float = 30.0, what: str = "condition") -> Non
 # -- no process left behind (issue 7): checked once for the whole session ---------------------------
 _SESSION_T0 = time.time()
 #: Command-line fragments of every long-running process the suite starts.
-_OUR_PROCESSES = ("tango_servers.", "tango.databaseds", "xrd-pipeline", "xrd-stitcher", "xrd-integrator", "xrd-merger")
+_OUR_PROCESSES = (
+    "tango_servers.",
+    "tango.databaseds",
+    "pipeline_core.engine_build",
+    "xrd-pipeline",
+    "xrd-stitcher",
+    "xrd-integrator",
+    "xrd-merger",
+)
 
 
 def _leftover_processes():
