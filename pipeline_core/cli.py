@@ -238,6 +238,13 @@ def main(
     except KeyboardInterrupt as exc:
         print(f"xrd-pipeline {args.command}: interrupted ({exc or 'SIGINT'})", file=sys.stderr)
         return exit_code(exc)
+    except ImportError as exc:
+        # a signal that lands while a C extension initialises (first `import tango`, say) comes out
+        # wrapped in ImportError: it is still a stop, not a broken installation
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            print(f"xrd-pipeline {args.command}: interrupted ({exc.__cause__ or 'SIGINT'})", file=sys.stderr)
+            return exit_code(exc.__cause__)
+        raise
 
 
 if __name__ == "__main__":

@@ -5,11 +5,17 @@ Integrator device passes a call of the Stitcher's ``ClaimWork`` command), reads 
 item's frames, integrates them with a warm engine and hands a :class:`PatternBatch` on. It also
 polls for work when idle, because an event is a hint, not a delivery guarantee.
 
-The engine is rebuilt only when the settings or the detector layout/mask change.
+Each item is integrated with the settings it carries (stamped by the Stitcher: the chain's settings
+in force when its scan was queued), so any Integrator integrates any item exactly as queued. The
+stage's own ``settings`` serve only items that carry none (in-process drivers that do not give the
+Stitcher settings). Warm engines are cached per settings fingerprint and frame layout, at most
+``max_engines`` of them (each holds a CSR matrix: ~120 MB for a Lambda 2M), so two interleaved scans
+with different settings do not rebuild an engine per item.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -18,10 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import PipelineError
+from .errors import ConfigError, PipelineError
 from .integrate import IntegrationEngine, IntegrationSettings, read_poni
 from .mask import check_mask_shape, load_mask_file
 from .messages import FailedFrames, PatternBatch, WorkItem
+from .paths import confine
 from .sources import PartFrames, read_part_range
 from .worker import Worker
 
@@ -47,16 +54,27 @@ class IntegrateStage:
         on_error: Callable[[str], None],
         poll_interval_s: float = 1.0,
         data_roots: tuple[str, ...] = (),
+        calibration_roots: tuple[str, ...] = (),
+        max_engines: int = 2,
     ):
         self.name = name
         #: module files of a work item must resolve inside these (empty: anywhere), checked at open:
         #: an item names files, and whoever can call ClaimWork's answer into existence could name any
         self.data_roots = tuple(data_roots)
+        #: the PONI and mask files an item names must lie inside these (empty: anywhere), for the same reason
+        self.calibration_roots = tuple(calibration_roots)
         self._settings = settings
+        #: settings of the last item integrated (what Status shows)
+        self.last_settings: IntegrationSettings | None = None
+        self._own: tuple[IntegrationSettings, str] | None = None
         self._claim = claim
         self._on_batch = on_batch
         self._on_error = on_error
-        self._engine: IntegrationEngine | None = None
+        #: (fingerprint, frame shape) -> warm engine, least recently used first
+        self._engines: collections.OrderedDict[tuple[str, tuple[int, ...]], IntegrationEngine] = (
+            collections.OrderedDict()
+        )
+        self.max_engines = max(1, int(max_engines))
         self._engine_lock = threading.Lock()
         self.frame_shape: tuple[int, int] | None = None
         self.counters = IntegrateCounters()
@@ -75,18 +93,40 @@ class IntegrateStage:
     # -- settings ---------------------------------------------------------------------------------
     @property
     def settings(self) -> IntegrationSettings | None:
+        """The settings for items that carry none (None: such items fail)."""
         return self._settings
 
     def set_settings(self, settings: IntegrationSettings) -> None:
-        """Validate, then switch. A bad PONI or a mask of the wrong shape raises and the old value stays."""
+        """Validate, then switch the settings for items that carry none. A bad PONI or a mask of the
+        wrong shape raises and the old value stays."""
         read_poni(settings.poni_path)
         if settings.mask_path is not None:
             mask = load_mask_file(settings.mask_path)
             if self.frame_shape is not None:
                 check_mask_shape(mask, self.frame_shape, f"file {settings.mask_path}")
-        with self._engine_lock:
-            self._settings = settings
-            self._engine = None
+        self._settings = settings
+
+    def _own_fingerprint(self, settings: IntegrationSettings) -> str:
+        """The fingerprint of the stage's own settings, computed once per value (it hashes the files)."""
+        if self._own is None or self._own[0] is not settings:
+            self._own = (settings, settings.fingerprint())
+        return self._own[1]
+
+    def _item_settings(self, item: WorkItem) -> tuple[IntegrationSettings, str | None]:
+        """The settings to integrate ``item`` with and the fingerprint they were queued with (None for
+        the stage's own settings). ConfigError for settings this Integrator must not use."""
+        if not item.settings:
+            if self._settings is None:
+                raise ConfigError(
+                    "the chain has no integration settings: write poniPath on the Stitcher, an Integrator or "
+                    "the Merger, then Reintegrate"
+                )
+            return self._settings, None
+        settings = IntegrationSettings.from_dict(item.settings)
+        confine(settings.poni_path, self.calibration_roots, "PONI file of the work item")
+        if settings.mask_path is not None:
+            confine(settings.mask_path, self.calibration_roots, "mask file of the work item")
+        return settings, item.settings_hash
 
     # -- work ---------------------------------------------------------------------------------------
     def take_done(self) -> list[str]:
@@ -144,6 +184,10 @@ class IntegrateStage:
 
     def _integrate(self, item: WorkItem, frames: PartFrames | str) -> PatternBatch:
         settings = self._settings
+        try:
+            settings, fingerprint = self._item_settings(item) if not isinstance(frames, str) else (settings, None)
+        except PipelineError as exc:
+            settings, frames = None, str(exc)
         empty = np.zeros((0, settings.bins if settings else 1), np.float32)
 
         def failed(reason: str) -> PatternBatch:
@@ -161,10 +205,9 @@ class IntegrateStage:
 
         if isinstance(frames, str):
             return failed(frames)
-        if settings is None:
-            return failed("no PONI set on the Integrator: write its poniPath attribute")
+        assert settings is not None  # _item_settings raised otherwise
         try:
-            engine = self._engine_for(settings, frames.frames.shape[-2:], frames.detector_mask)
+            engine = self._engine_for(settings, fingerprint, frames.frames.shape[-2:], frames.detector_mask)
             result = np.empty((len(frames.frame_numbers), settings.bins), np.float32)
             sigma = np.empty_like(result) if settings.error_model else None
             invalid = 0
@@ -183,6 +226,7 @@ class IntegrateStage:
             )
         self.last_pattern = result[-1].copy()
         self.radial = engine.radial
+        self.last_settings = settings
         return self._batch(
             item,
             settings_hash=engine.fingerprint,
@@ -209,23 +253,31 @@ class IntegrateStage:
             **results,
         )
 
-    def _engine_for(self, settings, frame_shape, detector_mask) -> IntegrationEngine:
+    def _engine_for(self, settings, fingerprint: str | None, frame_shape, detector_mask) -> IntegrationEngine:
+        """A warm engine for these settings and layout, built (and the least recently used one dropped
+        beyond ``max_engines``) when none is cached. Refuses settings whose PONI or mask file no longer
+        holds what the item was queued with: integrating other content would mix calibrations in a scan."""
+        key = (fingerprint or self._own_fingerprint(settings), tuple(int(n) for n in frame_shape))
         with self._engine_lock:
-            e = self._engine
-            if (
-                e is None
-                or e.settings != settings
-                or e.frame_shape != tuple(frame_shape)
-                or not np.array_equal(e.detector_mask, detector_mask)
-            ):
-                if settings.mask_path is not None:
-                    check_mask_shape(
-                        load_mask_file(settings.mask_path), tuple(frame_shape), f"file {settings.mask_path}"
-                    )
-                log.info("%s: building integration engine for %s", self.name, settings)
-                e = IntegrationEngine(settings, tuple(frame_shape), detector_mask)
-                self._engine = e
-                self.frame_shape = e.frame_shape
+            e = self._engines.get(key)
+            if e is not None and e.settings == settings and np.array_equal(e.detector_mask, detector_mask):
+                self._engines.move_to_end(key)
+                return e
+            if settings.mask_path is not None:
+                check_mask_shape(load_mask_file(settings.mask_path), tuple(frame_shape), f"file {settings.mask_path}")
+            log.info("%s: building integration engine for %s", self.name, settings)
+            e = IntegrationEngine(settings, tuple(frame_shape), detector_mask)
+            if fingerprint is not None and e.fingerprint != fingerprint:
+                raise ConfigError(
+                    f"the PONI or mask file of this item ({settings.poni_path}, {settings.mask_path or 'no mask'}) "
+                    f"changed since its scan was queued (fingerprint {fingerprint}, now {e.fingerprint}): "
+                    "not integrated with other content; Reintegrate the acquisition"
+                )
+            self._engines[key] = e
+            self._engines.move_to_end(key)
+            while len(self._engines) > self.max_engines:
+                self._engines.popitem(last=False)
+            self.frame_shape = e.frame_shape
             return e
 
     def start(self) -> None:

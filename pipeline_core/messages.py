@@ -9,8 +9,10 @@ of a few hundred bytes nothing. The messages:
   them share the work without duplicating a frame;
 * :class:`PatternBatch` — Integrator → Merger: the 1-D patterns of one work item (float32 arrays in
   a binary payload) plus the frames that failed, with reasons;
-* :class:`ClaimRequest` — Integrator → Stitcher (``ClaimWork``): who asks, with which settings, and
-  which items it has finished;
+* :class:`ClaimRequest` — Integrator → Stitcher (``ClaimWork``): who asks, the initial settings it
+  offers the chain (adopted only while the chain has none), and which items it has finished;
+* :class:`SettingsRequest` — any device or client → Stitcher (``SetSettings``): a change of the
+  chain's integration settings (PONI, mask, bins, unit), in force from the next work item on;
 * :class:`RequeueRequest` — Merger → Stitcher (``RequeueFrames``): frames to make work for again;
 * :class:`ReintegrateRequest` — a client → Stitcher (``Reintegrate``): the acquisition to redo.
 
@@ -155,6 +157,32 @@ _SHOWN_SETTINGS: dict[str, Check] = {
     "unit": _str(MAX_NAME),
 }
 
+#: Every field of ``IntegrationSettings.to_dict()``: what a work item carries, each value typed.
+_ITEM_SETTINGS: dict[str, Check] = {
+    **_SHOWN_SETTINGS,
+    "method": _list(_str(MAX_NAME), 3, min_len=3),
+    "polarization_factor": lambda v, w: None if v is None else _float(-1.0, 1.0)(v, w),
+    "correct_solid_angle": _bool,
+    "error_model": _str(MAX_NAME, optional=True),
+}
+
+
+def _item_settings(value: Any, where: str) -> dict[str, Any]:
+    """A work item's settings: empty (none: the chain had none when it was queued), or every field of
+    ``IntegrationSettings.to_dict()`` with its type. An unknown key is refused: it would change the
+    result, so a receiver that cannot honour it must not integrate as if it were not there."""
+    if type(value) is not dict:
+        raise _bad(where, "an object of integration settings", value)
+    if not value:
+        return {}
+    unknown = sorted(set(value) - set(_ITEM_SETTINGS))
+    if unknown:
+        raise _bad(where, f"only the settings {sorted(_ITEM_SETTINGS)}", unknown)
+    missing = sorted(set(_ITEM_SETTINGS) - set(value))
+    if missing:
+        raise MessageError(f"{where}: missing {', '.join(missing)} (a work item carries every setting)")
+    return {key: check(value[key], f"{where}.{key}") for key, check in _ITEM_SETTINGS.items()}
+
 _FRAME = _int(0, MAX_FRAME_NUMBER)
 _FRAMES = _list(_FRAME, MAX_FRAMES)
 _FILES = _list(_str(MAX_PATH, path=True), MAX_FILES, min_len=1)
@@ -247,6 +275,10 @@ class WorkItem(_Message):
     total_frames: int | None = None
     error: str | None = None  # set when the part could not be read: the item carries the failure downstream
     announced_at: float = 0.0  # epoch seconds when the part was first announced (for the latency figure)
+    #: the settings to integrate with (``IntegrationSettings.to_dict()``), fixed for the whole scan
+    #: when its first part was queued, and their fingerprint; empty while the chain has none
+    settings: dict[str, Any] = field(default_factory=dict)
+    settings_hash: str = ""
 
     FIELDS: ClassVar[dict[str, Check]] = {
         "item_id": _NAME,
@@ -260,9 +292,13 @@ class WorkItem(_Message):
         "total_frames": _int(0, MAX_FRAME_NUMBER, optional=True),
         "error": _str(MAX_REASON, optional=True),
         "announced_at": _EPOCH,
+        "settings": _item_settings,
+        "settings_hash": _str(64),
     }
 
     def check(self) -> None:
+        if bool(self.settings) != bool(self.settings_hash):
+            raise MessageError("work.settings_hash: expected a fingerprint exactly when settings are given")
         if self.stop < self.start:
             raise MessageError(f"work.stop: expected >= start ({self.start}), got {self.stop}")
         if self.error is None and len(self.frame_numbers) != self.stop - self.start:
@@ -274,8 +310,9 @@ class WorkItem(_Message):
 
 @dataclass(frozen=True)
 class ClaimRequest(_Message):
-    """What an Integrator sends with ``ClaimWork``: its name, its settings (shown by the Stitcher) and
-    the items it has finished since its last claim (acknowledging them ends their lease)."""
+    """What an Integrator sends with ``ClaimWork``: its name, its initial settings (its properties:
+    the Stitcher adopts them only while the chain has no PONI) and the items it has finished since
+    its last claim (acknowledging them ends their lease)."""
 
     TYPE: ClassVar[str] = "claim"
     integrator: str = ""
@@ -283,6 +320,41 @@ class ClaimRequest(_Message):
     done: list[str] = field(default_factory=list)
 
     FIELDS: ClassVar[dict[str, Check]] = {"integrator": _NAME, "settings": _settings, "done": _list(_NAME, MAX_DONE)}
+
+
+@dataclass(frozen=True)
+class SettingsRequest(_Message):
+    """The argument of the Stitcher's ``SetSettings``: a change of the chain's integration settings.
+
+    A field left out (or null) is unchanged; ``mask_path`` ``""`` means no user mask. ``initial``
+    marks an Integrator's start-up values: the Stitcher takes them only while the chain has no PONI,
+    so a restarted Integrator never overrides what an operator set since."""
+
+    TYPE: ClassVar[str] = "settings"
+    poni_path: str | None = None
+    mask_path: str | None = None
+    bins: int | None = None
+    unit: str | None = None
+    initial: bool = False
+
+    FIELDS: ClassVar[dict[str, Check]] = {
+        "poni_path": _str(MAX_PATH, optional=True, path=True),
+        "mask_path": _str(MAX_PATH, optional=True, path=True),
+        "bins": _int(1, MAX_BINS, optional=True),
+        "unit": _str(MAX_NAME, optional=True),
+        "initial": _bool,
+    }
+
+    def check(self) -> None:
+        if not self.changes():
+            raise MessageError("settings: expected at least one of poni_path, mask_path, bins, unit")
+        if self.poni_path is not None and not self.poni_path.strip():
+            raise MessageError("settings.poni_path: expected the path of a PONI file, got an empty string")
+
+    def changes(self) -> dict[str, Any]:
+        """The fields this request changes, as ``IntegrationSettings`` names them."""
+        values = {"poni_path": self.poni_path, "mask_path": self.mask_path, "bins": self.bins, "unit": self.unit}
+        return {k: v for k, v in values.items() if v is not None}
 
 
 @dataclass(frozen=True)

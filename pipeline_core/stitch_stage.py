@@ -15,6 +15,13 @@ requeue requests waiting for the stage's thread, and the work items waiting for 
 Beyond a bound a request is refused with :class:`QueueFull` naming it — except a part that is
 complete on disk while the work queue is full: it waits (back-pressure) instead of being lost.
 Every file the stage opens is checked against ``data_roots`` where it is opened.
+
+The stage also holds the chain's integration settings in force (:class:`ChainSettings`): one set for
+the whole chain, changed from any device, and stamped on every work item. A scan never mixes
+settings: all its items carry the settings in force when its first part was queued (for a
+reintegration: when ``reintegrate`` was called), also items made again for it later (expired
+leases, requeued frames). A scan queued while the chain had no PONI takes the settings in force
+when its first item is handed out.
 """
 
 from __future__ import annotations
@@ -32,8 +39,9 @@ from pathlib import Path
 import numpy as np
 
 from . import lambda_layout as L
-from .errors import PipelineError, SourceError
+from .errors import ConfigError, PipelineError, SourceError
 from .hdf5_io import open_h5
+from .integrate import DEFAULT_BINS, IntegrationSettings, read_poni, validate_bins, validate_unit
 from .lambda_files import (
     LambdaAcquisition,
     frame_numbers_from_any,
@@ -41,6 +49,7 @@ from .lambda_files import (
     open_modules,
     parse_lambda_name,
 )
+from .mask import check_mask_shape, load_mask_file
 from .messages import ScanInfo, WorkItem
 from .paths import OutsideRootsError, confine, inside
 from .sources import check_part_modules
@@ -82,6 +91,109 @@ class QueueFull(PipelineError):
     """A request beyond one of the stage's bounds; the message names the queue and its bound."""
 
 
+#: The settings an operator changes (the devices' poniPath, maskPath, bins, unit attributes).
+SETTING_FIELDS = ("poni_path", "mask_path", "bins", "unit")
+
+
+def check_settings(
+    settings: IntegrationSettings, frame_shape: tuple[int, int] | None = None, roots: tuple[str, ...] = ()
+) -> IntegrationSettings:
+    """Refuse settings the chain could not integrate with: the PONI must parse (and hold a usable
+    geometry), the mask must load and fit the frames (once their shape is known), both inside
+    ``roots`` (empty: anywhere). Checked where they are written, so a bad value never reaches a scan."""
+    confine(settings.poni_path, roots, "PONI file")
+    read_poni(settings.poni_path)
+    if settings.mask_path is not None:
+        confine(settings.mask_path, roots, "mask file")
+        mask = load_mask_file(settings.mask_path)
+        if frame_shape is not None:
+            check_mask_shape(mask, tuple(frame_shape), f"file {settings.mask_path}")
+    return settings
+
+
+class ChainSettings:
+    """The chain's integration settings in force, as plain values changed field by field.
+
+    Why field by field: operators (and Tango's memorized attributes at a restart) write ``poniPath``,
+    ``maskPath``, ``bins`` and ``unit`` one at a time; bins may come before any PONI. Each change is
+    validated on the whole value it makes (a mask against the frame shape, say) and refused with the
+    old value kept. Fields never given take IntegrationSettings' defaults once a PONI is given.
+    Thread-safe.
+    """
+
+    def __init__(self, given: dict | None = None, roots: tuple[str, ...] = ()):
+        self._lock = threading.Lock()
+        self.roots = tuple(roots)
+        self._given: dict = {}
+        self._current: IntegrationSettings | None = None
+        if given:
+            self.change(given)
+
+    @classmethod
+    def from_shown(cls, shown: dict, roots: tuple[str, ...] = ()) -> ChainSettings:
+        """Rebuild from what a Stitcher shows (``""``/``0`` = never given), without validating again."""
+        copy = cls(roots=roots)
+        copy._given = {k: v for k, v in shown.items() if k in SETTING_FIELDS and v not in ("", 0, None)}
+        if copy._given.get("poni_path"):
+            copy._current = copy._build(copy._given)
+        return copy
+
+    def current(self) -> IntegrationSettings | None:
+        """The settings in force, or None while no PONI was given."""
+        return self._current
+
+    def shown(self) -> dict:
+        """poni_path, mask_path, bins, unit as devices show them ("" / 0 for a field not given yet)."""
+        s, g = self._current, self._given
+        if s is not None:
+            return {"poni_path": str(s.poni_path), "mask_path": str(s.mask_path or ""), "bins": s.bins, "unit": s.unit}
+        return {
+            "poni_path": "",
+            "mask_path": str(g.get("mask_path") or ""),
+            "bins": int(g.get("bins", 0)),
+            "unit": str(g.get("unit", "")),
+        }
+
+    def change(
+        self, changes: dict, frame_shape: tuple[int, int] | None = None, initial: bool = False
+    ) -> IntegrationSettings | None:
+        """Apply ``changes`` (names of SETTING_FIELDS; mask ``""`` = none) or raise ConfigError, keeping
+        the old value. ``initial`` (an Integrator's start-up values) applies only while there is no PONI,
+        and only to fields nobody gave. Returns the settings in force afterwards."""
+        unknown = set(changes) - set(SETTING_FIELDS)
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {sorted(unknown)}; expected {', '.join(SETTING_FIELDS)}")
+        with self._lock:
+            if initial:
+                if self._current is not None:
+                    return self._current
+                changes = {k: v for k, v in changes.items() if k not in self._given}
+            given = {**self._given, **changes}
+            if "bins" in changes:
+                given["bins"] = validate_bins(changes["bins"])
+            if "unit" in changes:
+                validate_unit(changes["unit"])
+            if changes.get("mask_path") and not given.get("poni_path"):
+                confine(changes["mask_path"], self.roots, "mask file")
+                mask = load_mask_file(changes["mask_path"])
+                if frame_shape is not None:
+                    check_mask_shape(mask, tuple(frame_shape), f"file {changes['mask_path']}")
+            settings = None
+            if given.get("poni_path"):
+                settings = check_settings(self._build(given), frame_shape, self.roots)
+            self._given, self._current = given, settings
+            return settings
+
+    @staticmethod
+    def _build(given: dict) -> IntegrationSettings:
+        return IntegrationSettings(
+            given["poni_path"],
+            bins=given.get("bins", DEFAULT_BINS),
+            unit=given.get("unit") or "2th_deg",
+            mask_path=given.get("mask_path") or None,
+        )
+
+
 @dataclass
 class _Scan:
     info: ScanInfo
@@ -95,6 +207,9 @@ class _Scan:
     parts: dict[int, tuple[list[Path], list[int]]] = field(default_factory=dict)
     #: a reintegration whose parts are not all queued yet (counts against max_reintegrations)
     reintegrating: bool = False
+    #: what every item of the scan is integrated with (``to_dict()`` and fingerprint), fixed once
+    settings: dict = field(default_factory=dict)
+    settings_hash: str = ""
 
     def learn_naming(self, file_name: str) -> None:
         """Module-number width (``_m1`` or ``_m01``) and part suffix, from one of the scan's files,
@@ -129,8 +244,12 @@ class StitchStage:
         on_work: Callable[[int], None],
         on_error: Callable[[str], None],
         clock: Callable[[], float] = time.monotonic,
+        settings: ChainSettings | None = None,
     ):
         self.config = config
+        #: the chain's settings in force; ``set_settings`` changes them for the work queued from then on
+        self.settings = settings or ChainSettings()
+        self._stamp_lock = threading.Lock()
         self._on_scan = on_scan
         self._on_work = on_work
         self._on_error = on_error
@@ -206,15 +325,25 @@ class StitchStage:
                 )
             self._reintegrations_waiting += 1
             self._jobs["reintegrate"] += 1
-        self._worker.submit(("reintegrate", str(path)))
+        self._worker.submit(("reintegrate", (str(path), self.settings.current())))
 
-    def claim(self, claimant: str = "", done: list[str] | tuple[str, ...] = ()) -> WorkItem | None:
+    def claim(
+        self, claimant: str = "", done: list[str] | tuple[str, ...] = (), offer: dict | None = None
+    ) -> WorkItem | None:
         """Hand out the next item to ``claimant``; ``done`` acknowledges the items it has finished.
+
+        ``offer`` (the claimant's initial settings) becomes the chain's while it has no PONI. An item
+        queued while the chain had none gets its scan's settings now, fixed for the scan from here on.
 
         An item stays *leased* until acknowledged; if its lease runs out (the Integrator was killed,
         say) it is handed out again. A frame integrated twice is harmless — the Merger keeps one —
         a frame never integrated is not.
         """
+        if offer and self.settings.current() is None:
+            try:
+                self.set_settings(offer, initial=True)
+            except PipelineError as exc:
+                self._on_error(f"initial settings offered by {claimant or '?'} refused: {exc}")
         with self._lock:
             for item_id in done:
                 entry = self._leases.pop(item_id, None)
@@ -224,11 +353,36 @@ class StitchStage:
             if not self._queue:
                 return None
             item = self._queue.popleft()
+            if not item.settings and self.settings.current() is not None:
+                item = self._stamp_late(item)
             self._leases[item.item_id] = (item, claimant, self._clock())
             key = _range_key(item)
             self._handouts[key] = self._handouts.get(key, 0) + 1
             _trim(self._handouts)
             return item
+
+    def _stamp_late(self, item: WorkItem) -> WorkItem:
+        scan = self._scans.get(item.scan)
+        if scan is None:  # forgotten (MAX_SCANS): its items are all stamped alike from the current settings
+            scan = _Scan(ScanInfo(item.scan, item.detector, item.scan), Path("."))
+            self._scans.setdefault(item.scan, scan)
+        return dataclasses.replace(item, **self._scan_settings(scan))
+
+    def _scan_settings(self, scan: _Scan) -> dict:
+        """The settings fields of the scan's items: fixed at the first call that finds settings in force."""
+        with self._stamp_lock:
+            if not scan.settings:
+                settings = self.settings.current()
+                if settings is not None:
+                    scan.settings, scan.settings_hash = settings.to_dict(), settings.fingerprint()
+            return {"settings": dict(scan.settings), "settings_hash": scan.settings_hash}
+
+    def set_settings(self, changes: dict, initial: bool = False) -> IntegrationSettings | None:
+        """Change the chain's settings from the next queued scan on (see ChainSettings.change).
+
+        Raises ConfigError (the old value kept) for a PONI that does not parse, a mask that does not
+        load or does not fit the frames seen so far, bins or unit out of range."""
+        return self.settings.change(changes, self.frame_shape, initial=initial)
 
     @property
     def leased(self) -> int:
@@ -318,16 +472,16 @@ class StitchStage:
             elif kind == "requeue":
                 self._requeue(*arg)  # type: ignore[misc]
             else:
-                self._start_reintegration(Path(arg))  # type: ignore[arg-type]
+                self._start_reintegration(*arg)  # type: ignore[misc]
         finally:
             # a steady stream of jobs keeps the worker from ever being idle: check leases and waiting parts anyway
             if self._clock() - self._last_check > 0.5:
                 self._check_pending()
 
-    def _start_reintegration(self, path: Path) -> None:
+    def _start_reintegration(self, path: str, settings: IntegrationSettings | None) -> None:
         scan = None
         try:
-            scan = self._reintegrate(path)
+            scan = self._reintegrate(Path(path), settings)
         finally:
             with self._lock:
                 if scan is not None and scan.pending:
@@ -434,6 +588,7 @@ class StitchStage:
                 numbers[start : min(start + step, stop)],
                 scan.info.total_frames,
                 announced_at=scan.announced_at.get(part, 0.0),
+                **self._scan_settings(scan),
             )
             for start in range(first, stop, step)
         ]
@@ -454,6 +609,7 @@ class StitchStage:
             numbers,
             scan.info.total_frames,
             error=reason,
+            **self._scan_settings(scan),
         )
         self._finish_part(scan, part, [item], len(numbers), failed=len(numbers))
 
@@ -568,7 +724,7 @@ class StitchStage:
                         f"module file(s) {', '.join(missing)} not written within {self.config.module_timeout_s:.0f} s",
                     )
 
-    def _reintegrate(self, path: Path) -> _Scan:
+    def _reintegrate(self, path: Path, settings: IntegrationSettings | None) -> _Scan:
         target = path
         if path.is_dir():
             target = next((p for p in sorted(path.glob("*_m*.nxs")) if parse_lambda_name(p)), None)
@@ -576,6 +732,8 @@ class StitchStage:
                 raise SourceError(f"no Lambda module files (<stem>_m<k>*.nxs) in {path}")
         acq = LambdaAcquisition.from_file(target)
         scan = self._new_scan(acq.directory, acq.stem, reintegration=True)
+        if settings is not None:  # the settings in force when Reintegrate was called
+            scan.settings, scan.settings_hash = settings.to_dict(), settings.fingerprint()
         scan.learn_naming(acq.parts[0].files[0].name)
         for part in acq.parts:
             scan.pending[part.index] = self._clock() - self.config.module_timeout_s  # files complete: no wait

@@ -35,6 +35,7 @@ TRANSIENT_EVENT_ERRORS = {
     "API_DeviceNotExported",
     "API_ZmqFailed",
     "API_CorbaException",
+    "API_DServerClassNotInitialised",  # upstream server still starting
 }
 
 

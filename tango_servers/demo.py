@@ -75,10 +75,10 @@ def run_demo(
             return tango.DeviceProxy(f"tango://{tango_host}/{name}")
 
         merger, stitcher, sim = proxy(MERGER), proxy(STITCHER), proxy(SIMULATOR)
+        # the chain's settings, once: the Stitcher holds them and stamps them on every work item
+        stitcher.poniPath, stitcher.maskPath = str(poni), str(mask)
         for name in integrator_names:
-            integrator = proxy(name)
-            integrator.poniPath, integrator.maskPath = str(poni), str(mask)
-            integrator.Start()
+            proxy(name).Start()
         merger.Start()
         stitcher.Start()
         sim.frames, sim.framesPerFile, sim.rate = frames, 50, rate

@@ -20,6 +20,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+# imported here, not on first use: a stop signal landing inside the C extension's initialisation
+# would come out as an ImportError instead of a clean stop
+import tango
+
 from pipeline_core.signals import signals_deferred
 
 #: prctl option: the signal the kernel sends a process when the thread that forked it exits.
@@ -40,7 +44,6 @@ def database_answers(tango_host: str, timeout_s: float = 2.0) -> bool:
     host, _, port = tango_host.rpartition(":")
     if not tango_host_reachable(host, int(port), timeout_s):
         return False
-    import tango
 
     try:
         tango.Database(host, int(port)).get_info()

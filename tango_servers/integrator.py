@@ -1,13 +1,17 @@
 """Integrator device: claims work from the Stitcher, integrates with pyFAI, sends pattern batches.
 
-It owns the integration settings (PONI, mask, bins, unit: memorized, validated — a bad value is
-refused with the reason and the old one stays). Run several, in separate processes or on other
-hosts, to share one Stitcher's work: each claims items with the Stitcher's ``ClaimWork``.
+Each work item carries the settings to integrate it with (the chain's, held by the Stitcher), so
+every Integrator of a chain integrates alike. Its ``poniPath``/``maskPath``/``bins``/``unit`` show
+the chain's values; a write is validated here (CalibrationRoots, PONI, mask against the frames seen)
+and forwarded to the Stitcher: it changes the settings of the whole chain from the next scan on.
+Run several, in separate processes or on other hosts, to share one Stitcher's work: each claims
+items with the Stitcher's ``ClaimWork``.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 
 import numpy as np
@@ -15,23 +19,26 @@ import tango
 from tango import AttrWriteType
 from tango.server import attribute, command, device_property, run
 
-from pipeline_core.errors import PipelineError
-from pipeline_core.integrate import DEFAULT_BINS, MAX_BINS, UNITS, IntegrationSettings
+from pipeline_core.integrate import DEFAULT_BINS, MAX_BINS, UNITS
 from pipeline_core.integrate_stage import IntegrateStage
 from pipeline_core.messages import ClaimRequest, WorkItem
-from pipeline_core.paths import confine
 
 from .base import PipelineDevice
+from .stitcher import ChainSettingsClient
 
 
 class Integrator(PipelineDevice):
-    """Integrates claimed frames with the current PONI / mask / bins / unit."""
+    """Integrates claimed frames with the settings each work item carries (the chain's)."""
 
     StitcherDevice = device_property(dtype=str, default_value="", doc="TRL of the Stitcher to claim work from")
-    PoniPath = device_property(dtype=str, default_value="", doc="initial PONI file (the memorized value wins)")
-    MaskPath = device_property(dtype=str, default_value="", doc="initial mask file (the memorized value wins)")
-    Bins = device_property(dtype=int, default_value=DEFAULT_BINS, doc="initial number of bins")
-    Unit = device_property(dtype=str, default_value="2th_deg", doc="initial radial unit")
+    PoniPath = device_property(
+        dtype=str,
+        default_value="",
+        doc="initial PONI of the chain: offered to the Stitcher while it has none (its memorized value wins)",
+    )
+    MaskPath = device_property(dtype=str, default_value="", doc="initial mask of the chain (with PoniPath)")
+    Bins = device_property(dtype=int, default_value=DEFAULT_BINS, doc="initial bins of the chain (with PoniPath)")
+    Unit = device_property(dtype=str, default_value="2th_deg", doc="initial radial unit of the chain (with PoniPath)")
     DataRoots = device_property(
         dtype=(str,),
         default_value=[],
@@ -43,7 +50,7 @@ class Integrator(PipelineDevice):
     AutoStart = device_property(
         dtype=bool,
         default_value=True,
-        doc="claim work as soon as a valid PONI is set (so a restarted Integrator rejoins by itself)",
+        doc="claim work from init on (so a restarted Integrator rejoins by itself); Stop/Start toggle it",
     )
     PollInterval = device_property(
         dtype=float, default_value=1.0, doc="seconds between claims when no event came (events can be lost)"
@@ -56,29 +63,49 @@ class Integrator(PipelineDevice):
         self._encoded = ("", b"")
         self._current_scan = ""
         self._stitcher = tango.DeviceProxy(self.StitcherDevice) if self.StitcherDevice else None
-        self._poni, self._mask, self._bins, self._unit = self.PoniPath, self.MaskPath, self.Bins, self.Unit
-        settings = None
-        if self._poni:
-            try:
-                settings = self._settings()
-            except PipelineError as exc:
-                self.report_error(f"PoniPath/MaskPath/Bins/Unit properties: {exc}")
+        self._initial = {"poni_path": self.PoniPath, "mask_path": self.MaskPath, "bins": self.Bins, "unit": self.Unit}
+        self.chain_settings = ChainSettingsClient(self.StitcherDevice, tuple(self.CalibrationRoots), self._initial)
+        if self.chain_settings.initial_error:
+            self.report_error(f"PoniPath/MaskPath/Bins/Unit properties: {self.chain_settings.initial_error}")
         self.stage = IntegrateStage(
             self.get_name(),
-            settings,
+            None,  # no settings of its own: an item is integrated with the settings it carries
             self._claim,
             self._send,
             self.report_error,
             poll_interval_s=self.PollInterval,
             data_roots=tuple(self.DataRoots),
+            calibration_roots=tuple(self.CalibrationRoots),
         )
         self._want_running = bool(self.AutoStart)
-        if self._want_running and settings is not None:
+        if self._want_running and self._stitcher is not None:
             self.stage.start()
         if self._stitcher is None:
             self.set_fault("no StitcherDevice property: nothing to integrate")
         else:
             self.subscribe(self.StitcherDevice, "workAvailable", self._hint)
+        self._offering = threading.Event()
+        if self.PoniPath and self._stitcher is not None:
+            threading.Thread(target=self._offer_initial, name="xrd-offer-settings", daemon=True).start()
+
+    def delete_device(self) -> None:
+        self._offering.set()
+        super().delete_device()
+
+    def _offer_initial(self) -> None:
+        """Offer the properties' values to the Stitcher until it answers (it may start after us), so the
+        chain shows them before any claim; claims offer them too. Ignored once the chain has a PONI."""
+        with tango.EnsureOmniThread():
+            for _ in range(120):
+                try:
+                    self.chain_settings.offer()
+                    return
+                except tango.DevFailed as exc:
+                    if exc.args[0].reason == "XRD_InvalidValue":  # reached it, and it refused the values
+                        self.report_error(f"PoniPath/MaskPath/Bins/Unit properties refused: {exc.args[0].desc}")
+                        return
+                if self._offering.wait(1.0):
+                    return
 
     # -- wiring -----------------------------------------------------------------------------------------
     def _hint(self, event) -> None:
@@ -86,8 +113,8 @@ class Integrator(PipelineDevice):
 
     def _claim(self) -> WorkItem | None:
         assert self._stitcher is not None
-        s = self.stage.settings
-        request = ClaimRequest(self.get_name(), s.to_dict() if s else {}, self.stage.take_done())
+        offer = self._initial if self.PoniPath else {}  # adopted by the Stitcher only while the chain has none
+        request = ClaimRequest(self.get_name(), offer, self.stage.take_done())
         answer = self._stitcher.command_inout("ClaimWork", request.to_json())
         return WorkItem.from_json(answer) if answer else None
 
@@ -100,27 +127,12 @@ class Integrator(PipelineDevice):
             self.push_change_event("radialAxis", self.stage.radial)
         self.push_progress()
 
-    def _settings(self, **changes) -> IntegrationSettings:
-        values = dict(poni=self._poni, mask=self._mask, bins=self._bins, unit=self._unit) | changes
-        if not values["poni"]:
-            raise PipelineError("no PONI file set: write poniPath")
-        confine(values["poni"], self.CalibrationRoots, "PONI file")
-        if values["mask"]:
-            confine(values["mask"], self.CalibrationRoots, "mask file")
-        return IntegrationSettings(
-            values["poni"], bins=values["bins"], unit=values["unit"], mask_path=values["mask"] or None
-        )
-
     def _apply(self, **changes) -> None:
-        try:
-            settings = self._settings(**changes)
-            self.stage.set_settings(settings)
-        except PipelineError as exc:
-            tango.Except.throw_exception("XRD_InvalidValue", str(exc), f"{self.get_name()} write")
-        self._poni, self._mask = str(settings.poni_path), str(settings.mask_path or "")
-        self._bins, self._unit = settings.bins, settings.unit
-        if self._want_running and not self.stage.running:  # memorized values restored after a restart
-            self.stage.start()
+        """Validate here (roots, PONI, mask against the frames this Integrator has seen), forward to the Stitcher."""
+        self.chain_settings.write(changes, self.stage.frame_shape, f"{self.get_name()} write")
+
+    def _chain(self, field: str):
+        return self.chain_settings.shown()[field]
 
     # -- interface --------------------------------------------------------------------------------------
     def counters(self):
@@ -131,8 +143,9 @@ class Integrator(PipelineDevice):
 
     def describe(self) -> str:
         c = self.stage.counters
-        s = self.stage.settings
-        what = f"{s.poni_path.name}, {s.bins} bins, {s.unit}" if s else "no settings"
+        s = self.stage.last_settings
+        what = self.chain_settings.describe()
+        what += f"; last item: {s.poni_path.name}, {s.bins} bins, {s.unit}" if s else ""
         return (
             f"{'Started' if self.stage.running else 'Stopped'} ({what}); integrated {c.frames_processed} "
             f"frames, {c.frames_failed} failed"
@@ -141,47 +154,42 @@ class Integrator(PipelineDevice):
     @attribute(
         dtype=str,
         access=AttrWriteType.READ_WRITE,
-        memorized=True,
-        hw_memorized=True,
         label="PONI file",
-        doc="pyFAI calibration used for the next frames; refused if it does not parse",
+        doc="pyFAI calibration of the chain (the Stitcher's); a write changes it for the whole chain from the "
+        "next scan on, refused if it does not parse",
     )
     def poniPath(self) -> str:
-        return self._poni
+        return self._chain("poni_path")
 
     @poniPath.write
     def poniPath(self, value: str) -> None:
-        self._apply(poni=value)
+        self._apply(poni_path=value)
 
     @attribute(
         dtype=str,
         access=AttrWriteType.READ_WRITE,
-        memorized=True,
-        hw_memorized=True,
         label="Mask file",
-        doc="user mask (EDF/TIFF/.mask/.npy, non-zero = masked); empty = gaps only",
+        doc="user mask of the chain (EDF/TIFF/.mask/.npy, non-zero = masked); empty = gaps only",
     )
     def maskPath(self) -> str:
-        return self._mask
+        return self._chain("mask_path")
 
     @maskPath.write
     def maskPath(self, value: str) -> None:
-        self._apply(mask=value)
+        self._apply(mask_path=value)
 
     @attribute(
         dtype=int,
         access=AttrWriteType.READ_WRITE,
-        memorized=True,
-        hw_memorized=True,
         label="Bins",
         unit="bins",
         format="%d",
         min_value=1,
         max_value=MAX_BINS,
-        doc="number of radial bins of each 1-D pattern",
+        doc="number of radial bins of each 1-D pattern of the chain (0 = not set yet)",
     )
     def bins(self) -> int:
-        return int(self._bins)
+        return int(self._chain("bins"))
 
     @bins.write
     def bins(self, value: int) -> None:
@@ -190,13 +198,11 @@ class Integrator(PipelineDevice):
     @attribute(
         dtype=str,
         access=AttrWriteType.READ_WRITE,
-        memorized=True,
-        hw_memorized=True,
         label="Radial unit",
-        doc=f"one of {', '.join(UNITS)} (pyFAI names)",
+        doc=f"radial unit of the chain: one of {', '.join(UNITS)} (pyFAI names)",
     )
     def unit(self) -> str:
-        return self._unit
+        return self._chain("unit")
 
     @unit.write
     def unit(self, value: str) -> None:
@@ -265,11 +271,9 @@ class Integrator(PipelineDevice):
 
     @command
     def Start(self) -> None:
-        """Begin claiming and integrating work."""
-        if self.stage.settings is None:
-            tango.Except.throw_exception(
-                "XRD_NotConfigured", "no PONI file set: write poniPath first", "Integrator.Start"
-            )
+        """Begin claiming and integrating work (with the settings each item carries)."""
+        if self._stitcher is None:
+            tango.Except.throw_exception("XRD_NotConfigured", "no StitcherDevice property", "Integrator.Start")
         self._want_running = True
         self.stage.start()
 
@@ -281,7 +285,7 @@ class Integrator(PipelineDevice):
 
     @command(dtype_in=str, doc_in="an acquisition file (any module/part) or its directory", dtype_out=str)
     def Reintegrate(self, path: str) -> str:
-        """Reprocess an acquisition with this Integrator's current settings (forwarded to the Stitcher)."""
+        """Reprocess an acquisition with the chain's current settings (forwarded to the Stitcher)."""
         if self._stitcher is None:
             tango.Except.throw_exception("XRD_NotConfigured", "no StitcherDevice property", "Integrator.Reintegrate")
         return self._stitcher.command_inout("Reintegrate", path)

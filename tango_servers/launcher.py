@@ -105,21 +105,33 @@ class ServerProcess:
         terminate(self.process, timeout_s)
 
 
+#: Start order by device class (Starter's "start levels"): a server is started once the servers it
+#: subscribes to answer. A subscription or command that reaches a server still initialising can
+#: fail in cppTango ("Class DServer is not initialised", then API_ZmqFailed on every retry);
+#: starting upstream first avoids it rather than waiting for Tango's 10 s re-subscription cycles.
+START_LEVELS = {"LambdaSimulator": 0, "Stitcher": 1, "Integrator": 2, "Merger": 3}
+
+
 def start_servers(specs, tango_host: str, log_dir: Path, timeout_s: float = 60.0) -> list[ServerProcess]:
     """Start one process per server in ``specs`` (registration DeviceSpecs) and wait for all of them.
 
     Call it from the main thread (or one that lives as long as the process): see ``die_with_parent``.
     """
     by_server: dict[str, list[str]] = {}
+    level: dict[str, int] = {}
     for spec in specs:
         by_server.setdefault(spec.server, []).append(spec.name)
+        level[spec.server] = min(level.get(spec.server, 99), START_LEVELS.get(spec.klass, 99))
     started: list[ServerProcess] = []
     try:
-        for server, devices in by_server.items():
-            started.append(ServerProcess(server, devices, tango_host, log_dir))  # recorded before it starts
-            started[-1].start()
-        for p in started:
-            p.wait_ready(timeout_s)
+        for current in sorted(set(level.values())):  # upstream first, as Starter's start levels do
+            batch = []
+            for server, devices in by_server.items():
+                if level[server] == current:
+                    started.append(ServerProcess(server, devices, tango_host, log_dir))  # recorded before it starts
+                    batch.append(started[-1].start())
+            for p in batch:
+                p.wait_ready(timeout_s)
         for p in started:
             p.wait_connected(timeout_s)
     except BaseException:

@@ -2,8 +2,9 @@
 
 It subscribes to the Stitcher's ``scanInfo`` and to each Integrator's ``patterns`` events, orders
 rows by frame number, never writes a frame twice and closes the file when every frame of the
-acquisition is merged or listed as failed. Its PONI/mask/bins/unit attributes show the values
-recorded in the file it writes.
+acquisition is merged or listed as failed. Its PONI/mask/bins/unit attributes show the chain's
+settings (the Stitcher's); a write is validated here and forwarded to the Stitcher, changing them
+for the whole chain from the next scan on. The file records the settings of its own scan.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ import sys
 from pathlib import Path
 
 import tango
+from tango import AttrWriteType
 from tango.server import attribute, command, device_property, run
 
+from pipeline_core.integrate import MAX_BINS, UNITS
 from pipeline_core.merge_stage import MergeStage, ScanSummary
 from pipeline_core.messages import MessageError, PatternBatch, RequeueRequest, ScanInfo
 
 from .base import PipelineDevice
+from .stitcher import ChainSettingsClient
 
 
 class Merger(PipelineDevice):
@@ -54,6 +58,7 @@ class Merger(PipelineDevice):
         )
         self._running = bool(self.AutoStart)
         self._ignored_while_stopped = 0
+        self.chain_settings = ChainSettingsClient(self.StitcherDevice)
         subscriptions = [(self.StitcherDevice, "scanInfo", self._scan)] if self.StitcherDevice else []
         subscriptions += [(trl, "patterns", self._batch) for trl in self.IntegratorDevices]
         if not self.IntegratorDevices:
@@ -133,28 +138,69 @@ class Merger(PipelineDevice):
             text += f"; last file {last.path} ({'complete' if last.complete else 'INCOMPLETE'})"
         return text
 
-    def _in_force(self):
-        return self.stage.settings_in_force
+    # -- the chain's settings: shown from the Stitcher, writes validated here and forwarded -------------
+    def _chain(self, field: str):
+        return self.chain_settings.shown()[field]
 
-    @attribute(dtype=str, label="PONI in the file", doc="PONI recorded in the file being written / last written")
+    def _apply(self, **changes) -> None:
+        self.chain_settings.write(changes, None, f"{self.get_name()} write")
+
+    @attribute(
+        dtype=str,
+        access=AttrWriteType.READ_WRITE,
+        label="PONI file",
+        doc="pyFAI calibration of the chain (the Stitcher's); a write changes it for the whole chain from the "
+        "next scan on, refused if it does not parse",
+    )
     def poniPath(self) -> str:
-        s = self._in_force()
-        return str(s.poni_path) if s else ""
+        return self._chain("poni_path")
 
-    @attribute(dtype=str, label="Mask in the file", doc="user mask recorded in the file being written")
+    @poniPath.write
+    def poniPath(self, value: str) -> None:
+        self._apply(poni_path=value)
+
+    @attribute(
+        dtype=str,
+        access=AttrWriteType.READ_WRITE,
+        label="Mask file",
+        doc="user mask of the chain (EDF/TIFF/.mask/.npy, non-zero = masked); empty = gaps only",
+    )
     def maskPath(self) -> str:
-        s = self._in_force()
-        return str(s.mask_path or "") if s else ""
+        return self._chain("mask_path")
 
-    @attribute(dtype=int, label="Bins in the file", unit="bins", format="%d", doc="bins recorded in the file")
+    @maskPath.write
+    def maskPath(self, value: str) -> None:
+        self._apply(mask_path=value)
+
+    @attribute(
+        dtype=int,
+        access=AttrWriteType.READ_WRITE,
+        label="Bins",
+        unit="bins",
+        format="%d",
+        min_value=1,
+        max_value=MAX_BINS,
+        doc="number of radial bins of each 1-D pattern of the chain (0 = not set yet)",
+    )
     def bins(self) -> int:
-        s = self._in_force()
-        return s.bins if s else 0
+        return int(self._chain("bins"))
 
-    @attribute(dtype=str, label="Unit in the file", doc="radial unit recorded in the file")
+    @bins.write
+    def bins(self, value: int) -> None:
+        self._apply(bins=int(value))
+
+    @attribute(
+        dtype=str,
+        access=AttrWriteType.READ_WRITE,
+        label="Radial unit",
+        doc=f"radial unit of the chain: one of {', '.join(UNITS)} (pyFAI names)",
+    )
     def unit(self) -> str:
-        s = self._in_force()
-        return s.unit if s else ""
+        return self._chain("unit")
+
+    @unit.write
+    def unit(self, value: str) -> None:
+        self._apply(unit=value)
 
     @attribute(dtype=str, label="Current scan", doc="scan whose file is being written")
     def currentScan(self) -> str:

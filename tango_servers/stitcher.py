@@ -4,11 +4,19 @@ Upstream is configured, not coded: ``DetectorDevice`` + ``DetectorAttribute`` na
 whose change events announce written module files (our LambdaSimulator's ``lastWrittenFile``, or
 the real Lambda server's). Integrators hear ``workAvailable`` events and claim items with
 ``ClaimWork``, so any number of them share the work and no frame is integrated twice.
+
+It holds the chain's integration settings (``poniPath``, ``maskPath``, ``bins``, ``unit``: memorized
+here, validated, a bad value refused with the reason and the old one kept). Integrators and the
+Merger show these values and forward writes to ``SetSettings``; every work item carries the settings
+of its scan, so all Integrators integrate a scan alike (see pipeline_core.stitch_stage).
 """
 
 from __future__ import annotations
 
+import json
 import sys
+import threading
+from pathlib import Path
 
 import numpy as np
 import tango
@@ -16,8 +24,9 @@ from tango import AttrWriteType
 from tango.server import attribute, command, device_property, run
 
 from pipeline_core.errors import PipelineError
-from pipeline_core.messages import ClaimRequest, MessageError, ReintegrateRequest, RequeueRequest
-from pipeline_core.stitch_stage import QueueFull, StitchConfig, StitchStage
+from pipeline_core.integrate import MAX_BINS, UNITS
+from pipeline_core.messages import ClaimRequest, MessageError, ReintegrateRequest, RequeueRequest, SettingsRequest
+from pipeline_core.stitch_stage import ChainSettings, QueueFull, StitchConfig, StitchStage
 
 from .base import PipelineDevice
 
@@ -63,12 +72,17 @@ class Stitcher(PipelineDevice):
     ModuleTimeout = device_property(
         dtype=float, default_value=60.0, doc="seconds to wait for a part's missing module files before failing it"
     )
+    CalibrationRoots = device_property(
+        dtype=(str,), default_value=[], doc="PONI and mask files must lie under one of these (empty: anywhere)"
+    )
 
     def init_device(self) -> None:
         super().init_device()
-        self._last_claim: dict = {}
+        # the first PONI check imports pyFAI (~1 s, more on a busy host): do it now, not inside a
+        # SetSettings call that an Integrator forwards within its client's 3 s timeout
+        threading.Thread(target=_import_pyfai, name="xrd-import-pyfai", daemon=True).start()
         self._running = bool(self.AutoStart)
-        for name in ("workAvailable", "scanInfo"):
+        for name in ("workAvailable", "scanInfo", "settings"):
             self.set_change_event(name, True, False)
         self._scan_json = ""
         self.stage = StitchStage(
@@ -87,6 +101,7 @@ class Stitcher(PipelineDevice):
             on_scan=self._scan_started,
             on_work=self._work_queued,
             on_error=self.report_error,
+            settings=ChainSettings(roots=tuple(self.CalibrationRoots)),
         )
         if self.DetectorDevice:
             self.subscribe(self.DetectorDevice, self.DetectorAttribute, self._announced)
@@ -172,6 +187,7 @@ class Stitcher(PipelineDevice):
             f"{'Started' if self._running else 'Stopped'}, {state}; scan {self.stage.current_scan or '-'}: "
             f"{c.parts_done} parts, {c.frames_processed} frames queued, {c.frames_failed} failed, "
             f"{self.stage.queue_depth} items waiting"
+            + ("" if self.stage.settings.current() else " (no PONI set in the chain: write poniPath)")
         )
 
     @attribute(
@@ -219,27 +235,122 @@ class Stitcher(PipelineDevice):
         m = self.stage.detector_mask
         return np.zeros((0, 0), np.uint8) if m is None else m.astype(np.uint8)
 
-    @attribute(dtype=str, label="PONI in force", doc="PONI file of the last Integrator that claimed work")
-    def poniPath(self) -> str:
-        return str(self._last_claim.get("poni_path", ""))
+    # -- the chain's integration settings ----------------------------------------------------------------
+    def _shown(self) -> dict:
+        return self.stage.settings.shown()
 
-    @attribute(dtype=str, label="Mask file in force", doc="user mask file of the last Integrator that claimed work")
+    def _change(self, changes: dict, initial: bool = False, where: str = "write") -> None:
+        """Change the chain's settings (XRD_InvalidValue with the reason, the old value kept), then say so."""
+        try:
+            self.stage.set_settings(changes, initial=initial)
+        except PipelineError as exc:
+            tango.Except.throw_exception("XRD_InvalidValue", str(exc), f"{self.get_name()} {where}")
+        self.push_change_event("settings", self._settings_json())
+
+    @attribute(
+        dtype=str,
+        access=AttrWriteType.READ_WRITE,
+        memorized=True,
+        hw_memorized=True,
+        label="PONI file",
+        doc="pyFAI calibration of the chain, for the work queued from now on; refused if it does not parse",
+    )
+    def poniPath(self) -> str:
+        return self._shown()["poni_path"]
+
+    @poniPath.write
+    def poniPath(self, value: str) -> None:
+        self._change({"poni_path": value})
+
+    @attribute(
+        dtype=str,
+        access=AttrWriteType.READ_WRITE,
+        memorized=True,
+        hw_memorized=True,
+        label="Mask file",
+        doc="user mask of the chain (EDF/TIFF/.mask/.npy, non-zero = masked); empty = gaps only",
+    )
     def maskPath(self) -> str:
-        return str(self._last_claim.get("mask_path") or "")
+        return self._shown()["mask_path"]
+
+    @maskPath.write
+    def maskPath(self, value: str) -> None:
+        self._change({"mask_path": value})
 
     @attribute(
         dtype=int,
-        label="Bins in force",
+        access=AttrWriteType.READ_WRITE,
+        memorized=True,
+        hw_memorized=True,
+        label="Bins",
         unit="bins",
         format="%d",
-        doc="number of bins of the last Integrator that claimed work (0 = none yet)",
+        min_value=1,
+        max_value=MAX_BINS,
+        doc="number of radial bins of each 1-D pattern of the chain (0 = not set yet)",
     )
     def bins(self) -> int:
-        return int(self._last_claim.get("bins", 0))
+        return int(self._shown()["bins"])
 
-    @attribute(dtype=str, label="Unit in force", doc="radial unit of the last Integrator that claimed work")
+    @bins.write
+    def bins(self, value: int) -> None:
+        self._change({"bins": int(value)})
+
+    @attribute(
+        dtype=str,
+        access=AttrWriteType.READ_WRITE,
+        memorized=True,
+        hw_memorized=True,
+        label="Radial unit",
+        doc=f"radial unit of the chain: one of {', '.join(UNITS)} (pyFAI names; empty = not set yet)",
+    )
     def unit(self) -> str:
-        return str(self._last_claim.get("unit", ""))
+        return self._shown()["unit"]
+
+    @unit.write
+    def unit(self, value: str) -> None:
+        self._change({"unit": value})
+
+    @attribute(
+        dtype=str,
+        label="Settings in force",
+        doc="JSON {poni_path, mask_path, bins, unit, fingerprint} of the chain (change events on every change; "
+        "fingerprint empty while no PONI is set)",
+    )
+    def settings(self) -> str:
+        return self._settings_json()
+
+    def _settings_json(self) -> str:
+        current = self.stage.settings.current()
+        return json.dumps({**self._shown(), "fingerprint": current.fingerprint() if current else ""})
+
+    @command(
+        dtype_in=str,
+        doc_in='JSON SettingsRequest {"type": "settings", "version": 1, "poni_path": ..., "mask_path": ..., '
+        '"bins": ..., "unit": ..., "initial": false} (fields left out are unchanged)',
+        dtype_out=str,
+        doc_out="the settings attribute afterwards",
+    )
+    def SetSettings(self, request: str) -> str:
+        """Change the chain's settings from the next work item on (Integrators and the Merger forward
+        their writes here). ``initial`` values apply only while the chain has no PONI."""
+        r = self._parse(SettingsRequest, request, "SetSettings")
+        self._change(r.changes(), initial=r.initial, where="SetSettings")
+        if not r.initial:
+            self._memorize(r.changes())
+        return self._settings_json()
+
+    def _memorize(self, changes: dict) -> None:
+        """Store forwarded values as Tango stores a memorized attribute write (the ``__value`` attribute
+        property), so that a restarted Stitcher restores what was last set, whichever device set it."""
+        if not tango.Util._UseDb:  # e.g. a test context without database
+            return
+        names = {"poni_path": "poniPath", "mask_path": "maskPath", "bins": "bins", "unit": "unit"}
+        props = {names[k]: {"__value": [str(v)]} for k, v in changes.items()}
+        try:
+            tango.Util.instance().get_database().put_device_attribute_property(self.get_name(), props)
+        except tango.DevFailed as exc:
+            self.report_error(f"settings in force but not memorized (restart restores the old ones): {exc}")
 
     @attribute(
         dtype=(int,),
@@ -261,9 +372,10 @@ class Stitcher(PipelineDevice):
     def ClaimWork(self, request: str) -> str:
         """Hand the next work item to exactly one Integrator (a malformed request: XRD_InvalidValue)."""
         claim = self._parse(ClaimRequest, request, "ClaimWork")
-        if claim.settings:
-            self._last_claim = claim.settings
-        item = self.stage.claim(claim.integrator, claim.done)
+        had = self.stage.settings.current()
+        item = self.stage.claim(claim.integrator, claim.done, offer=_offer(claim.settings))
+        if had is None and self.stage.settings.current() is not None:
+            self.push_change_event("settings", self._settings_json())
         return item.to_json() if item is not None else ""
 
     @command(
@@ -342,6 +454,113 @@ class Stitcher(PipelineDevice):
     @attribute(dtype=str, label="Detector", access=AttrWriteType.READ, doc="upstream TRL/attribute")
     def detectorAnnouncement(self) -> str:
         return f"{self.DetectorDevice}/{self.DetectorAttribute}"
+
+
+class ChainSettingsClient:
+    """How an Integrator or the Merger shows and changes the chain's settings, which a Stitcher holds.
+
+    Reads ask the Stitcher every time (its ``settings`` attribute, one call): a copy kept up to date
+    by change events would go stale when an event is lost (events are hints), and a device showing
+    another value than the chain integrates with is worse than one that says it cannot tell.
+    Writes are validated here first (the caller's roots and frame shape), then forwarded to
+    ``SetSettings``, where the Stitcher validates them again: its answer decides. A device without
+    a Stitcher is a chain of one: it holds the settings itself (its initial values, then its writes).
+    """
+
+    def __init__(self, stitcher: str, roots: tuple[str, ...] = (), initial: dict | None = None):
+        self.trl = stitcher
+        self.proxy = tango.DeviceProxy(stitcher) if stitcher else None
+        if self.proxy is not None:
+            self.proxy.set_timeout_millis(10_000)  # a first PONI check may import pyFAI there
+        self.roots = tuple(roots)
+        #: the device's initial values (its properties): offered while the chain has no PONI (all of
+        #: them with a PONI; bins/unit/mask alone just before a write of this device sets the first PONI)
+        self.initial = {k: v for k, v in (initial or {}).items() if v not in ("", None)} or None
+        #: the values last read (Status shows them without asking the Stitcher again)
+        self.last_shown: dict = ChainSettings().shown()
+        self.local: ChainSettings | None = None
+        #: why the initial values were refused (no Stitcher: checked here), or None
+        self.initial_error: str | None = None
+        if self.proxy is None:
+            self.local = ChainSettings(roots=self.roots)
+            try:
+                self.local.change(self.initial or {})
+            except PipelineError as exc:
+                self.initial_error = str(exc)
+            self.last_shown = self.local.shown()
+
+    def shown(self) -> dict:
+        """poni_path, mask_path, bins, unit of the chain ("" / 0 while not set); DevFailed naming the
+        Stitcher when it cannot be asked."""
+        if self.local is not None:
+            return self.local.shown()
+        shown = self._read()
+        if not shown["poni_path"] and self.initial is not None and self.initial.get("poni_path"):
+            self.offer()
+            shown = self._read()
+        self.last_shown = shown
+        return shown
+
+    def _read(self) -> dict:
+        try:
+            return json.loads(self.proxy.read_attribute("settings").value)
+        except (tango.DevFailed, ValueError, TypeError) as exc:
+            reason = exc.args[0].desc.strip() if isinstance(exc, tango.DevFailed) else str(exc)
+            tango.Except.throw_exception(
+                "XRD_NotConnected", f"cannot read the chain's settings from the Stitcher {self.trl}: {reason}",
+                "ChainSettingsClient.shown",
+            )
+
+    def offer(self) -> None:
+        """Offer the initial values (no effect once the chain has a PONI); a refusal is raised."""
+        if self.proxy is not None and self.initial is not None and self.initial.get("poni_path"):
+            request = SettingsRequest(**self.initial, initial=True).to_json()
+            self.proxy.command_inout("SetSettings", request)
+
+    def write(self, changes: dict, frame_shape=None, where: str = "write") -> None:
+        """Validate ``changes`` on the chain's values, then forward them; XRD_InvalidValue (the old
+        value kept) for a refusal here or at the Stitcher, XRD_NotConfigured without a Stitcher."""
+        if self.local is not None:
+            try:
+                self.local.change(changes, frame_shape)
+            except PipelineError as exc:
+                tango.Except.throw_exception("XRD_InvalidValue", str(exc), where)
+            self.last_shown = self.local.shown()
+            return
+        shown = self._read()
+        rest = {k: v for k, v in (self.initial or {}).items() if k != "poni_path" and k not in changes}
+        first = not shown["poni_path"] and bool(rest)  # this device's Bins/Unit/MaskPath count as initial values
+        try:
+            chain = ChainSettings.from_shown(shown, roots=self.roots)
+            if first:
+                chain.change(rest, frame_shape, initial=True)
+            chain.change(changes, frame_shape)
+        except PipelineError as exc:
+            tango.Except.throw_exception("XRD_InvalidValue", str(exc), where)
+        try:
+            if first:
+                self.proxy.command_inout("SetSettings", SettingsRequest(**rest, initial=True).to_json())
+            self.proxy.command_inout("SetSettings", SettingsRequest(**changes).to_json())
+        except tango.DevFailed as exc:
+            tango.Except.throw_exception(exc.args[0].reason, exc.args[0].desc.strip(), where)
+        self.shown()
+
+    def describe(self) -> str:
+        """The values last seen, for Status (no call to the Stitcher)."""
+        s = self.last_shown
+        if not s["poni_path"]:
+            return "chain: no PONI set"
+        return f"chain: {Path(s['poni_path']).name}, {s['bins']} bins, {s['unit']}"
+
+
+def _offer(settings: dict) -> dict | None:
+    """The initial settings an Integrator offers with its claims (its properties), or None."""
+    offer = {k: settings[k] for k in ("poni_path", "mask_path", "bins", "unit") if settings.get(k) is not None}
+    return offer if offer.get("poni_path") else None
+
+
+def _import_pyfai() -> None:
+    import pyFAI.integrator.azimuthal  # noqa: F401
 
 
 SERVER = "XrdStitcher"

@@ -5,6 +5,7 @@ Every device has ``AutoStart`` false here, so the first tests see a chain that m
 anything until it is started.
 """
 
+import json
 import time
 
 import numpy as np
@@ -122,6 +123,8 @@ def chain(tmp_path_factory):
         for name in (STITCHER, BURST, INTEGRATOR, MERGER, POLLER):  # events pushed before subscribing are lost
             dev = ctx.get_device(name)
             wait_for(lambda dev=dev: dev.upstreamConnected, what=f"{dev.name()} connected upstream:\n{dev.status()}")
+        stitcher = ctx.get_device(STITCHER)  # integrator1 offers its properties as the chain's initial values
+        wait_for(lambda: stitcher.bins == BINS, what=f"integrator1's initial settings:\n{stitcher.status()}")
         yield tmp, ctx
 
 
@@ -171,10 +174,12 @@ BEFORE_A_SCAN = {
         "workAvailable": 0,
         "scanInfo": "",
         "mask": lambda v: v is None or v.size == 0,
-        "poniPath": "",
-        "maskPath": "",
-        "bins": 0,
-        "unit": "",
+        # the chain's settings: integrator1's properties (its initial values), offered as the chain had none
+        "poniPath": lambda v: v.endswith("cal/lambda2m.poni"),
+        "maskPath": lambda v: v.endswith("cal/lambda2m_mask.edf"),
+        "bins": BINS,
+        "unit": "2th_deg",
+        "settings": lambda v: '"bins": 100' in v and len(json.loads(v)["fingerprint"]) == 16,
         "frameShape": _empty,
         "itemsLeased": 0,
         "itemsRequeued": 0,
@@ -197,10 +202,10 @@ BEFORE_A_SCAN = {
     MERGER: {
         **COMMON,
         "outputDirectory": lambda v: v.endswith("/out"),
-        "poniPath": "",
-        "maskPath": "",
-        "bins": 0,
-        "unit": "",
+        "poniPath": lambda v: v.endswith("cal/lambda2m.poni"),
+        "maskPath": lambda v: v.endswith("cal/lambda2m_mask.edf"),
+        "bins": BINS,
+        "unit": "2th_deg",
         "currentOutputFile": "",
         "queueDepth": 0,
     },
@@ -265,6 +270,8 @@ def test_every_bound_is_enforced_with_the_limit_named_and_the_old_value_stays(ch
                 checked.append((dev.name(), attr, limit))
     assert {(d.split("/")[-1], a) for d, a, _ in checked} == {
         ("integrator1", "bins"),
+        ("stitcher", "bins"),
+        ("merger", "bins"),
         ("sim", "frames"),
         ("sim", "framesPerFile"),
         ("sim", "rate"),

@@ -71,6 +71,7 @@ def test_kill_9_of_an_integrator_mid_scan_loses_nothing_and_it_rejoins(pipeline,
         return _proxy(host, name)
 
     merger, stitcher, sim = proxy(MERGER), proxy(STITCHER), proxy(SIMULATOR)
+    proxy(names[0]).Stop()  # AutoStart: it would claim (items carry the chain's settings); started below
     doomed = _start_integrator(host, tmp, names[1])  # alone at first: every lease is the victim's
     stitcher.Start()
     sim.frames, sim.framesPerFile, sim.rate = 60, 10, 15.0
@@ -143,7 +144,9 @@ def test_kill_9_of_the_stitcher_mid_scan_recovers_the_missed_announcements(pipel
     for name in names:
         _start_integrator(host, tmp, name)
     merger, sim = proxy(MERGER), proxy(SIMULATOR)
-    sim.frames, sim.framesPerFile, sim.rate = 80, 10, 10.0
+    # 5 frames/s: 40 frames are written 8 s after the start, time enough to build the engines and merge
+    # the first frames on a loaded machine before the Stitcher is killed
+    sim.frames, sim.framesPerFile, sim.rate = 80, 10, 5.0
     stem = sim.Start()
     wait_for(lambda: merger.framesProcessed >= 8, what="the first frames merged")
     victim = next(s for s in servers if s.server == "XrdStitcher/demo")
