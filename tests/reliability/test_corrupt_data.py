@@ -128,7 +128,7 @@ def chain(tmp_path):
     servers = []
     try:
         specs, names = layout_for(tmp_path, integrators=1)
-        tuned = {"Stitcher": {"FramesPerItem": ["5"], "LeaseTimeout": ["5"]}, "Integrator": {"PollInterval": ["0.3"]}}
+        tuned = {"Stitcher": {"FramesPerItem": ["5"], "LeaseTimeout": ["30"]}, "Integrator": {"PollInterval": ["0.3"]}}
         specs = [s.__class__(s.server, s.klass, s.name, {**s.properties, **tuned.get(s.klass, {})}) for s in specs]
         host, port = db.tango_host.split(":")
         register(specs, tango.Database(host, int(port)))

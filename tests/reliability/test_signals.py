@@ -151,7 +151,7 @@ def chain(tmp_path_factory):
     try:
         specs, names = layout_for(tmp, integrators=2)
         tuned = {
-            "Stitcher": {"FramesPerItem": ["4"], "LeaseTimeout": ["3"]},
+            "Stitcher": {"FramesPerItem": ["4"], "LeaseTimeout": ["8"]},  # > a first item + engine build
             "Merger": {"GapCheck": ["2"]},
             "Integrator": {"PollInterval": ["0.3"], "Bins": ["300"]},
         }
