@@ -16,18 +16,16 @@ import time
 
 import numpy as np
 import tango
-from tango import AttrWriteType
 from tango.server import attribute, command, device_property, run
 
-from pipeline_core.integrate import DEFAULT_BINS, MAX_BINS, UNITS
+from pipeline_core.integrate import DEFAULT_BINS, MAX_BINS
 from pipeline_core.integrate_stage import IntegrateStage
 from pipeline_core.messages import ClaimRequest, WorkItem
 
-from .base import PipelineDevice
-from .stitcher import ChainSettingsClient
+from .chain_settings import ChainSettingsClient, ChainSettingsDevice
 
 
-class Integrator(PipelineDevice):
+class Integrator(ChainSettingsDevice):
     """Integrates claimed frames with the settings each work item carries (the chain's)."""
 
     StitcherDevice = device_property(dtype=str, default_value="", doc="TRL of the Stitcher to claim work from")
@@ -131,9 +129,6 @@ class Integrator(PipelineDevice):
         """Validate here (roots, PONI, mask against the frames this Integrator has seen), forward to the Stitcher."""
         self.chain_settings.write(changes, self.stage.frame_shape, f"{self.get_name()} write")
 
-    def _chain(self, field: str):
-        return self.chain_settings.shown()[field]
-
     # -- interface --------------------------------------------------------------------------------------
     def counters(self):
         return self.stage.counters
@@ -150,63 +145,6 @@ class Integrator(PipelineDevice):
             f"{'Started' if self.stage.running else 'Stopped'} ({what}); integrated {c.frames_processed} "
             f"frames, {c.frames_failed} failed"
         )
-
-    @attribute(
-        dtype=str,
-        access=AttrWriteType.READ_WRITE,
-        label="PONI file",
-        doc="pyFAI calibration of the chain (the Stitcher's); a write changes it for the whole chain from the "
-        "next scan on, refused if it does not parse",
-    )
-    def poniPath(self) -> str:
-        return self._chain("poni_path")
-
-    @poniPath.write
-    def poniPath(self, value: str) -> None:
-        self._apply(poni_path=value)
-
-    @attribute(
-        dtype=str,
-        access=AttrWriteType.READ_WRITE,
-        label="Mask file",
-        doc="user mask of the chain (EDF/TIFF/.mask/.npy, non-zero = masked); empty = gaps only",
-    )
-    def maskPath(self) -> str:
-        return self._chain("mask_path")
-
-    @maskPath.write
-    def maskPath(self, value: str) -> None:
-        self._apply(mask_path=value)
-
-    @attribute(
-        dtype=int,
-        access=AttrWriteType.READ_WRITE,
-        label="Bins",
-        unit="bins",
-        format="%d",
-        min_value=1,
-        max_value=MAX_BINS,
-        doc="number of radial bins of each 1-D pattern of the chain (0 = not set yet)",
-    )
-    def bins(self) -> int:
-        return int(self._chain("bins"))
-
-    @bins.write
-    def bins(self, value: int) -> None:
-        self._apply(bins=int(value))
-
-    @attribute(
-        dtype=str,
-        access=AttrWriteType.READ_WRITE,
-        label="Radial unit",
-        doc=f"radial unit of the chain: one of {', '.join(UNITS)} (pyFAI names)",
-    )
-    def unit(self) -> str:
-        return self._chain("unit")
-
-    @unit.write
-    def unit(self, value: str) -> None:
-        self._apply(unit=value)
 
     @attribute(
         dtype=tango.DevEncoded,

@@ -13,18 +13,15 @@ import sys
 from pathlib import Path
 
 import tango
-from tango import AttrWriteType
 from tango.server import attribute, command, device_property, run
 
-from pipeline_core.integrate import MAX_BINS, UNITS
 from pipeline_core.merge_stage import MergeStage, ScanSummary
 from pipeline_core.messages import MessageError, PatternBatch, RequeueRequest, ScanInfo
 
-from .base import PipelineDevice
-from .stitcher import ChainSettingsClient
+from .chain_settings import ChainSettingsClient, ChainSettingsDevice
 
 
-class Merger(PipelineDevice):
+class Merger(ChainSettingsDevice):
     StitcherDevice = device_property(dtype=str, default_value="", doc="TRL of the Stitcher (scan announcements)")
     IntegratorDevices = device_property(dtype=(str,), default_value=[], doc="TRLs of the Integrators to collect from")
     GapCheck = device_property(
@@ -137,70 +134,6 @@ class Merger(PipelineDevice):
         if last:
             text += f"; last file {last.path} ({'complete' if last.complete else 'INCOMPLETE'})"
         return text
-
-    # -- the chain's settings: shown from the Stitcher, writes validated here and forwarded -------------
-    def _chain(self, field: str):
-        return self.chain_settings.shown()[field]
-
-    def _apply(self, **changes) -> None:
-        self.chain_settings.write(changes, None, f"{self.get_name()} write")
-
-    @attribute(
-        dtype=str,
-        access=AttrWriteType.READ_WRITE,
-        label="PONI file",
-        doc="pyFAI calibration of the chain (the Stitcher's); a write changes it for the whole chain from the "
-        "next scan on, refused if it does not parse",
-    )
-    def poniPath(self) -> str:
-        return self._chain("poni_path")
-
-    @poniPath.write
-    def poniPath(self, value: str) -> None:
-        self._apply(poni_path=value)
-
-    @attribute(
-        dtype=str,
-        access=AttrWriteType.READ_WRITE,
-        label="Mask file",
-        doc="user mask of the chain (EDF/TIFF/.mask/.npy, non-zero = masked); empty = gaps only",
-    )
-    def maskPath(self) -> str:
-        return self._chain("mask_path")
-
-    @maskPath.write
-    def maskPath(self, value: str) -> None:
-        self._apply(mask_path=value)
-
-    @attribute(
-        dtype=int,
-        access=AttrWriteType.READ_WRITE,
-        label="Bins",
-        unit="bins",
-        format="%d",
-        min_value=1,
-        max_value=MAX_BINS,
-        doc="number of radial bins of each 1-D pattern of the chain (0 = not set yet)",
-    )
-    def bins(self) -> int:
-        return int(self._chain("bins"))
-
-    @bins.write
-    def bins(self, value: int) -> None:
-        self._apply(bins=int(value))
-
-    @attribute(
-        dtype=str,
-        access=AttrWriteType.READ_WRITE,
-        label="Radial unit",
-        doc=f"radial unit of the chain: one of {', '.join(UNITS)} (pyFAI names)",
-    )
-    def unit(self) -> str:
-        return self._chain("unit")
-
-    @unit.write
-    def unit(self, value: str) -> None:
-        self._apply(unit=value)
 
     @attribute(dtype=str, label="Current scan", doc="scan whose file is being written")
     def currentScan(self) -> str:
