@@ -10,14 +10,11 @@ Run:  python benchmarks/bench_opencl.py [--frames 50] [--bins 2048]
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> None:

@@ -5,7 +5,8 @@ stages, queues, messages and merged file are the ones the Tango devices run. Eve
 written as the detector would, announced, stitched, integrated by two integrators and merged. Prints
 frames/s, peak and final RSS (sampled every 0.5 s) and frames lost (must be 0).
 
-Run:  .venv/bin/python benchmarks/soak.py [--frames 31000] [--frames-per-file 2000]
+Run from the repository root (it reuses the tests' small detector, ``tests.helpers``):
+  .venv/bin/python -m benchmarks.soak [--frames 31000] [--frames-per-file 2000]
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ from pathlib import Path
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 
 def main() -> None:
     from pipeline_core.integrate import IntegrationSettings
@@ -29,7 +28,8 @@ def main() -> None:
     from pipeline_core.messages import PatternBatch
     from pipeline_core.nexus import read_merged
     from pipeline_core.stitch_stage import StitchConfig, StitchStage
-    from tests.conftest import SMALL_PONI, write_small_acquisition
+    from pipeline_core.work_source import InProcessWorkSource
+    from tests.helpers import SMALL_PONI, write_small_acquisition
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=31_000)
@@ -70,8 +70,9 @@ def main() -> None:
 
         integrators = []
         for i in range(2):
-            stage = IntegrateStage(f"int{i}", settings, None, send, errors.append, poll_interval_s=0.2)
-            stage._claim = (lambda s: lambda: stitch.claim(s.name, s.take_done()))(stage)
+            stage = IntegrateStage(
+                f"int{i}", settings, InProcessWorkSource(stitch), send, errors.append, poll_interval_s=0.2
+            )
             stage.start()
             integrators.append(stage)
         threading.Thread(target=sample, daemon=True).start()

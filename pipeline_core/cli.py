@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import __version__
+from .config import DEFAULT_WORKERS, MAX_WORKERS
 from .errors import PipelineError
-from .integrate import DEFAULT_BINS, ERROR_MODELS, UNITS, IntegrationSettings
+from .integrate import DEFAULT_BINS, ERROR_MODELS, IntegrationSettings
 from .signals import exit_code, stop_signals_raise
+from .units import DEFAULT_UNIT, UNITS
 
 EXIT_OK, EXIT_FAILED_FRAMES, EXIT_ERROR = 0, 1, 2
 
@@ -29,7 +33,9 @@ def _polarization(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number or none") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(add_commands: Callable[[Any], None] | None = None) -> argparse.ArgumentParser:
+    """The command line; ``add_commands(subparsers)`` adds more subcommands (the Tango layer's demo,
+    register, database) with ``subparsers.add_parser`` like the ones here."""
     parser = argparse.ArgumentParser(prog="xrd-pipeline", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens, for troubleshooting")
@@ -45,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--poni", type=Path, help="pyFAI calibration (.poni); required without --config")
     p.add_argument("--mask", type=Path, help="mask file (EDF, TIFF, Dioptas .mask, .npy); non-zero = masked")
     p.add_argument("--bins", type=int, help=f"number of radial bins (default {DEFAULT_BINS}, or the config's)")
-    p.add_argument("--unit", choices=list(UNITS), help="radial unit (default 2th_deg, or the config's)")
+    p.add_argument("--unit", choices=list(UNITS), help=f"radial unit (default {DEFAULT_UNIT}, or the config's)")
     p.add_argument("--method", help="pyFAI method split,algo,impl (default bbox,csr,cython, or the config's)")
     p.add_argument(
         "--polarization", type=_polarization, help="polarization factor, or none (default 0.99, or the config's)"
@@ -89,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stem", default="ramp_00001")
     p.add_argument("--seed", type=int, default=0)
 
+    if add_commands is not None:
+        add_commands(sub)
     return parser
 
 
@@ -176,9 +184,9 @@ def resolve_integrate_options(args) -> IntegrateRun:
     if args.error_model is not None:
         changes["error_model"] = None if args.error_model == "none" else args.error_model
     settings = base.replace(**changes)
-    workers = args.workers if args.workers is not None else (config.workers if config else 1)
-    if workers < 1 or workers > 64:
-        raise PipelineError(f"--workers {workers} is out of range; expected 1 to 64")
+    workers = args.workers if args.workers is not None else (config.workers if config else DEFAULT_WORKERS)
+    if not 1 <= workers <= MAX_WORKERS:
+        raise PipelineError(f"--workers {workers} is out of range; expected 1 to {MAX_WORKERS}")
     if args.output is not None:
         output = args.output
     else:

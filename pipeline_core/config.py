@@ -39,8 +39,16 @@ import numpy as np
 import yaml
 
 from .errors import ConfigError
-from .integrate import DEFAULT_BINS, DEFAULT_METHOD, ERROR_MODELS, UNITS, IntegrationSettings, read_poni
+from .integrate import (
+    DEFAULT_BINS,
+    DEFAULT_METHOD,
+    ERROR_MODELS,
+    IntegrationSettings,
+    check_method_available,
+    read_poni,
+)
 from .mask import check_mask_shape, load_mask_file
+from .units import DEFAULT_UNIT, UNITS
 
 SOURCES = ("lambda", "hdf5", "image")
 TOP_KEYS = frozenset({"beamtime", "data_root", "output_directory", "workers", "detectors", "integration"})
@@ -49,6 +57,8 @@ INTEGRATION_KEYS = frozenset(
     {"poni", "mask", "bins", "unit", "method", "polarization_factor", "solid_angle", "error_model"}
 )
 MAX_WORKERS = 64
+#: integration threads when neither --workers nor the config says
+DEFAULT_WORKERS = 1
 
 #: YAML key -> IntegrationSettings field, for the keys whose values the settings' constructor checks.
 _SETTING_FIELDS = {
@@ -215,7 +225,7 @@ def _validate(data: Any, base_dir: Path, problems: _Problems, check_files: bool)
             else:
                 problems.add(key, f"{value!r} is {_kind(value)}; expected a directory path (a string)")
 
-    workers = data.get("workers", 1)
+    workers = data.get("workers", DEFAULT_WORKERS)
     if isinstance(workers, bool) or not isinstance(workers, int):
         problems.add("workers", f"{workers!r} is {_kind(workers)}; expected an integer 1 to {MAX_WORKERS}")
     elif not 1 <= workers <= MAX_WORKERS:
@@ -353,7 +363,7 @@ def _integration(
 
     values: dict[str, Any] = {
         "bins": merged.get("bins", DEFAULT_BINS),
-        "unit": merged.get("unit", "2th_deg"),
+        "unit": merged.get("unit", DEFAULT_UNIT),
         "method": merged.get("method", list(DEFAULT_METHOD)),
         "polarization_factor": _none(merged.get("polarization_factor", 0.99)),
         "error_model": _none(merged.get("error_model")),
@@ -468,14 +478,11 @@ class _FileChecker:
         if not self.enabled:
             return None
         if method not in self._methods:
-            import pyFAI.integrator.azimuthal  # noqa: F401  (fills pyFAI's method registry)
-            from pyFAI.method_registry import IntegrationMethod
-
             try:
-                IntegrationMethod.select_one_available(method, dim=1, degradable=False)
+                check_method_available(method, available_here=False)
                 self._methods[method] = None
-            except ValueError as exc:
-                self._methods[method] = f"integration method {','.join(method)}: {exc}"
+            except ConfigError as exc:
+                self._methods[method] = str(exc)
         return self._methods[method]
 
 

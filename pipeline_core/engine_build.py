@@ -101,6 +101,7 @@ def build_in_child(settings_dict: dict, frame_shape: tuple[int, int], mask: np.n
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen([sys.executable, "-m", "pipeline_core.engine_build"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=err, env=env)
+        assert proc.stdin is not None and proc.stdout is not None  # both are PIPEs
         try:
             try:
                 proc.stdin.write(request)
@@ -135,7 +136,7 @@ def build_in_child(settings_dict: dict, frame_shape: tuple[int, int], mask: np.n
         float(header["empty"]),
         bool(header["weighted_average"]),
         bool(header["check_mask"]),
-        **arrays,
+        **arrays,  # type: ignore[arg-type]  # the header lists every required array
     )
 
 
@@ -146,8 +147,13 @@ class _Stream:
     """
 
     def __init__(self, raw: IO[bytes]):
-        self.read = getattr(raw, "read", None)
-        self.write = getattr(raw, "write", None)
+        self._raw = raw
+
+    def read(self, size: int = -1, /) -> bytes:
+        return self._raw.read(size)
+
+    def write(self, data: bytes, /) -> int:
+        return self._raw.write(data)
 
 
 def _read_array(stream: IO[bytes]) -> np.ndarray:

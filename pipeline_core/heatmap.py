@@ -59,7 +59,7 @@ def render_heatmap(
     mesh = ax.imshow(image, aspect="auto", extent=extent, cmap="viridis", interpolation="nearest", vmin=lo, vmax=hi)
     ax.set_xlabel(str(m["default_axis_label"]))
     ax.set_ylabel("frame number")
-    warning = "" if m["finished"] else f" — {m['status'].upper()}, NOT A FINISHED RESULT"
+    warning = "" if m["finished"] else f" — {str(m['status']).upper()}, NOT A FINISHED RESULT"
     ax.set_title(f"{merged.name} ({len(frames)} frames, {scale} scale){warning}", color="k" if m["finished"] else "r")
     fig.colorbar(mesh, ax=ax, label=f"intensity (counts, {scale})")
     fig.tight_layout()

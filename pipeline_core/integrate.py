@@ -15,20 +15,15 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .engine_build import BuiltEngine, build_in_child, child_build_supported
 from .errors import ConfigError
 from .mask import check_mask_shape, load_mask_file
+from .units import DEFAULT_UNIT, UNITS
 
-#: Radial units offered to operators (pyFAI's names) and how NeXus should label them.
-UNITS: dict[str, tuple[str, str]] = {
-    "2th_deg": ("two_theta", "deg"),
-    "q_nm^-1": ("q", "1/nm"),
-    "q_A^-1": ("q", "1/angstrom"),
-    "d_A": ("d_spacing", "angstrom"),
-}
 DEFAULT_METHOD = ("bbox", "csr", "cython")
 DEFAULT_BINS = 2048
 #: Above this a 1-D pattern has more bins than any detector has pixels along a radius.
@@ -42,7 +37,7 @@ class IntegrationSettings:
 
     poni_path: Path
     bins: int = DEFAULT_BINS
-    unit: str = "2th_deg"
+    unit: str = DEFAULT_UNIT
     mask_path: Path | None = None
     method: tuple[str, str, str] = DEFAULT_METHOD
     #: 0.99 is P02.2's setting; None switches the polarization correction off.
@@ -178,11 +173,13 @@ def check_geometry(path: str | Path, ai) -> None:
             )
 
 
-def check_method_available(method: tuple[str, str, str]) -> None:
+def check_method_available(method: tuple[str, ...], available_here: bool = True) -> None:
     """Refuse a pyFAI method this machine cannot run (e.g. ``opencl`` without an OpenCL device).
 
     pyFAI would silently fall back to another implementation and, because the fallback does not
     match the cached engine, rebuild it for every frame: 100x slower, and not what was asked for.
+    ``available_here`` False checks only the names (a configuration may be checked on a machine
+    other than the one that integrates).
     """
     import pyFAI.integrator.azimuthal  # noqa: F401  (fills pyFAI's method registry)
     from pyFAI.method_registry import IntegrationMethod
@@ -191,7 +188,7 @@ def check_method_available(method: tuple[str, str, str]) -> None:
         found = IntegrationMethod.select_one_available(tuple(method), dim=1, degradable=False)
     except ValueError as exc:  # an unknown splitting/algorithm/implementation name
         raise ConfigError(f"integration method {','.join(method)}: {exc}") from exc
-    if found is None:
+    if found is None and available_here:
         raise ConfigError(
             f"integration method {','.join(method)} is not available on this machine "
             "(opencl needs pyopencl and an OpenCL device); the default is bbox,csr,cython"
@@ -283,13 +280,14 @@ class IntegrationEngine:
     radial: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        self.frame_shape = tuple(int(n) for n in self.frame_shape)
+        rows, cols = (int(n) for n in self.frame_shape)
+        self.frame_shape = (rows, cols)
         self.mask = self.build_mask()
         self._kwargs = integrate1d_kwargs(self.settings, self.mask)
-        self._csr = None
+        self._csr: Any = None  # pyFAI CsrIntegrator rebuilt from the child's arrays
         #: pyFAI's AzimuthalIntegrator for an engine built in-process; None when built in the child
         #: (this process then never imports pyFAI's geometry stack: scipy & co, ~70 MB)
-        self.ai = None
+        self.ai: Any = None
         built = None
         if self._build_in_child():
             # the child validates the PONI and the method too (ConfigError relayed), so nothing is skipped
@@ -362,15 +360,14 @@ class IntegrationEngine:
         :mod:`pipeline_core.engine_build`): ``_normalize_dummies`` makes the given dummy float32,
         dark/flat/absorption are None, and a csr/cython method needs no variance array for poisson.
         """
-        if dummy is not None:
-            dummy = np.float32(dummy)
-            delta_dummy = None if delta_dummy is None else np.float32(delta_dummy)
+        dummy32 = None if dummy is None else np.float32(dummy)
+        delta32 = delta_dummy if dummy is None or delta_dummy is None else np.float32(delta_dummy)
         res = self._csr.integrate_ng(
             frame,
             variance=None,
             error_model=self._error_model,
-            dummy=dummy,
-            delta_dummy=delta_dummy,
+            dummy=dummy32,
+            delta_dummy=delta32,
             dark=None,
             flat=None,
             solidangle=self._solidangle,

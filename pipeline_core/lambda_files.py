@@ -104,9 +104,11 @@ class LambdaAcquisition:
             raise SourceError(f"no module files <stem>_m<k>*.nxs for stem {stem!r} in {directory}")
         modules = tuple(sorted(expected_modules or {m for _, m in found}))
         part_numbers = sorted({p for p, _ in found})
+        # a missing module file is named like the files that exist
+        naming = LambdaNaming.from_name(next(iter(found.values()))) or LambdaNaming()
         parts = tuple(
             LambdaPart(
-                p, modules, tuple(found.get((p, m), _missing_name(directory, stem, m, p, found)) for m in modules)
+                p, modules, tuple(found.get((p, m)) or naming.module_file(directory, stem, m, p) for m in modules)
             )
             for p in part_numbers
         )
@@ -121,12 +123,30 @@ def glob_escape(text: str) -> str:
     return re.sub(r"([\[\]*?])", r"[\1]", text)
 
 
-def _missing_name(directory: Path, stem: str, module: int, part: int, found: dict) -> Path:
-    """The name a missing module file would have, following the naming of the files that exist."""
-    sample = next(iter(found.values())).name
-    width = len(re.match(r".+_m(\d{1,2})", sample).group(1))  # type: ignore[union-attr]
-    suffix = f"_part{part:05d}" if "_part" in sample[len(stem) :] else ""
-    return directory / f"{stem}_m{module:0{width}d}{suffix}.nxs"
+@dataclass(frozen=True)
+class LambdaNaming:
+    """How one acquisition names its module files: module-number width (``_m1`` or ``_m01``) and
+    whether names carry a part suffix (``_part00001``).
+
+    Learned from any one of its file names, so the names of a part's other module files -- the ones
+    not announced yet, or never written -- can be derived: the one place these names are built.
+    """
+
+    module_width: int = 1
+    parts_suffix: bool = True
+
+    @classmethod
+    def from_name(cls, path: str | Path) -> LambdaNaming | None:
+        """The naming of a module file's acquisition; None for a name that is not a module file's."""
+        m = _MODULE_RE.match(Path(path).name)
+        if m is None:
+            return None
+        return cls(len(m.group("module")), m.group("part") is not None)
+
+    def module_file(self, directory: str | Path, stem: str, module: int, part: int) -> Path:
+        """The path of module ``module`` of part ``part`` (part ignored when names carry no suffix)."""
+        suffix = f"_part{part:05d}" if self.parts_suffix else ""
+        return Path(directory) / f"{stem}_m{module:0{self.module_width}d}{suffix}.nxs"
 
 
 @dataclass

@@ -31,7 +31,7 @@ import math
 import struct
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -205,6 +205,9 @@ def _object(text: str | bytes, what: str) -> dict:
     return data
 
 
+_M = TypeVar("_M", bound="_Message")
+
+
 @dataclass(frozen=True)
 class _Message:
     TYPE: ClassVar[str] = ""
@@ -226,7 +229,7 @@ class _Message:
         return cls.from_fields(data)
 
     @classmethod
-    def from_fields(cls, data: dict) -> _Message:
+    def from_fields(cls: type[_M], data: dict) -> _M:
         """Build from a dict of field values, checking each; unknown keys are ignored (newer senders)."""
         values = {}
         for f in dataclasses.fields(cls):

@@ -27,11 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from .errors import PipelineError
+from .frame_batch import BatchPatterns, integrate_batch
 from .integrate import IntegrationEngine, IntegrationSettings
+from .messages import FailedFrames
 from .nexus import MergedFileWriter
 from .output import part_path, reserve_output
 from .signals import Interrupted, signals_deferred
-from .sources import FailedInput, FrameChunk, FrameSource
+from .sources import FrameSource
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ class RunReport:
     #: the result file: its final name, or ``<name>.part`` when the run did not end by itself
     output: Path
     frames_integrated: int
-    failures: list[FailedInput] = field(default_factory=list)
+    failures: list[FailedFrames] = field(default_factory=list)
     duplicates_ignored: int = 0
     elapsed_s: float = 0.0
     #: the file's status: complete, incomplete, interrupted (stopped) or failed (crashed)
@@ -125,16 +127,16 @@ def integrate_source(
     except BaseException:  # a reserved name is a file written, never an empty .part left behind
         part_path(path).unlink(missing_ok=True)
         raise
-    failures: list[FailedInput] = []
+    failures: list[FailedFrames] = []
     crash: list[BaseException] = []
     threads: list[threading.Thread] = []
     try:
         chunks: queue.Queue = queue.Queue(maxsize=CHUNKS_QUEUED_PER_WORKER * workers)
         results: queue.Queue = queue.Queue(maxsize=4 * workers + 4)
 
-        def put(q: queue.Queue, item, unless: threading.Event) -> bool:
-            """Put, waiting for room unless ``unless`` is set (a full queue never blocks a stop)."""
-            while not unless.is_set():
+        def put(q: queue.Queue, item, *unless: threading.Event) -> bool:
+            """Put, waiting for room until one of ``unless`` is set (a full queue never blocks a stop)."""
+            while not any(e.is_set() for e in unless):
                 try:
                     q.put(item, timeout=_POLL_S)
                     return True
@@ -142,28 +144,36 @@ def integrate_source(
                     continue
             return False
 
+        def failed(failure: FailedFrames) -> None:
+            put(results, ("failed", failure), abandon)
+
         def read() -> None:
             try:
-                for chunk in source.chunks(chunk_size, lambda f: put(results, ("failed", f), abandon)):
-                    if halt.is_set() or requested.is_set() or not put(chunks, chunk, halt):
+                for chunk in source.chunks(chunk_size, failed):
+                    if halt.is_set() or requested.is_set() or not put(chunks, chunk, halt, requested):
                         break
             except BaseException as exc:  # a bug, not bad input: surface it in the calling thread
                 put(results, ("crash", exc), abandon)
             finally:
                 for _ in range(workers):
-                    put(chunks, _DONE, halt)
+                    put(chunks, _DONE, halt, requested)
 
         def work(eng: IntegrationEngine) -> None:
             try:
-                while not halt.is_set():
+                while not halt.is_set() and not requested.is_set():  # a stop starts no new chunk
                     try:
                         chunk = chunks.get(timeout=_POLL_S)
                     except queue.Empty:
                         continue
                     if chunk is _DONE:
                         break
-                    result = _integrate_chunk(eng, chunk)
+                    result = integrate_batch(eng, chunk)
                     del chunk  # its frames can go while the patterns wait to be written
+                    if result.invalid_pixels:
+                        log.warning(
+                            "frames %d..%d: %d pixel(s) with negative or NaN counts left out",
+                            result.frame_numbers[0], result.frame_numbers[-1], result.invalid_pixels,
+                        )  # fmt: skip
                     if not put(results, ("patterns", result), abandon):
                         break
             except BaseException as exc:
@@ -173,20 +183,7 @@ def integrate_source(
 
         def handle(kind, item) -> None:
             if kind == "patterns":
-                chunk, intensities, sigma, failed = item
-                good = np.ones(len(chunk.frame_numbers), bool)
-                for f, i in failed:
-                    good[i] = False
-                    failures.append(f)
-                    writer.add_failure(f)
-                if good.any():
-                    writer.add(
-                        chunk.frame_numbers[good],
-                        intensities[good],
-                        None if sigma is None else sigma[good],
-                        np.full(int(good.sum()), chunk.file_index),
-                        chunk.index_in_file[good],
-                    )
+                _write_patterns(writer, item, failures)
             elif kind == "failed":
                 failures.append(item)
                 writer.add_failure(item)
@@ -298,7 +295,7 @@ def _check_all_frames_accounted(writer: MergedFileWriter, name: str, expected: i
     whole_files = sum(1 for f in failures if not f.frame_numbers)
     accounted = writer.n_frames + len(listed - set(writer.frame_numbers.tolist())) + whole_files
     if accounted < expected:
-        failure = FailedInput(
+        failure = FailedFrames(
             name,
             f"the files announce {expected} frames but only {accounted} were integrated or reported as failed",
         )
@@ -346,22 +343,17 @@ def _malloc_trim() -> None:
         pass
 
 
-def _integrate_chunk(engine: IntegrationEngine, chunk: FrameChunk):
-    """Integrate every frame of a chunk; a frame that fails is reported, the others still count."""
-    n = len(chunk.frame_numbers)
-    intensities = np.zeros((n, engine.settings.bins), np.float32)
-    sigma = np.zeros_like(intensities) if engine.settings.error_model else None
-    failed: list[tuple[FailedInput, int]] = []
-    for i in range(n):
-        number = int(chunk.frame_numbers[i])
-        try:
-            pattern = engine.integrate(chunk.frames[i], number)
-        except Exception as exc:
-            failed.append((FailedInput(f"frame {number}", f"integration failed: {exc}", [number]), i))
-            continue
-        intensities[i] = pattern.intensity
-        if pattern.invalid_pixels:
-            log.warning("frame %d: %d pixel(s) with negative or NaN counts left out", number, pattern.invalid_pixels)
-        if sigma is not None:
-            sigma[i] = pattern.sigma
-    return chunk, intensities, sigma, failed
+def _write_patterns(writer: MergedFileWriter, patterns: BatchPatterns, failures: list[FailedFrames]) -> None:
+    """Failures of the batch first (listed in the file), then the rows that integrated."""
+    for f in patterns.failed:
+        failures.append(f)
+        writer.add_failure(f)
+    n = len(patterns.frame_numbers)
+    if n:
+        writer.add(
+            patterns.frame_numbers,
+            patterns.intensities,
+            patterns.sigma,
+            np.full(n, patterns.file_index),
+            patterns.index_in_file,
+        )

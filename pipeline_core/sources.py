@@ -1,8 +1,8 @@
 """Frame sources: where stitched frames, their frame numbers and their bad-pixel mask come from.
 
-Every source turns its files into a stream of :class:`FrameChunk` (a few frames at a time, so a
+Every source turns its files into a stream of :class:`FrameBatch` (a few frames at a time, so a
 2000-frame part never sits in memory whole) and reports what it could not read as
-:class:`FailedInput` instead of skipping it. Three kinds:
+:class:`~.messages.FailedFrames` instead of skipping it. Three kinds:
 
 * :class:`LambdaSource` — a Lambda acquisition (modules stitched with Dioptas' rule);
 * :class:`Hdf5Source` — one 3-D dataset per file (Eiger-style ``/entry/data/data``);
@@ -13,22 +13,17 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import lambda_layout as L
 from .errors import SourceError
+from .frame_batch import FrameBatch
 from .hdf5_io import open_h5
-from .lambda_files import (
-    LambdaAcquisition,
-    LambdaPart,
-    ModuleFile,
-    frame_numbers_from_any,
-    open_modules,
-    parse_lambda_name,
-)
+from .lambda_files import LambdaAcquisition, LambdaPart, frame_numbers_from_any, parse_lambda_name
+from .lambda_part import OpenPart, PartMismatch, open_part
+from .messages import FailedFrames
 from .stitch import StitchLayout
 
 IMAGE_SUFFIXES = {".tif", ".tiff", ".cbf", ".edf", ".img", ".mar3450", ".sfrm", ".mccd", ".npy"}
@@ -36,26 +31,7 @@ HDF5_SUFFIXES = {".nxs", ".h5", ".hdf5", ".hdf", ".nx5"}
 DEFAULT_DATASETS = ("/entry/data/data", "/entry/instrument/detector/data")
 
 
-@dataclass
-class FrameChunk:
-    """A few consecutive stitched frames of one input file."""
-
-    frame_numbers: np.ndarray  # (n,) acquisition frame numbers
-    frames: np.ndarray  # (n, rows, cols)
-    file_index: int  # index into ``source.raw_files``
-    index_in_file: np.ndarray  # (n,) frame index inside that file
-
-
-@dataclass
-class FailedInput:
-    """Frames (or a whole file) that could not be read, and why."""
-
-    file: str
-    reason: str
-    frame_numbers: list[int] = field(default_factory=list)
-
-
-ErrorSink = Callable[[FailedInput], None]
+ErrorSink = Callable[[FailedFrames], None]
 
 
 class FrameSource:
@@ -70,12 +46,28 @@ class FrameSource:
     def prepare(self) -> None:
         raise NotImplementedError
 
-    def chunks(self, chunk_size: int, on_error: ErrorSink) -> Iterator[FrameChunk]:
+    def chunks(self, chunk_size: int, on_error: ErrorSink) -> Iterator[FrameBatch]:
         raise NotImplementedError
 
     def expected_frames(self) -> int | None:
         """Number of frames announced by the files, if cheap to know (for progress bars)."""
         return None
+
+
+def first_frame_shape(files: Sequence[Path], shape_of: Callable[[Path], tuple[int, ...]]) -> tuple[int, int]:
+    """Frame shape of the first file whose shape can be read (SourceError naming every file's problem)."""
+    errors = []
+    for path in files:
+        try:
+            shape = shape_of(path)
+        except SourceError as exc:
+            errors.append(str(exc))
+            continue
+        if len(shape) < 2:
+            errors.append(f"{path}: data of shape {shape}; expected 2-D frames")
+            continue
+        return int(shape[-2]), int(shape[-1])
+    raise SourceError("; ".join(errors))
 
 
 class LambdaSource(FrameSource):
@@ -95,22 +87,19 @@ class LambdaSource(FrameSource):
         return cls(LambdaAcquisition.from_file(path), **kwargs)
 
     def prepare(self) -> None:
-        """Take the layout from the first part whose module files all open."""
+        """Take the layout from the first part whose module files all open and agree."""
         errors = []
         for part in self.acquisition.parts:
             try:
-                modules = self._open_part(part)
+                opened = self._open_part(part)
             except SourceError as exc:
                 errors.append(str(exc))
                 continue
-            try:
-                self.layout = StitchLayout.from_offsets([m.offset for m in modules], [m.module_shape for m in modules])
-                self.frame_shape = self.layout.frame_shape
-                self.detector_mask = self.layout.stitch_mask([m.pixel_mask for m in modules])
+            with opened:
+                self.layout = opened.layout
+                self.frame_shape = opened.layout.frame_shape
+                self.detector_mask = opened.detector_mask()
                 return
-            finally:
-                for m in modules:
-                    m.close()
         raise SourceError(f"no part of {self.name} could be opened: " + "; ".join(errors))
 
     def expected_frames(self) -> int | None:
@@ -123,65 +112,56 @@ class LambdaSource(FrameSource):
                 return None
         return total
 
-    def _open_part(self, part: LambdaPart) -> list[ModuleFile]:
-        return open_modules(part.files, self.retries, self.retry_delay_s)
+    def _open_part(self, part: LambdaPart) -> OpenPart:
+        return open_part(part.files, self.retries, self.retry_delay_s)
 
-    def _check_part(self, part: LambdaPart, modules: list[ModuleFile]) -> int:
-        """Validate a part against the layout; return the usable frame count."""
+    def _check_part(self, part: LambdaPart, opened: OpenPart) -> None:
+        """Refuse a part whose layout is not the first part's (its frames would not stack)."""
         assert self.layout is not None
-        layout, n = check_part_modules(modules)
-        if layout != self.layout:
+        if opened.layout != self.layout:
             raise SourceError(
                 f"part {part.index} ({part.first_file.name}) has module shapes/offsets "
-                f"{[(m.module_shape, m.offset) for m in modules]} unlike the first part's; frame shape would be "
-                f"{layout.frame_shape}, expected {self.layout.frame_shape}"
+                f"{[(m.module_shape, m.offset) for m in opened.modules]} unlike the first part's; frame shape "
+                f"would be {opened.layout.frame_shape}, expected {self.layout.frame_shape}"
             )
-        return n
 
-    def chunks(self, chunk_size: int, on_error: ErrorSink) -> Iterator[FrameChunk]:
+    def chunks(self, chunk_size: int, on_error: ErrorSink) -> Iterator[FrameBatch]:
         if self.layout is None:
             self.prepare()
-        assert self.layout is not None
-        buffers: dict = {}
         for file_index, part in enumerate(self.acquisition.parts):
             try:
-                modules = self._open_part(part)
-            except SourceError as exc:
-                on_error(FailedInput(str(part.first_file), str(exc), frame_numbers_from_any(part.files)))
+                opened = self._open_part(part)
+            except PartMismatch as exc:  # the files opened: their frame numbers are known
+                on_error(FailedFrames(str(part.first_file), str(exc), exc.frame_numbers))
                 continue
-            try:
-                yield from self._part_chunks(file_index, part, modules, chunk_size, buffers, on_error)
-            finally:
-                for m in modules:
-                    m.close()
+            except SourceError as exc:
+                on_error(FailedFrames(str(part.first_file), str(exc), frame_numbers_from_any(part.files)))
+                continue
+            with opened:
+                yield from self._part_chunks(file_index, part, opened, chunk_size, on_error)
 
-    def _part_chunks(self, file_index, part, modules, chunk_size, buffers, on_error) -> Iterator[FrameChunk]:
-        assert self.layout is not None
+    def _part_chunks(
+        self, file_index: int, part: LambdaPart, opened: OpenPart, chunk_size: int, on_error: ErrorSink
+    ) -> Iterator[FrameBatch]:
         try:
-            n = self._check_part(part, modules)
+            self._check_part(part, opened)
         except SourceError as exc:
-            on_error(FailedInput(str(part.first_file), str(exc), [int(v) for v in modules[0].frame_numbers]))
+            on_error(FailedFrames(str(part.first_file), str(exc), [int(v) for v in opened.frame_numbers]))
             return
+        n = opened.n_frames
         ranges = collections.deque((start, min(start + chunk_size, n)) for start in range(0, n, chunk_size))
         while ranges:
             start, stop = ranges.popleft()
-            numbers = modules[0].frame_numbers[start:stop]
+            numbers = opened.frame_numbers[start:stop]
             try:
-                module_frames = []
-                for k, m in enumerate(modules):
-                    key = (k, stop - start, m.data.dtype.str)
-                    if key not in buffers:
-                        buffers[key] = np.empty((stop - start, *m.module_shape), dtype=m.data.dtype)
-                    m.read(start, stop, buffers[key])
-                    module_frames.append(buffers[key])
-                frames = self.layout.stitch(module_frames)
+                frames = opened.read(start, stop)
             except SourceError as exc:
                 if stop - start > 1:  # one corrupt frame must not cost the readable frames read with it
                     ranges.extendleft((i, i + 1) for i in reversed(range(start, stop)))
                     continue
-                on_error(FailedInput(str(part.first_file), str(exc), [int(v) for v in numbers]))
+                on_error(FailedFrames(str(part.first_file), str(exc), [int(v) for v in numbers]))
                 continue
-            yield FrameChunk(numbers.copy(), frames, file_index, np.arange(start, stop))
+            yield FrameBatch(numbers.copy(), frames, file_index, np.arange(start, stop))
 
 
 class Hdf5Source(FrameSource):
@@ -205,35 +185,31 @@ class Hdf5Source(FrameSource):
                 return h5[name]
         raise SourceError(f"{path} has no frame dataset at {' or '.join(candidates)}; give the path with --dataset")
 
-    def prepare(self) -> None:
-        errors = []
-        for path in self.files:
-            try:
-                with open_h5(path, retries=self.retries) as h5:
-                    self.frame_shape = tuple(int(n) for n in self._dataset(h5, path).shape[-2:])
-                return
-            except SourceError as exc:
-                errors.append(str(exc))
-        raise SourceError("; ".join(errors))
+    def _shape(self, path: Path) -> tuple[int, ...]:
+        with open_h5(path, retries=self.retries) as h5:
+            return tuple(self._dataset(h5, path).shape)
 
-    def chunks(self, chunk_size: int, on_error: ErrorSink) -> Iterator[FrameChunk]:
+    def prepare(self) -> None:
+        self.frame_shape = first_frame_shape(self.files, self._shape)
+
+    def chunks(self, chunk_size: int, on_error: ErrorSink) -> Iterator[FrameBatch]:
         next_number = 1
         for file_index, path in enumerate(self.files):
             try:
                 h5 = open_h5(path, retries=self.retries)
             except SourceError as exc:
-                on_error(FailedInput(str(path), str(exc)))
+                on_error(FailedFrames(str(path), str(exc)))
                 continue
             with h5:
                 try:
                     ds = self._dataset(h5, path)
                 except SourceError as exc:
-                    on_error(FailedInput(str(path), str(exc)))
+                    on_error(FailedFrames(str(path), str(exc)))
                     continue
                 n = 1 if ds.ndim == 2 else ds.shape[0]
                 if tuple(ds.shape[-2:]) != self.frame_shape:
                     on_error(
-                        FailedInput(
+                        FailedFrames(
                             str(path), f"{path}: frames are {tuple(ds.shape[-2:])}, expected {self.frame_shape}"
                         )
                     )
@@ -245,9 +221,10 @@ class Hdf5Source(FrameSource):
                     try:
                         frames = ds[()][None] if ds.ndim == 2 else ds[start:stop]
                     except Exception as exc:
-                        on_error(FailedInput(str(path), f"{path}: frames {start}..{stop - 1}: {exc}", numbers.tolist()))
+                        reason = f"{path}: frames {start}..{stop - 1}: {exc}"
+                        on_error(FailedFrames(str(path), reason, numbers.tolist()))
                         continue
-                    yield FrameChunk(numbers, frames, file_index, np.arange(start, stop))
+                    yield FrameBatch(numbers, frames, file_index, np.arange(start, stop))
                 next_number += n
 
 
@@ -279,22 +256,15 @@ class ImageSource(FrameSource):
         return data[None] if data.ndim == 2 else data
 
     def prepare(self) -> None:
-        errors = []
-        for path in self.files:
-            try:
-                self.frame_shape = tuple(int(n) for n in self._read(path).shape[-2:])
-                return
-            except SourceError as exc:
-                errors.append(str(exc))
-        raise SourceError("; ".join(errors))
+        self.frame_shape = first_frame_shape(self.files, lambda path: self._read(path).shape)
 
-    def chunks(self, chunk_size: int, on_error: ErrorSink) -> Iterator[FrameChunk]:
+    def chunks(self, chunk_size: int, on_error: ErrorSink) -> Iterator[FrameBatch]:
         next_number = 1
         for file_index, path in enumerate(self.files):
             try:
                 frames = self._read(path)
             except SourceError as exc:
-                on_error(FailedInput(str(path), str(exc), [next_number]))
+                on_error(FailedFrames(str(path), str(exc), [next_number]))
                 next_number += 1
                 continue
             n = frames.shape[0]
@@ -302,14 +272,14 @@ class ImageSource(FrameSource):
             next_number += n
             if tuple(frames.shape[-2:]) != self.frame_shape:
                 on_error(
-                    FailedInput(
+                    FailedFrames(
                         str(path),
                         f"{path}: frame shape {frames.shape[-2:]}, expected {self.frame_shape}",
                         numbers.tolist(),
                     )
                 )
                 continue
-            yield FrameChunk(numbers, frames, file_index, np.arange(n))
+            yield FrameBatch(numbers, frames, file_index, np.arange(n))
 
 
 def is_merged_result(path: Path) -> bool:
@@ -400,34 +370,6 @@ def open_sources(
     return sources
 
 
-def check_part_modules(modules: Sequence[ModuleFile]) -> tuple[StitchLayout, int]:
-    """Layout and usable frame count of one part's module files, or SourceError saying what disagrees.
-
-    One module may log one extra frame (lambda-format.md): the shortest count is used; more than one
-    frame of difference, or sequence numbers that differ, mean the files do not belong together.
-    """
-    layout = StitchLayout.from_offsets([m.offset for m in modules], [m.module_shape for m in modules])
-    counts = [m.n_frames for m in modules]
-    n = min(counts)
-    if max(counts) - n > 1:
-        raise SourceError(f"{modules[0].path.name}: module files hold {counts} frames; they must agree (±1)")
-    ref = modules[0].frame_numbers[:n]
-    for m in modules[1:]:
-        if not np.array_equal(m.frame_numbers[:n], ref):
-            raise SourceError(f"{m.path}: sequence numbers differ from {modules[0].path.name}'s")
-    return layout, n
-
-
-@dataclass
-class PartFrames:
-    """Stitched frames of a range of one part, with what is needed to integrate them."""
-
-    frames: np.ndarray
-    frame_numbers: np.ndarray
-    layout: StitchLayout
-    detector_mask: np.ndarray
-
-
 def read_part_range(
     module_files: Sequence[str | Path],
     start: int,
@@ -435,24 +377,18 @@ def read_part_range(
     retries: int = 3,
     retry_delay_s: float = 0.5,
     roots: Sequence[str | Path] = (),
-) -> PartFrames:
-    """Open one part's module files, read frames ``start:stop`` and stitch them (the live path).
+) -> FrameBatch:
+    """Open one part's module files, read frames ``start:stop`` and stitch them (the live path), with
+    the part's detector mask (the live Integrator has no source to hold it).
 
     ``roots``: every module file must resolve inside them (OutsideRootsError, a SourceError, if not)."""
-    modules = open_modules(module_files, retries, retry_delay_s, roots)
-    try:
-        layout, n = check_part_modules(modules)
-        if not 0 <= start < stop <= n:
-            raise SourceError(f"{modules[0].path}: frames {start}..{stop - 1} requested, the part has {n}")
-        buffers = [np.empty((stop - start, *m.module_shape), m.data.dtype) for m in modules]
-        for m, buf in zip(modules, buffers, strict=True):
-            m.read(start, stop, buf)
-        return PartFrames(
-            layout.stitch(buffers),
-            modules[0].frame_numbers[start:stop].copy(),
-            layout,
-            layout.stitch_mask([m.pixel_mask for m in modules]),
+    with open_part(module_files, retries, retry_delay_s, roots) as opened:
+        frames = opened.read(start, stop)
+        return FrameBatch(
+            opened.frame_numbers[start:stop].copy(),
+            frames,
+            0,
+            np.arange(start, stop),
+            detector_mask=opened.detector_mask(),
+            file=str(module_files[0]),
         )
-    finally:
-        for m in modules:
-            m.close()

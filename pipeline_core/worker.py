@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 
 _STOP = object()
 
-#: Context every worker thread runs in; the Tango layer sets it to ``tango.EnsureOmniThread``.
-worker_context: Callable[[], Any] = contextlib.nullcontext
+#: A context every worker thread runs in (``contextlib.nullcontext``, or ``tango.EnsureOmniThread``).
+ThreadContext = Callable[[], Any]
 
 
 class Worker:
@@ -33,7 +33,7 @@ class Worker:
         maxsize: int = 0,
         idle: Callable[[], None] | None = None,
         idle_interval_s: float = 1.0,
-        thread_context: Callable[[], Any] | None = None,
+        thread_context: ThreadContext | None = None,
     ):
         self.name = name
         self._handle = handle
@@ -41,8 +41,8 @@ class Worker:
         self._idle = idle
         self._idle_interval_s = idle_interval_s
         # Tango needs threads it did not create to run inside tango.EnsureOmniThread(); the core
-        # cannot import tango, so the device layer passes it in (default: the module-level worker_context).
-        self._thread_context = thread_context or worker_context
+        # cannot import tango, so the device layer passes it in through the stage it builds.
+        self._thread_context = thread_context or contextlib.nullcontext
         self.queue: queue.Queue = queue.Queue(maxsize)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()

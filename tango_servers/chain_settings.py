@@ -1,6 +1,6 @@
 """The chain's integration settings as an Integrator or the Merger shows and changes them.
 
-The Stitcher holds the chain's settings (``pipeline_core.stitch_stage.ChainSettings``); the other
+The Stitcher holds the chain's settings (``pipeline_core.chain_settings.ChainSettings``); the other
 devices show the same four attributes and forward writes to it. Both live here once: the client that
 talks to the Stitcher, and the device base that declares ``poniPath``/``maskPath``/``bins``/``unit``.
 """
@@ -8,18 +8,19 @@ talks to the Stitcher, and the device base that declares ``poniPath``/``maskPath
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import tango
-from tango import AttrWriteType
-from tango.server import attribute
 
+from pipeline_core.chain_settings import ChainSettings
 from pipeline_core.errors import PipelineError
-from pipeline_core.integrate import MAX_BINS, UNITS
 from pipeline_core.messages import SettingsRequest
-from pipeline_core.stitch_stage import ChainSettings
 
 from .base import PipelineDevice
+from .dev_failed import throw
+from .setting_attributes import setting_attribute
 
 
 class ChainSettingsClient:
@@ -47,6 +48,7 @@ class ChainSettingsClient:
         self.local: ChainSettings | None = None
         #: why the initial values were refused (no Stitcher: checked here), or None
         self.initial_error: str | None = None
+        self._closed = threading.Event()
         if self.proxy is None:
             self.local = ChainSettings(roots=self.roots)
             try:
@@ -61,27 +63,65 @@ class ChainSettingsClient:
         if self.local is not None:
             return self.local.shown()
         shown = self._read()
-        if not shown["poni_path"] and self.initial is not None and self.initial.get("poni_path"):
+        if not shown["poni_path"] and self.offers:
             self.offer()
             shown = self._read()
         self.last_shown = shown
         return shown
 
+    @property
+    def offers(self) -> bool:
+        """There is a Stitcher to offer the initial values to, and they name a PONI (without one they are
+        offered only with this device's first PONI write)."""
+        return self.proxy is not None and bool((self.initial or {}).get("poni_path"))
+
+    def _stitcher(self) -> tango.DeviceProxy:
+        if self.proxy is None:
+            throw("XRD_NotConfigured", "no Stitcher: this device holds the chain's settings itself", "ChainSettings")
+        return self.proxy
+
     def _read(self) -> dict:
         try:
-            return json.loads(self.proxy.read_attribute("settings").value)
+            return json.loads(self._stitcher().read_attribute("settings").value)
         except (tango.DevFailed, ValueError, TypeError) as exc:
             reason = exc.args[0].desc.strip() if isinstance(exc, tango.DevFailed) else str(exc)
-            tango.Except.throw_exception(
-                "XRD_NotConnected", f"cannot read the chain's settings from the Stitcher {self.trl}: {reason}",
+            throw(
+                "XRD_NotConnected",
+                f"cannot read the chain's settings from the Stitcher {self.trl}: {reason}",
                 "ChainSettingsClient.shown",
             )
 
     def offer(self) -> None:
         """Offer the initial values (no effect once the chain has a PONI); a refusal is raised."""
-        if self.proxy is not None and self.initial is not None and self.initial.get("poni_path"):
-            request = SettingsRequest(**self.initial, initial=True).to_json()
-            self.proxy.command_inout("SetSettings", request)
+        if self.offers:
+            request = SettingsRequest(**(self.initial or {}), initial=True)
+            self._stitcher().command_inout("SetSettings", request.to_json())
+
+    def offer_until_answered(self, on_refused: Callable[[str], None], attempts: int = 120, wait_s: float = 1.0) -> None:
+        """Offer the initial values from a thread until the Stitcher answers (it may start after us), so
+        the chain shows them before any claim (claims offer them too); ``on_refused`` gets why the
+        Stitcher refused them. Nothing to do without a Stitcher or an initial PONI; :meth:`close` stops it."""
+        if not self.offers:
+            return
+        args = (on_refused, attempts, wait_s)
+        threading.Thread(target=self._offer_until_answered, args=args, name="xrd-offer-settings", daemon=True).start()
+
+    def _offer_until_answered(self, on_refused: Callable[[str], None], attempts: int, wait_s: float) -> None:
+        with tango.EnsureOmniThread():
+            for _ in range(attempts):
+                try:
+                    self.offer()
+                    return
+                except tango.DevFailed as exc:
+                    if exc.args[0].reason == "XRD_InvalidValue":  # reached it, and it refused the values
+                        on_refused(exc.args[0].desc)
+                        return
+                if self._closed.wait(wait_s):
+                    return
+
+    def close(self) -> None:
+        """Stop offering (``delete_device``)."""
+        self._closed.set()
 
     def write(self, changes: dict, frame_shape=None, where: str = "write") -> None:
         """Validate ``changes`` on the chain's values, then forward them; XRD_InvalidValue (the old
@@ -90,7 +130,7 @@ class ChainSettingsClient:
             try:
                 self.local.change(changes, frame_shape)
             except PipelineError as exc:
-                tango.Except.throw_exception("XRD_InvalidValue", str(exc), where)
+                throw("XRD_InvalidValue", str(exc), where)
             self.last_shown = self.local.shown()
             return
         shown = self._read()
@@ -102,13 +142,13 @@ class ChainSettingsClient:
                 chain.change(rest, frame_shape, initial=True)
             chain.change(changes, frame_shape)
         except PipelineError as exc:
-            tango.Except.throw_exception("XRD_InvalidValue", str(exc), where)
+            throw("XRD_InvalidValue", str(exc), where)
         try:
             if first:
-                self.proxy.command_inout("SetSettings", SettingsRequest(**rest, initial=True).to_json())
-            self.proxy.command_inout("SetSettings", SettingsRequest(**changes).to_json())
+                self._stitcher().command_inout("SetSettings", SettingsRequest(**rest, initial=True).to_json())
+            self._stitcher().command_inout("SetSettings", SettingsRequest(**changes).to_json())
         except tango.DevFailed as exc:
-            tango.Except.throw_exception(exc.args[0].reason, exc.args[0].desc.strip(), where)
+            throw(exc.args[0].reason, exc.args[0].desc.strip(), where)
         self.shown()
 
     def describe(self) -> str:
@@ -117,6 +157,14 @@ class ChainSettingsClient:
         if not s["poni_path"]:
             return "chain: no PONI set"
         return f"chain: {Path(s['poni_path']).name}, {s['bins']} bins, {s['unit']}"
+
+
+def _shown_field(device: ChainSettingsDevice, field: str):
+    return device.chain_settings.shown()[field]
+
+
+def _forward(device: ChainSettingsDevice, changes: dict) -> None:
+    device._apply(**changes)
 
 
 class ChainSettingsDevice(PipelineDevice):
@@ -128,65 +176,16 @@ class ChainSettingsDevice(PipelineDevice):
 
     chain_settings: ChainSettingsClient
 
-    def _chain(self, field: str):
-        return self.chain_settings.shown()[field]
-
     def _apply(self, **changes) -> None:
         self.chain_settings.write(changes, None, f"{self.get_name()} write")
 
-    @attribute(
-        dtype=str,
-        access=AttrWriteType.READ_WRITE,
-        label="PONI file",
+    poniPath = setting_attribute(
+        "poni_path",
+        _shown_field,
+        _forward,
         doc="pyFAI calibration of the chain (the Stitcher's); a write changes it for the whole chain from the "
         "next scan on, refused if it does not parse",
     )
-    def poniPath(self) -> str:
-        return self._chain("poni_path")
-
-    @poniPath.write
-    def poniPath(self, value: str) -> None:
-        self._apply(poni_path=value)
-
-    @attribute(
-        dtype=str,
-        access=AttrWriteType.READ_WRITE,
-        label="Mask file",
-        doc="user mask of the chain (EDF/TIFF/.mask/.npy, non-zero = masked); empty = gaps only",
-    )
-    def maskPath(self) -> str:
-        return self._chain("mask_path")
-
-    @maskPath.write
-    def maskPath(self, value: str) -> None:
-        self._apply(mask_path=value)
-
-    @attribute(
-        dtype=int,
-        access=AttrWriteType.READ_WRITE,
-        label="Bins",
-        unit="bins",
-        format="%d",
-        min_value=1,
-        max_value=MAX_BINS,
-        doc="number of radial bins of each 1-D pattern of the chain (0 = not set yet)",
-    )
-    def bins(self) -> int:
-        return int(self._chain("bins"))
-
-    @bins.write
-    def bins(self, value: int) -> None:
-        self._apply(bins=int(value))
-
-    @attribute(
-        dtype=str,
-        access=AttrWriteType.READ_WRITE,
-        label="Radial unit",
-        doc=f"radial unit of the chain: one of {', '.join(UNITS)} (pyFAI names)",
-    )
-    def unit(self) -> str:
-        return self._chain("unit")
-
-    @unit.write
-    def unit(self, value: str) -> None:
-        self._apply(unit=value)
+    maskPath = setting_attribute("mask_path", _shown_field, _forward)
+    bins = setting_attribute("bins", _shown_field, _forward)
+    unit = setting_attribute("unit", _shown_field, _forward)

@@ -15,8 +15,11 @@ from pipeline_core.signals import signals_deferred
 
 
 def build_parser():
-    parser = core_cli.build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
+    return core_cli.build_parser(add_commands=add_tango_commands)
+
+
+def add_tango_commands(sub) -> None:
+    """The subcommands that need Tango, added to the core's ``xrd-pipeline`` parser."""
     p = sub.add_parser("demo", help="the live pipeline on the embedded Tango database: simulate, integrate, merge")
     p.add_argument(
         "--workdir", type=Path, default=Path("demo-output"), help="where everything goes (default demo-output)"
@@ -33,7 +36,6 @@ def build_parser():
     p = sub.add_parser("database", help="run the embedded sqlite Tango database in the foreground")
     p.add_argument("--state", type=Path, default=Path(".xrd-state"), help="folder of its sqlite file")
     p.add_argument("--port", type=int, default=10000)
-    return parser
 
 
 def cmd_demo(args) -> int:

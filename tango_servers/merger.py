@@ -13,24 +13,29 @@ import sys
 from pathlib import Path
 
 import tango
-from tango.server import attribute, command, device_property, run
+from tango.server import command, device_property, run
 
-from pipeline_core.merge_stage import MergeStage, ScanSummary
+from pipeline_core.merge_stage import DEFAULT_GAP_CHECK_S, DEFAULT_SCAN_TIMEOUT_S, MergeStage, ScanSummary
 from pipeline_core.messages import MessageError, PatternBatch, RequeueRequest, ScanInfo
 
 from .chain_settings import ChainSettingsClient, ChainSettingsDevice
+from .merger_attributes import MergerAttributes
 
 
-class Merger(ChainSettingsDevice):
+class Merger(MergerAttributes, ChainSettingsDevice):
+    """Merges every Integrator's pattern batches; the stage holds the state, the device shows it."""
+
     StitcherDevice = device_property(dtype=str, default_value="", doc="TRL of the Stitcher (scan announcements)")
     IntegratorDevices = device_property(dtype=(str,), default_value=[], doc="TRLs of the Integrators to collect from")
     GapCheck = device_property(
-        dtype=float, default_value=10.0, doc="seconds of quiet after which missing frames are requested again"
+        dtype=float,
+        default_value=DEFAULT_GAP_CHECK_S,
+        doc="seconds of quiet after which missing frames are requested again",
     )
     QueueAlarm = device_property(dtype=int, default_value=1000, doc="ALARM when this many batches wait")
     ScanTimeout = device_property(
         dtype=float,
-        default_value=120.0,
+        default_value=DEFAULT_SCAN_TIMEOUT_S,
         doc="close a scan after this many seconds without news (missing frames listed)",
     )
     AutoStart = device_property(
@@ -41,18 +46,7 @@ class Merger(ChainSettingsDevice):
 
     def init_device(self) -> None:
         super().init_device()
-        self._last_summary: ScanSummary | None = None
-        self._latencies: list[float] = []
-        self._latency_scan = ""
-        self.stage = MergeStage(
-            Path(self.OutputDirectory),
-            self._closed,
-            self.report_error,
-            on_progress=self._progress,
-            scan_timeout_s=self.ScanTimeout,
-            request_missing=self._request_missing if self.StitcherDevice else None,
-            gap_check_s=self.GapCheck,
-        )
+        self.stage = self.create_stage()
         self._running = bool(self.AutoStart)
         self._ignored_while_stopped = 0
         self.chain_settings = ChainSettingsClient(self.StitcherDevice)
@@ -62,6 +56,19 @@ class Merger(ChainSettingsDevice):
             self.set_fault("no IntegratorDevices property: nothing to merge")
         for trl, attr, handler in subscriptions:
             self.subscribe(trl, attr, handler)
+
+    def create_stage(self) -> MergeStage:
+        """The stage this device adapts, with everything it needs passed in (the seam tests use)."""
+        return MergeStage(
+            Path(self.OutputDirectory),
+            self._closed,
+            self.report_error,
+            on_progress=self.push_progress,
+            scan_timeout_s=self.ScanTimeout,
+            request_missing=self._request_missing if self.StitcherDevice else None,
+            gap_check_s=self.GapCheck,
+            thread_context=tango.EnsureOmniThread,  # its thread pushes events and calls the Stitcher
+        )
 
     # -- callbacks: decode (small) and enqueue --------------------------------------------------------
     def _scan(self, event) -> None:
@@ -98,16 +105,7 @@ class Merger(ChainSettingsDevice):
         request = RequeueRequest(scan, [int(n) for n in frames], raw_file).to_json()
         tango.DeviceProxy(self.StitcherDevice).command_inout("RequeueFrames", request)
 
-    def _progress(self) -> None:
-        if self.stage.current_scan != self._latency_scan:  # the figure describes the scan being merged
-            self._latency_scan = self.stage.current_scan
-            self._latencies.clear()
-        self._latencies.append(self.stage.counters.latency_s)
-        del self._latencies[:-200]
-        self.push_progress()
-
     def _closed(self, summary: ScanSummary) -> None:
-        self._last_summary = summary
         self.push_change_event("lastOutputFile", str(summary.path))
         if not summary.complete:
             self.report_error(f"scan {summary.scan}: {summary.frames_failed} frame(s) failed; listed in {summary.path}")
@@ -128,47 +126,12 @@ class Merger(ChainSettingsDevice):
 
     def describe(self) -> str:
         c = self.stage.counters
-        last = self._last_summary
+        last = self.stage.last_closed
         text = "Started, " if self._running else f"Stopped ({self._ignored_while_stopped} batch(es) not merged), "
         text += f"merged {c.frames_processed} frames, {c.frames_failed} failed; scan {self.stage.current_scan or '-'}"
         if last:
             text += f"; last file {last.path} ({'complete' if last.complete else 'INCOMPLETE'})"
         return text
-
-    @attribute(dtype=str, label="Current scan", doc="scan whose file is being written")
-    def currentScan(self) -> str:
-        return self.stage.current_scan
-
-    @attribute(dtype=str, label="Last output file", doc="merged file of the last closed scan (change event on close)")
-    def lastOutputFile(self) -> str:
-        return str(self._last_summary.path) if self._last_summary else ""
-
-    @attribute(dtype=str, label="Current output file", doc="file being written now (or the last one)")
-    def currentOutputFile(self) -> str:
-        return str(self.stage.last_output or "")
-
-    @attribute(
-        dtype=float,
-        label="Latency",
-        unit="s",
-        format="%.3f",
-        min_value=0,
-        doc="median over recent batches of: part announced by the detector → its patterns merged into the file",
-    )
-    def latency(self) -> float:
-        values = sorted(self._latencies)
-        return values[len(values) // 2] if values else 0.0
-
-    @attribute(
-        dtype=int,
-        label="Queue depth",
-        unit="batches",
-        format="%d",
-        min_value=0,
-        doc="pattern batches waiting to be written",
-    )
-    def queueDepth(self) -> int:
-        return self.stage.queue_depth
 
     @command
     def Start(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import tango
@@ -17,10 +18,33 @@ from tango.server import Device, attribute, command, device_property, run
 
 from pipeline_core.errors import PipelineError
 
-from .base import stop_on_hangup
+from .hangup import stop_on_hangup
+
+
+@dataclass
+class AcquisitionPlan:
+    """What the next Start writes (the operator's ``frames``, ``framesPerFile`` and ``rate``)."""
+
+    frames: int = 200
+    frames_per_file: int = 50
+    rate: float = 100.0
+
+
+def _plan_attribute(field: str, convert: type, **config) -> attribute:
+    """A READ_WRITE attribute over one field of the device's :class:`AcquisitionPlan`."""
+
+    def read(self):
+        return getattr(self.plan, field)
+
+    def write(self, value) -> None:
+        setattr(self.plan, field, convert(value))
+
+    return attribute(fget=read, fset=write, access=AttrWriteType.READ_WRITE, dtype=convert, **config)
 
 
 class LambdaSimulator(Device):
+    """Writes Lambda acquisitions (three module files per part) and announces each file written."""
+
     OutputDirectory = device_property(dtype=str, default_value="raw", doc="where acquisitions are written")
     StemPrefix = device_property(dtype=str, default_value="ramp", doc="acquisition names: <prefix>_<NNNNN>")
     Compression = device_property(dtype=str, default_value="bslz4", doc="bslz4 or gzip")
@@ -28,7 +52,7 @@ class LambdaSimulator(Device):
     def init_device(self) -> None:
         super().init_device()
         stop_on_hangup()
-        self._frames, self._frames_per_file, self._rate = 200, 50, 100.0
+        self.plan = AcquisitionPlan()
         self._last_file = ""
         self._written = 0
         self._poni = self._mask = ""
@@ -64,56 +88,18 @@ class LambdaSimulator(Device):
     def framesWritten(self) -> int:
         return self._written
 
-    @attribute(
-        dtype=int,
-        access=AttrWriteType.READ_WRITE,
-        label="Frames",
-        unit="frames",
-        format="%d",
-        min_value=1,
-        max_value=100_000,
+    frames = _plan_attribute(
+        "frames", int, label="Frames", unit="frames", format="%d", min_value=1, max_value=100_000,
         doc="frames per acquisition",
     )
-    def frames(self) -> int:
-        return self._frames
-
-    @frames.write
-    def frames(self, value: int) -> None:
-        self._frames = int(value)
-
-    @attribute(
-        dtype=int,
-        access=AttrWriteType.READ_WRITE,
-        label="Frames per file",
-        unit="frames",
-        format="%d",
-        min_value=1,
-        max_value=2000,
+    framesPerFile = _plan_attribute(
+        "frames_per_file", int, label="Frames per file", unit="frames", format="%d", min_value=1, max_value=2000,
         doc="frames per part file (the Lambda writes up to 2000)",
     )
-    def framesPerFile(self) -> int:
-        return self._frames_per_file
-
-    @framesPerFile.write
-    def framesPerFile(self, value: int) -> None:
-        self._frames_per_file = int(value)
-
-    @attribute(
-        dtype=float,
-        access=AttrWriteType.READ_WRITE,
-        label="Frame rate",
-        unit="Hz",
-        format="%.1f",
-        min_value=0.1,
-        max_value=10_000,
+    rate = _plan_attribute(
+        "rate", float, label="Frame rate", unit="Hz", format="%.1f", min_value=0.1, max_value=10_000,
         doc="frames per second written",
     )
-    def rate(self) -> float:
-        return self._rate
-
-    @rate.write
-    def rate(self, value: float) -> None:
-        self._rate = float(value)
 
     @attribute(dtype=str, label="PONI file", doc="calibration of the simulated geometry (after the first Start)")
     def poniPath(self) -> str:
@@ -155,15 +141,16 @@ class LambdaSimulator(Device):
 
         with tango.EnsureOmniThread():
             self.set_state(DevState.RUNNING)
-            self.set_status(f"Writing {stem}: {self._frames} frames at {self._rate:g} Hz")
+            plan = AcquisitionPlan(**vars(self.plan))  # a write during the acquisition applies to the next
+            self.set_status(f"Writing {stem}: {plan.frames} frames at {plan.rate:g} Hz")
             try:
                 acq = simulate_acquisition(
                     Path(self.OutputDirectory),
-                    frames=self._frames,
-                    frames_per_file=self._frames_per_file,
+                    frames=plan.frames,
+                    frames_per_file=plan.frames_per_file,
                     compression=self.Compression,
                     stem=stem,
-                    rate=self._rate,
+                    rate=plan.rate,
                     on_part_written=self._announce,
                     should_stop=self._stop.is_set,
                 )

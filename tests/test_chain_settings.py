@@ -14,15 +14,17 @@ import numpy as np
 import pytest
 import tango
 
+from pipeline_core.chain_settings import ChainSettings
 from pipeline_core.errors import ConfigError
 from pipeline_core.integrate import IntegrationSettings
 from pipeline_core.integrate_stage import IntegrateStage
 from pipeline_core.merge_stage import MergeStage
-from pipeline_core.messages import MessageError, PatternBatch, SettingsRequest, WorkItem
+from pipeline_core.messages import ClaimRequest, MessageError, PatternBatch, SettingsRequest, WorkItem
 from pipeline_core.nexus import read_merged
-from pipeline_core.stitch_stage import ChainSettings, StitchConfig, StitchStage
+from pipeline_core.stitch_stage import StitchConfig, StitchStage
+from pipeline_core.work_source import InProcessWorkSource
 
-from .conftest import SMALL_PONI, wait_for, write_small_acquisition
+from .helpers import SMALL_PONI, wait_for, write_small_acquisition
 
 # -- stage tier --------------------------------------------------------------------------------------
 
@@ -42,12 +44,11 @@ class Chain:
             settings=ChainSettings(chain_settings),
         )
         self.integrators = [
-            IntegrateStage(f"int{i}", s, self._claim(i), self._batch, self.errors.append, poll_interval_s=0.1)
+            IntegrateStage(
+                f"int{i}", s, InProcessWorkSource(self.stitch), self._batch, self.errors.append, poll_interval_s=0.1
+            )
             for i, s in enumerate(own)
         ]
-
-    def _claim(self, i):
-        return lambda: self.stitch.claim(f"int{i}", self.integrators[i].take_done())
 
     def _batch(self, batch: PatternBatch):
         self.merge.add_batch(PatternBatch.decode(*batch.encode()))
@@ -93,7 +94,7 @@ def test_a_settings_change_mid_scan_never_mixes_settings_in_one_file(tmp_path, s
         for f in second_part:
             chain.stitch.announce(str(f))
         wait_for(lambda: chain.stitch.queue_depth == 4, what="part 1 queued")
-        items = [chain.stitch.claim("test") for _ in range(4)]
+        items = [chain.stitch.claim(ClaimRequest("test")) for _ in range(4)]
         assert {i.settings["bins"] for i in items} == {10} and len({i.settings_hash for i in items}) == 1
         for item in items:  # put them back as they were: the integrators below take them
             chain.stitch.requeue_frames(item.scan, item.frame_numbers)
@@ -150,11 +151,11 @@ def test_an_item_whose_poni_changed_on_disk_since_it_was_queued_is_refused(tmp_p
         settings=ChainSettings({"poni_path": str(small_poni)}),
     )
     batches: list[PatternBatch] = []
-    integrator = IntegrateStage("int0", None, lambda: None, batches.append, errors.append)
+    integrator = IntegrateStage("int0", None, None, batches.append, errors.append)
     try:
         stitch.reintegrate(str(tmp_path / "raw"))
         wait_for(lambda: stitch.queue_depth == 1)
-        item = stitch.claim("int0")
+        item = stitch.claim(ClaimRequest("int0"))
         small_poni.write_text(SMALL_PONI.replace("Distance: 0.01", "Distance: 0.011"))  # re-calibrated in place
         batch = integrator.process(item)
     finally:

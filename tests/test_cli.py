@@ -9,7 +9,7 @@ from pipeline_core.cli import main
 from pipeline_core.mask import save_mask_file
 from pipeline_core.nexus import read_merged
 
-from .conftest import SMALL_FRAME, write_small_acquisition
+from .helpers import SMALL_FRAME, write_small_acquisition
 
 
 def test_integrate_then_heatmap(tmp_path, small_poni, capsys):

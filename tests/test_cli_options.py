@@ -15,7 +15,7 @@ import yaml
 from pipeline_core.cli import build_parser, main, resolve_integrate_options
 from pipeline_core.mask import save_mask_file
 
-from .conftest import SMALL_FRAME, write_small_acquisition
+from .helpers import SMALL_FRAME, write_small_acquisition
 
 CONFIG_INTEGRATION = {
     "bins": 30,

@@ -11,7 +11,7 @@ from pipeline_core.config import BeamtimeConfig, DetectorConfig, config_from_dic
 from pipeline_core.errors import ConfigError
 from pipeline_core.mask import save_mask_file
 
-from .conftest import REAL_DIR, REPO, SMALL_FRAME, write_small_acquisition
+from .helpers import REAL_DIR, REPO, SMALL_FRAME, write_small_acquisition
 
 
 def _base(poni_file: Path, **integration):

@@ -11,7 +11,7 @@ import psutil
 
 from pipeline_core.nexus import read_merged
 
-from .conftest import REPO, wait_for
+from .helpers import REPO, wait_for
 
 
 def _demo(workdir: Path, *args: str) -> subprocess.Popen:

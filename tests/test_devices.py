@@ -24,7 +24,7 @@ from tango_servers.merger import Merger
 from tango_servers.simulator import LambdaSimulator
 from tango_servers.stitcher import Stitcher
 
-from .conftest import SMALL_PONI, wait_for, write_small_acquisition
+from .helpers import SMALL_PONI, wait_for, write_small_acquisition
 
 SIM, STITCHER, INTEGRATOR, MERGER = "test/xrd/sim", "test/xrd/stitcher", "test/xrd/integrator1", "test/xrd/merger"
 ANNOUNCER, BURST = "test/xrd/announcer", "test/xrd/stitcher-burst"

@@ -17,7 +17,7 @@ from tango_servers.embedded_db import EmbeddedDatabase, free_port
 from tango_servers.launcher import start_servers, stop_servers
 from tango_servers.registration import register
 
-from .conftest import dioptas_stitch, wait_for
+from .helpers import dioptas_stitch, wait_for
 
 
 def _assert_rows_equal_pyfai(merged, first_raw, poni, mask_file, bins, frames):

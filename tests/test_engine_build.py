@@ -14,7 +14,7 @@ from pipeline_core.engine_build import build_in_child
 from pipeline_core.integrate import IntegrationEngine, IntegrationSettings
 from pipeline_core.mask import save_mask_file
 
-from .conftest import REAL_STEM, SMALL_FRAME, dioptas_stitch
+from .helpers import REAL_STEM, SMALL_FRAME, dioptas_stitch
 
 BINS = 40
 METHOD = ("bbox", "csr", "cython")

@@ -14,7 +14,7 @@ from pipeline_core.errors import ConfigError
 from pipeline_core.integrate import read_poni
 from tango_servers.integrator import Integrator
 
-from .conftest import SMALL_PONI, write_small_acquisition
+from .helpers import SMALL_PONI, write_small_acquisition
 
 BAD_VALUES = [
     ("Distance", "nan"),

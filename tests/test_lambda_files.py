@@ -4,9 +4,10 @@ import pytest
 
 from pipeline_core.errors import SourceError
 from pipeline_core.lambda_files import LambdaAcquisition, ModuleFile, parse_lambda_name
-from pipeline_core.sources import FailedInput, Hdf5Source, ImageSource, LambdaSource, open_sources
+from pipeline_core.messages import FailedFrames
+from pipeline_core.sources import Hdf5Source, ImageSource, LambdaSource, open_sources
 
-from .conftest import REAL_STEM, SMALL_FRAME, SMALL_OFFSETS, dioptas_stitch, write_module, write_small_acquisition
+from .helpers import REAL_STEM, SMALL_FRAME, SMALL_OFFSETS, dioptas_stitch, write_module, write_small_acquisition
 
 
 @pytest.mark.parametrize(
@@ -86,7 +87,7 @@ def test_missing_module_of_one_part_is_reported_not_skipped(tmp_path):
     write_small_acquisition(tmp_path, n_parts=2)
     (tmp_path / "scan_00001_m2_part00001.nxs").unlink()
     source = LambdaSource.from_file(tmp_path / "scan_00001_m1_part00000.nxs")
-    failures: list[FailedInput] = []
+    failures: list[FailedFrames] = []
     numbers = [n for c in source.chunks(8, failures.append) for n in c.frame_numbers]
     assert numbers == [1, 2, 3]
     assert len(failures) == 1
@@ -99,7 +100,7 @@ def test_truncated_file_is_a_clear_error(tmp_path):
     victim = tmp_path / "scan_00001_m3_part00001.nxs"
     victim.write_bytes(victim.read_bytes()[:1500])
     source = LambdaSource.from_file(victim)  # the default retries: 3, 0.5 s apart
-    failures: list[FailedInput] = []
+    failures: list[FailedFrames] = []
     numbers = [n for c in source.chunks(8, failures.append) for n in c.frame_numbers]
     assert numbers == [1, 2, 3]
     assert "truncated" in failures[0].reason and victim.name in failures[0].reason
@@ -119,7 +120,7 @@ def test_mismatched_module_shape_fails_that_part(tmp_path):
     write_small_acquisition(tmp_path, n_parts=2)
     write_module(tmp_path / "scan_00001_m2_part00001.nxs", np.ones((3, 21, 30), np.int16), SMALL_OFFSETS[1], 4)
     source = LambdaSource.from_file(tmp_path / "scan_00001_m1_part00000.nxs")
-    failures: list[FailedInput] = []
+    failures: list[FailedFrames] = []
     numbers = [n for c in source.chunks(8, failures.append) for n in c.frame_numbers]
     assert numbers == [1, 2, 3]
     assert "unlike the first part" in failures[0].reason

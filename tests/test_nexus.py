@@ -4,9 +4,9 @@ import pytest
 
 from pipeline_core.errors import OutputError
 from pipeline_core.integrate import IntegrationSettings
+from pipeline_core.messages import FailedFrames
 from pipeline_core.nexus import MergedFileWriter, read_merged
 from pipeline_core.output import reserve_output
-from pipeline_core.sources import FailedInput
 
 BINS = 16
 RADIAL = np.linspace(5, 25, BINS)
@@ -98,7 +98,7 @@ def test_sigma_is_stored_as_data_errors(tmp_path, small_poni):
 def test_failed_frames_are_listed_with_reason(tmp_path, small_poni):
     with _writer(tmp_path, small_poni) as w:
         w.add(*_rows([1, 2, 3]))
-        w.add_failure(FailedInput("/data/scan_m2_part00001.nxs", "truncated: 10 bytes", [4, 5, 6, 8]))
+        w.add_failure(FailedFrames("/data/scan_m2_part00001.nxs", "truncated: 10 bytes", [4, 5, 6, 8]))
     m = read_merged(tmp_path / "scan.nxs")
     assert m["failed_files"] == ["/data/scan_m2_part00001.nxs"]
     assert m["failed_reasons"] == ["truncated: 10 bytes"]

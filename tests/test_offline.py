@@ -10,7 +10,7 @@ from pipeline_core.nexus import read_merged
 from pipeline_core.offline import integrate_source
 from pipeline_core.sources import LambdaSource
 
-from .conftest import REAL_STEM, SMALL_OFFSETS, dioptas_stitch, write_small_acquisition
+from .helpers import REAL_STEM, SMALL_OFFSETS, dioptas_stitch, write_small_acquisition
 
 
 def _reference_frames(directory, stem, n_parts):

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from .conftest import REPO
+from .helpers import REPO
 
 pytest.importorskip("pyopencl", reason="pyopencl is not installed here: test_integrate covers the refusal without it")
 

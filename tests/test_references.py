@@ -17,8 +17,9 @@ from pipeline_core.mask import save_mask_file
 from pipeline_core.merge_stage import MergeStage
 from pipeline_core.messages import PatternBatch
 from pipeline_core.stitch_stage import StitchConfig, StitchStage
+from pipeline_core.work_source import InProcessWorkSource
 
-from .conftest import SMALL_FRAME, SMALL_MODULE, SMALL_OFFSETS, dioptas_stitch, wait_for, write_module
+from .helpers import SMALL_FRAME, SMALL_MODULE, SMALL_OFFSETS, dioptas_stitch, wait_for, write_module
 
 BINS = 40
 
@@ -61,7 +62,7 @@ def _run_chain(tmp_path, settings, files):
     def forward(batch: PatternBatch):
         merge.add_batch(PatternBatch.decode(*batch.encode()))  # through the wire format
 
-    integrator = IntegrateStage("int0", settings, lambda: stitch.claim("int0", integrator.take_done()), forward,
+    integrator = IntegrateStage("int0", settings, InProcessWorkSource(stitch), forward,
                                 errors.append)
     integrator.start()
     try:

@@ -10,7 +10,7 @@ from pipeline_core.errors import ConfigError
 from tango_servers.embedded_db import EmbeddedDatabase, free_port
 from tango_servers.registration import load_layout
 
-from .conftest import REPO
+from .helpers import REPO
 
 
 def _register(env: dict, *args: str) -> subprocess.CompletedProcess:

@@ -13,7 +13,7 @@ from pipeline_core.integrate import IntegrationEngine, IntegrationSettings
 from pipeline_core.simulate import simulate_acquisition
 from pipeline_core.sources import LambdaSource
 
-from .conftest import dioptas_stitch
+from .helpers import dioptas_stitch
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,14 @@ import pytest
 from pipeline_core.integrate import IntegrationSettings
 from pipeline_core.integrate_stage import IntegrateStage
 from pipeline_core.merge_stage import MergeStage
-from pipeline_core.messages import MessageError, PatternBatch, ScanInfo, WorkItem
+from pipeline_core.messages import ClaimRequest, MessageError, PatternBatch, ScanInfo, WorkItem
 from pipeline_core.nexus import read_merged
 from pipeline_core.offline import integrate_source
 from pipeline_core.sources import LambdaSource
 from pipeline_core.stitch_stage import StitchConfig, StitchStage
+from pipeline_core.work_source import InProcessWorkSource
 
-from .conftest import wait_for, write_small_acquisition
+from .helpers import wait_for, write_small_acquisition
 
 
 class Chain:
@@ -32,7 +33,14 @@ class Chain:
             on_error=self.errors.append,
         )
         self.integrators = [
-            IntegrateStage(f"int{i}", settings, self.stitch.claim, self._batch, self.errors.append, poll_interval_s=0.2)
+            IntegrateStage(
+                f"int{i}",
+                settings,
+                InProcessWorkSource(self.stitch),
+                self._batch,
+                self.errors.append,
+                poll_interval_s=0.2,
+            )
             for i in range(n_integrators)
         ]
         for stage in self.integrators:
@@ -184,7 +192,7 @@ def _stage(clock, **config):
 
 def _drain(stage, claimant):
     items = []
-    while (item := stage.claim(claimant)) is not None:
+    while (item := stage.claim(ClaimRequest(claimant))) is not None:
         items.append(item)
     return items
 
@@ -197,7 +205,7 @@ def test_a_requeue_settles_the_old_lease_so_the_frames_are_handed_out_once_more(
         for f in acq["files"]:
             stage.announce(str(f))
         wait_for(lambda: stage.queue_depth == 2)
-        dead = stage.claim("doomed")  # frames 1, 2: claimed, then the Integrator is killed
+        dead = stage.claim(ClaimRequest("doomed"))  # frames 1, 2: claimed, then the Integrator is killed
         assert dead.frame_numbers == [1, 2] and stage.leased == 1
         stage.requeue_frames("scan_00001", [1, 2])  # the Merger's gap check asks for them
         wait_for(lambda: stage.queue_depth == 2 and stage.leased == 0, what="the lease settled by the requeue")
@@ -205,8 +213,8 @@ def test_a_requeue_settles_the_old_lease_so_the_frames_are_handed_out_once_more(
         assert stage.expire_leases() == 0
         handed = _drain(stage, "survivor")
         clock.now += 60
-        stage.claim("survivor", [i.item_id for i in handed])
-        assert stage.expire_leases() == 0 and stage.claim("survivor") is None
+        stage.claim(ClaimRequest("survivor", done=[i.item_id for i in handed]))
+        assert stage.expire_leases() == 0 and stage.claim(ClaimRequest("survivor")) is None
     finally:
         stage.stop()
     assert sorted(n for i in handed for n in i.frame_numbers) == [1, 2, 3, 4]  # 1, 2 exactly once more
@@ -221,10 +229,10 @@ def test_frames_whose_integrators_die_twice_go_down_the_chain_as_failed(tmp_path
         for f in acq["files"]:
             stage.announce(str(f))
         wait_for(lambda: stage.queue_depth == 2)
-        first = stage.claim("int1")  # the data kills int1 ...
+        first = stage.claim(ClaimRequest("int1"))  # the data kills int1 ...
         clock.now += 11
         assert stage.expire_leases() == 1
-        again = stage.claim("int2")  # ... handed out again, and kills int2
+        again = stage.claim(ClaimRequest("int2"))  # ... handed out again, and kills int2
         assert again.item_id == first.item_id
         clock.now += 11
         assert stage.expire_leases() == 1
@@ -241,7 +249,7 @@ def test_frames_whose_integrators_die_twice_go_down_the_chain_as_failed(tmp_path
     # the Integrator that takes the failed item reads nothing and hands the failure on; the Merger lists it
     closed, merge_errors = [], []
     merge = MergeStage(tmp_path / "out", closed.append, merge_errors.append)
-    integrator = IntegrateStage("int3", IntegrationSettings(small_poni, bins=10), lambda: None, merge.add_batch, print)
+    integrator = IntegrateStage("int3", IntegrationSettings(small_poni, bins=10), None, merge.add_batch, print)
     try:
         merge.scan_started(ScanInfo("scan_00001", "lambda", "scan_00001", 4))
         for item in items:

@@ -5,7 +5,7 @@ from pipeline_core.errors import SourceError
 from pipeline_core.lambda_layout import MODULE_SHAPE, P02_2_OFFSETS
 from pipeline_core.stitch import StitchLayout
 
-from .conftest import dioptas_stitch
+from .helpers import dioptas_stitch
 
 
 def test_lambda_2m_frame_shape_and_gap_fraction():

@@ -11,13 +11,13 @@ from pipeline_core.errors import ConfigError, SourceError
 from pipeline_core.integrate import IntegrationSettings
 from pipeline_core.integrate_stage import IntegrateStage
 from pipeline_core.lambda_files import open_modules
-from pipeline_core.messages import WorkItem
+from pipeline_core.messages import ClaimRequest, WorkItem
 from pipeline_core.nexus import read_merged
 from pipeline_core.sources import read_part_range
 from pipeline_core.stitch_stage import StitchConfig, StitchStage
 from tango_servers.registration import DeviceSpec
 
-from ..conftest import SMALL_PONI, real_servers, wait_for, write_small_acquisition
+from ..helpers import SMALL_PONI, real_servers, wait_for, write_small_acquisition
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ def test_siblings_that_link_out_fail_the_part_without_being_read(tree):
     try:
         stage.announce(str(mixed["files"][0]))  # the real module 1; its siblings are found by name
         wait_for(lambda: stage.queue_depth == 1, what="the part failed")
-        (item,) = [stage.claim("int")]
+        (item,) = [stage.claim(ClaimRequest("int"))]
         # a Stitcher restarted, asked by a Merger for frames of a scan whose siblings link out: nothing made
         stage.requeue_frames("secret_00001#old", [1, 2], str(mixed["files"][0]))
         wait_for(lambda: stage.pending_requeues == 0)
@@ -98,7 +98,7 @@ def test_the_integrator_checks_the_files_of_a_work_item_itself(tree, small_poni)
     tmp, raw, good, outside, mixed = tree
     batches, errors = [], []
     stage = IntegrateStage(
-        "int", IntegrationSettings(small_poni, bins=10), lambda: None, batches.append, errors.append,
+        "int", IntegrationSettings(small_poni, bins=10), None, batches.append, errors.append,
         data_roots=(str(raw),),
     )  # fmt: skip
     try:

@@ -19,14 +19,15 @@ import numpy as np
 import pytest
 import tango
 
-from pipeline_core.nexus import _parse_ranges, read_merged
+from pipeline_core.nexus import read_merged
+from pipeline_core.nexus_failures import parse_ranges
 from pipeline_core.simulate import simulate_acquisition
 from tango_servers.demo import MERGER, layout_for
 from tango_servers.embedded_db import EmbeddedDatabase, free_port
 from tango_servers.launcher import start_servers, stop_servers
 from tango_servers.registration import register
 
-from ..conftest import wait_for
+from ..helpers import wait_for
 
 CLI = Path(sys.executable).with_name("xrd-pipeline")
 FRAMES, PER_PART = 20, 10  # 2 parts x 3 modules, ~5 MB per module file
@@ -107,7 +108,7 @@ def test_random_bytes_in_module_files_end_in_a_reported_failure_never_a_crash(cl
     m = read_merged(tmp_path / "out.nxs")
     got = m["frame_number"].tolist()
     listed = zip(m["failed_files"], m["failed_reasons"], m["failed_frames"], strict=True)
-    failed = {n: (file, reason) for file, reason, ranges in listed for n in _parse_ranges(ranges)}
+    failed = {n: (file, reason) for file, reason, ranges in listed for n in parse_ranges(ranges)}
     # every frame is either integrated or listed as failed, never both, never neither
     assert sorted(got + list(failed)) == list(range(1, FRAMES + 1)), (got, failed)
     assert must_keep <= set(got), (sorted(must_keep - set(got)), failed)
@@ -157,7 +158,7 @@ def test_live_integrator_survives_a_corrupt_bslz4_part_and_reports_it(chain, led
     wait_for(lambda: merger.lastOutputFile != "", timeout_s=120, what="the merged file of the damaged scan")
     m = read_merged(merger.lastOutputFile)
     assert m["frame_number"].tolist() == [1, 2, 3, 4, 5, 11, 12, 13, 14, 15], m["failed_reasons"]
-    failed = [n for s in m["failed_frames"] for n in _parse_ranges(s)]
+    failed = [n for s in m["failed_frames"] for n in parse_ranges(s)]
     assert sorted(failed) == [6, 7, 8, 9, 10] and m["status"] == "incomplete"
     assert all(victim.name in r and "corrupt" in r for r in m["failed_reasons"]), m["failed_reasons"]
     assert m["failed_files"] == [str(acq.module_files[0][1])] * len(m["failed_files"])

@@ -16,8 +16,9 @@ from pipeline_core.integrate_stage import IntegrateStage
 from pipeline_core.merge_stage import MergeStage
 from pipeline_core.nexus import read_merged
 from pipeline_core.stitch_stage import StitchConfig, StitchStage
+from pipeline_core.work_source import InProcessWorkSource
 
-from ..conftest import wait_for, write_small_acquisition
+from ..helpers import wait_for, write_small_acquisition
 
 COMPRESSIONS = ["gzip", "bslz4"]
 BINS = 16
@@ -102,7 +103,7 @@ class _Chain:
         self.integrate = IntegrateStage(
             "int0",
             settings,
-            lambda: self.stitch.claim("int0", self.integrate.take_done()),
+            InProcessWorkSource(self.stitch),
             self.merge.add_batch,
             self.errors.append,
             poll_interval_s=0.1,

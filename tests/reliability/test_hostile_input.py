@@ -12,7 +12,7 @@ import tango
 
 from tango_servers.registration import DeviceSpec
 
-from ..conftest import SMALL_PONI, real_servers, wait_for, write_small_acquisition
+from ..helpers import SMALL_PONI, real_servers, wait_for, write_small_acquisition
 
 STITCHER, BURST, INTEGRATOR = "test/hostile/stitcher", "test/hostile/burst", "test/hostile/integrator"
 

@@ -23,7 +23,7 @@ from pipeline_core.heatmap import render_heatmap
 from pipeline_core.nexus import read_merged
 from pipeline_core.simulate import simulate_acquisition
 
-from ..conftest import wait_for
+from ..helpers import wait_for
 
 CLI = Path(sys.executable).with_name("xrd-pipeline")
 FRAMES = 160

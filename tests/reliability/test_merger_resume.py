@@ -8,11 +8,12 @@ import sys
 import numpy as np
 
 from pipeline_core.integrate import IntegrationSettings
-from pipeline_core.merge_stage import MergeStage, journal_path
+from pipeline_core.merge_journal import journal_path
+from pipeline_core.merge_stage import MergeStage
 from pipeline_core.messages import PatternBatch
 from pipeline_core.nexus import read_merged
 
-from ..conftest import REPO, wait_for
+from ..helpers import REPO, wait_for
 
 
 def _batch(settings, numbers, part=0, total=8):

@@ -14,7 +14,7 @@ from tango_servers.embedded_db import EmbeddedDatabase, free_port
 from tango_servers.launcher import start_servers, stop_servers
 from tango_servers.registration import register
 
-from ..conftest import wait_for
+from ..helpers import wait_for
 
 
 def _proxy(host, name):

@@ -28,7 +28,7 @@ from tango_servers.embedded_db import EmbeddedDatabase, database_answers, free_p
 from tango_servers.launcher import ServerProcess, start_servers, stop_servers
 from tango_servers.registration import register
 
-from ..conftest import REPO, wait_for
+from ..helpers import REPO, wait_for
 
 SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL]
 IDS = [s.name for s in SIGNALS]

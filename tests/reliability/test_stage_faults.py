@@ -11,11 +11,12 @@ from pipeline_core.errors import ConfigError, SourceError
 from pipeline_core.integrate import IntegrationSettings
 from pipeline_core.integrate_stage import IntegrateStage
 from pipeline_core.merge_stage import MergeStage
-from pipeline_core.messages import PatternBatch
+from pipeline_core.messages import ClaimRequest, PatternBatch
 from pipeline_core.nexus import read_merged
 from pipeline_core.stitch_stage import StitchConfig, StitchStage
+from pipeline_core.work_source import InProcessWorkSource
 
-from ..conftest import wait_for, write_small_acquisition
+from ..helpers import wait_for, write_small_acquisition
 
 
 class LossyChain:
@@ -53,7 +54,7 @@ class LossyChain:
         stage = IntegrateStage(
             name,
             settings,
-            lambda: self.stitch.claim(name, stage.take_done()),
+            InProcessWorkSource(self.stitch),
             self._batch,
             self.errors.append,
         )
@@ -135,7 +136,8 @@ def test_an_integrator_that_dies_holding_work_is_replaced_after_its_lease(tmp_pa
         for f in acq["files"]:
             chain.stitch.announce(str(f))
         wait_for(lambda: chain.stitch.queue_depth == 4)
-        stolen = [chain.stitch.claim("doomed"), chain.stitch.claim("doomed")]  # claimed, then "kill -9"
+        doomed = ClaimRequest("doomed")
+        stolen = [chain.stitch.claim(doomed), chain.stitch.claim(doomed)]  # claimed, then "kill -9"
         assert all(stolen) and chain.stitch.leased == 2
         chain.add_integrator("survivor", settings)
         # the survivor does the rest and acknowledges it (with its next claim): only the dead one's leases remain
@@ -162,7 +164,7 @@ def test_frames_that_never_come_are_listed_after_asking_again(tmp_path, settings
     # less than their defaults (10 s, 120 s: seconds instead of minutes); the number of asks is the
     # default, 3 (README)
     chain = LossyChain(tmp_path, settings.poni_path, drop=lambda b: b.part == 1, scan_timeout_s=2.5, gap_check_s=0.5)
-    assert chain.merge.max_requests == 3
+    assert chain.merge.gap_policy.max_requests == 3
     chain.add_integrator("int0", settings)
     try:
         for f in acq["files"]:

@@ -1,0 +1,97 @@
+"""The gap check: a quiet scan with missing frames asks for them again, then gives up and closes.
+
+Events are hints (Tango drops them under load, an Integrator may die with a batch), so the Merger
+does not wait forever for frames that will not come: after ``gap_check_s`` of quiet it asks the
+Stitcher for the missing frames (at most ``max_requests`` times), and after ``scan_timeout_s``
+without news it closes the scan with them listed as failed. No I/O here: testable with a fake clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+log = logging.getLogger(__name__)
+
+#: Close a scan after this many seconds without news (missing frames listed as failed).
+DEFAULT_SCAN_TIMEOUT_S = 120.0
+#: Seconds of quiet after which missing frames are requested again.
+DEFAULT_GAP_CHECK_S = 10.0
+#: Requests for the same scan's missing frames before waiting for the timeout only.
+DEFAULT_MAX_REQUESTS = 3
+
+#: ``request_missing(scan, frame_numbers, raw_file)``: ask upstream to make work again for them.
+RequestMissing = Callable[[str, list[int], str], None]
+
+
+@dataclass(frozen=True)
+class GapPolicy:
+    scan_timeout_s: float = DEFAULT_SCAN_TIMEOUT_S
+    gap_check_s: float = DEFAULT_GAP_CHECK_S
+    max_requests: int = DEFAULT_MAX_REQUESTS
+
+
+@dataclass
+class GapState:
+    """When a scan last had news and was last asked for, and how often (clock seconds)."""
+
+    last_news: float = 0.0
+    last_request: float = 0.0
+    requests: int = 0
+
+
+class Watched(Protocol):
+    """What the gap check needs of an open scan."""
+
+    scan: str
+    raw_file: str
+    gaps: GapState
+
+    def missing(self) -> list[int]: ...
+
+
+W = TypeVar("W", bound=Watched)
+
+
+class GapCheck:
+    def __init__(self, policy: GapPolicy, request_missing: RequestMissing | None, clock: Callable[[], float]):
+        self.policy = policy
+        self._request_missing = request_missing
+        self._clock = clock
+
+    def news(self, scan: Watched) -> None:
+        """Something of the scan arrived: the quiet starts again."""
+        scan.gaps.last_news = self._clock()
+
+    def check(self, scans: Iterable[W]) -> Iterator[tuple[W, str]]:
+        """Ask again for what quiet scans are missing; yield the scans to close now, with why (one by
+        one, so each is closed before the next is looked at)."""
+        now = self._clock()
+        p = self.policy
+        for scan in scans:
+            g = scan.gaps
+            idle = now - g.last_news
+            if (
+                self._request_missing
+                and g.requests < p.max_requests
+                and idle > p.gap_check_s
+                and now - g.last_request > p.gap_check_s
+            ):
+                gaps = scan.missing()
+                if gaps:
+                    g.requests += 1
+                    g.last_request = now
+                    log.warning(
+                        "scan %s: %d frame(s) missing after %.0f s quiet; asking again (%d/%d)",
+                        scan.scan,
+                        len(gaps),
+                        idle,
+                        g.requests,
+                        p.max_requests,
+                    )
+                    self._request_missing(scan.scan, gaps, scan.raw_file)
+                    continue
+            if idle > p.scan_timeout_s:
+                yield scan, f"no news for {p.scan_timeout_s:.0f} s"

@@ -1,0 +1,198 @@
+"""The Stitcher's memory of scans: which parts wait for files, which are queued, and how to re-make them.
+
+Why apart from the stage: what a scan *is* -- its parts waiting since when, the parts already queued
+(so a repeated announcement is ignored), each part's files and frame numbers (so lost frames can be
+made again), the settings fixed for it, a reintegration still counting against its bound -- is
+bookkeeping with no I/O, and testable as such. It also cuts parts into :class:`WorkItem` s, since an
+item is made of exactly that record: the scan's info, the part's files and frames, the scan's settings.
+
+A scan never mixes settings: its items carry the settings in force when the first of them was made
+(for a reintegration: when it was asked for), fixed from then on -- also for items made again later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .integrate import IntegrationSettings
+from .lambda_files import LambdaNaming
+from .messages import ScanInfo, WorkItem
+from .work_queue import QueueFull
+
+#: Scans remembered (to ignore repeated announcements and to redo missing frames).
+MAX_SCANS = 50
+
+
+@dataclass
+class ScanRecord:
+    """One scan (a processing of an acquisition) as the Stitcher knows it."""
+
+    info: ScanInfo
+    directory: Path
+    pending: dict[int, float] = field(default_factory=dict)  # part -> first announcement (monotonic)
+    announced_at: dict[int, float] = field(default_factory=dict)  # part -> first announcement (epoch)
+    done_parts: set[int] = field(default_factory=set)
+    naming: LambdaNaming = field(default_factory=LambdaNaming)
+    #: part -> (module files, frame numbers): enough to re-make any of its work items
+    parts: dict[int, tuple[list[Path], list[int]]] = field(default_factory=dict)
+    #: a reintegration whose parts are not all queued yet (counts against max_reintegrations)
+    reintegrating: bool = False
+    #: what every item of the scan is integrated with (``to_dict()`` and fingerprint), fixed once
+    settings: dict = field(default_factory=dict)
+    settings_hash: str = ""
+
+    def learn_naming(self, file_name: str | Path) -> None:
+        """Follow the naming of one of the scan's module files (other names are ignored)."""
+        self.naming = LambdaNaming.from_name(file_name) or self.naming
+
+    def module_files(self, part: int, module_count: int) -> list[Path]:
+        return [self.naming.module_file(self.directory, self.info.stem, k, part) for k in range(1, module_count + 1)]
+
+
+class ScanTracker:
+    """The scans of one Stitcher, their parts and their settings. Thread-safe.
+
+    ``current_settings`` gives the chain's settings in force (None while it has no PONI).
+    """
+
+    def __init__(
+        self,
+        detector: str,
+        frames_per_item: int,
+        current_settings: Callable[[], IntegrationSettings | None],
+        max_reintegrations: int,
+    ):
+        self.detector = detector
+        self.frames_per_item = frames_per_item
+        self.max_reintegrations = max_reintegrations
+        self._current_settings = current_settings
+        self._lock = threading.Lock()
+        self._stamp_lock = threading.Lock()
+        self._scans: dict[str, ScanRecord] = {}
+        self._reintegration_ids = itertools.count(1)
+        self._reintegrations_waiting = 0
+        self.current_scan = ""
+
+    # -- the registry ------------------------------------------------------------------------------
+    def get(self, scan_id: str) -> ScanRecord | None:
+        with self._lock:
+            return self._scans.get(scan_id)
+
+    def scans(self) -> list[ScanRecord]:
+        with self._lock:
+            return list(self._scans.values())
+
+    def add(
+        self, directory: Path, stem: str, total_frames: int | None, reintegration: bool, scan_id: str | None = None
+    ) -> ScanRecord:
+        """A new scan (a reintegration gets a new id, ``<stem>#r<n>``); the oldest scans with no part
+        waiting are forgotten beyond MAX_SCANS -- a beamtime has hundreds."""
+        scan_id = scan_id or (stem if not reintegration else f"{stem}#r{next(self._reintegration_ids)}")
+        scan = ScanRecord(ScanInfo(scan_id, self.detector, stem, total_frames, reintegration), directory)
+        with self._lock:
+            self._scans[scan_id] = scan
+            idle = [k for k, s in self._scans.items() if not s.pending and k != scan_id]
+            for k in idle[: max(0, len(self._scans) - MAX_SCANS)]:
+                self._scans.pop(k)
+        self.current_scan = scan_id
+        return scan
+
+    def learn_total(self, scan: ScanRecord, total: int | None) -> None:
+        """Record the acquisition's frame count when the scan did not know it yet."""
+        if scan.info.total_frames is None and total:
+            scan.info = dataclasses.replace(scan.info, total_frames=total)
+
+    # -- parts ---------------------------------------------------------------------------------------
+    def part_done(self, scan: ScanRecord, part: int) -> None:
+        """The part is queued (as work or as a failure); a reintegration whose last part it was stops
+        counting against its bound."""
+        scan.pending.pop(part, None)
+        scan.done_parts.add(part)
+        with self._lock:
+            if scan.reintegrating and not scan.pending:
+                scan.reintegrating = False
+                self._reintegrations_waiting -= 1
+
+    def learned(self, scan: ScanRecord, part: int, files: list[Path], numbers: list[int]) -> None:
+        """A part found on disk, to re-make its items when asked -- not queued now."""
+        scan.parts[part] = (files, numbers)
+        scan.done_parts.add(part)
+        scan.pending.pop(part, None)
+
+    # -- reintegrations ------------------------------------------------------------------------------
+    @property
+    def pending_reintegrations(self) -> int:
+        """Reintegrations accepted whose parts are not all queued as work yet."""
+        return self._reintegrations_waiting
+
+    def reserve_reintegration(self, path: str) -> None:
+        """Count a reintegration of ``path`` against ``max_reintegrations``, or refuse it (QueueFull)."""
+        with self._lock:
+            if self._reintegrations_waiting >= self.max_reintegrations:
+                raise QueueFull(
+                    f"reintegration of {path} refused: {self._reintegrations_waiting} reintegrations are waiting "
+                    f"(bound MaxReintegrations = {self.max_reintegrations}); try again when they are queued"
+                )
+            self._reintegrations_waiting += 1
+
+    def reintegration_started(self, scan: ScanRecord | None) -> None:
+        """The reservation stays until the scan's last part is queued (:meth:`part_done`); released now
+        when nothing waits (every part queued already, or the reintegration failed)."""
+        with self._lock:
+            if scan is not None and scan.pending:
+                scan.reintegrating = True
+            else:
+                self._reintegrations_waiting -= 1
+
+    # -- settings and work items ---------------------------------------------------------------------
+    def fix_settings(self, scan: ScanRecord, settings: IntegrationSettings) -> None:
+        """Fix the scan's settings now (a reintegration: those in force when it was asked for)."""
+        with self._stamp_lock:
+            scan.settings, scan.settings_hash = settings.to_dict(), settings.fingerprint()
+
+    def settings_fields(self, scan: ScanRecord) -> dict:
+        """The settings fields of the scan's items: fixed at the first call that finds settings in force."""
+        with self._stamp_lock:
+            if not scan.settings:
+                settings = self._current_settings()
+                if settings is not None:
+                    scan.settings, scan.settings_hash = settings.to_dict(), settings.fingerprint()
+            return {"settings": dict(scan.settings), "settings_hash": scan.settings_hash}
+
+    def stamp_late(self, item: WorkItem) -> WorkItem:
+        """An item queued while the chain had no PONI, with its scan's settings (fixed from now on)."""
+        if item.settings or self._current_settings() is None:
+            return item
+        with self._lock:
+            scan = self._scans.get(item.scan)
+            if scan is None:  # forgotten (MAX_SCANS): its items are all stamped alike from the current settings
+                placeholder = ScanRecord(ScanInfo(item.scan, item.detector, item.scan), Path("."))
+                scan = self._scans.setdefault(item.scan, placeholder)
+        return dataclasses.replace(item, **self.settings_fields(scan))
+
+    def items(self, scan: ScanRecord, part: int, first: int, stop: int, tag: str = "") -> list[WorkItem]:
+        """Work items of frames ``first:stop`` (indices in the part's files), ``frames_per_item`` each."""
+        files, numbers = scan.parts[part]
+        step = self.frames_per_item
+        info, settings = scan.info, self.settings_fields(scan)
+        return [
+            WorkItem(
+                f"{info.scan}:{part}:{start}{tag}", info.scan, self.detector, part, [str(f) for f in files],
+                start, min(start + step, stop), numbers[start : min(start + step, stop)], info.total_frames,
+                announced_at=scan.announced_at.get(part, 0.0), **settings,
+            )  # fmt: skip
+            for start in range(first, stop, step)
+        ]
+
+    def failed_item(self, scan: ScanRecord, part: int, files: list[Path], reason: str, numbers: list[int]) -> WorkItem:
+        """The item that carries a part's failure down the chain: no Integrator reads data for it."""
+        info = scan.info
+        return WorkItem(
+            f"{info.scan}:{part}:failed", info.scan, self.detector, part, [str(f) for f in files], 0, 0, numbers,
+            info.total_frames, error=reason, **self.settings_fields(scan),
+        )  # fmt: skip

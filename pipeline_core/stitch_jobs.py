@@ -1,0 +1,332 @@
+"""What the Stitcher's thread does: the jobs clients queue, as typed values, and the idle check.
+
+Why jobs are values: a client's call (Tango's event thread, a command) must return at once, so it
+only queues a job; the stage's one thread then does the file work. A frozen dataclass per kind says
+what each job carries, and the thread dispatches on its type -- no string tags to mistype.
+
+:class:`StitchJobs` joins the parts for each job: the :class:`~.scan_tracker.ScanTracker` (which
+parts wait, which are queued), the :class:`~.part_checker.PartChecker` (is a part readable) and the
+:class:`~.work_queue.WorkQueue` (items for Integrators). A part whose files do not all come within
+``module_timeout_s`` becomes a failed item that still travels down the chain.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .errors import SourceError
+from .integrate import IntegrationSettings
+from .lambda_files import LambdaAcquisition, parse_lambda_name
+from .messages import ScanInfo, WorkItem
+from .part_checker import PartChecker, PartFailed, PartWaiting
+from .paths import confine
+from .scan_tracker import MAX_SCANS, ScanRecord, ScanTracker
+from .work_queue import WorkQueue
+
+if TYPE_CHECKING:
+    from .stitch_stage import StitchConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Announce:
+    """A module file was written (the detector's announcement)."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class Requeue:
+    """Make work again for frames of a scan a Merger is missing; ``raw_file``: any file of the scan."""
+
+    scan: str
+    frames: tuple[int, ...]
+    raw_file: str = ""
+
+
+@dataclass(frozen=True)
+class Reintegrate:
+    """Queue a whole acquisition again as a new scan, with the settings in force when it was asked for."""
+
+    path: str
+    settings: IntegrationSettings | None
+
+
+Job = Announce | Requeue | Reintegrate
+
+
+class JobSlots:
+    """Jobs queued for the stage's thread and not handled yet, per kind: what MaxPending and
+    MaxRequeues bound, so a burst of requests is refused instead of piling up. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: collections.Counter[type] = collections.Counter()
+
+    def take(self, kind: type, bound: int | None = None) -> bool:
+        """Count one more job of ``kind``; False (nothing counted) when ``bound`` are waiting."""
+        with self._lock:
+            if bound is not None and self._waiting[kind] >= bound:
+                return False
+            self._waiting[kind] += 1
+            return True
+
+    def release(self, kind: type) -> None:
+        with self._lock:
+            self._waiting[kind] -= 1
+
+    def waiting(self, kind: type) -> int:
+        return self._waiting[kind]
+
+
+def check_reintegration_path(path: str, roots: tuple[str, ...]) -> None:
+    """Refuse at once (ConfigError/SourceError) a path to reintegrate that resolves outside ``roots``
+    or does not exist; for a folder, also the module files in it (it may hold links out of the roots)."""
+    confine(path, roots, "acquisition to reintegrate")
+    if not Path(path).exists():
+        raise SourceError(f"cannot reintegrate {path}: it does not exist")
+    if Path(path).is_dir():
+        for f in sorted(Path(path).glob("*_m*.nxs"))[: 4 * MAX_SCANS]:
+            if parse_lambda_name(f):
+                confine(f, roots, f"module file of {path}")
+
+
+@dataclass
+class StitchCounters:
+    frames_received: int = 0
+    frames_processed: int = 0
+    frames_failed: int = 0
+    parts_done: int = 0
+    announcements_refused: int = 0
+    items_requeued: int = 0
+    latency_s: float = 0.0  # part announced -> its work queued, of the last part
+
+
+class PartIntake:
+    """Turns parts on disk into queued work -- or into failures that still go down the chain -- and
+    counts them; retries waiting parts and expires leases when idle. ``expire_leases`` may be
+    called from any thread."""
+
+    def __init__(
+        self,
+        config: StitchConfig,
+        parts: tuple[ScanTracker, WorkQueue, PartChecker],
+        on_work: Callable[[int], None],
+        on_error: Callable[[str], None],
+        clock: Callable[[], float],
+    ):
+        self.config = config
+        self.scans, self.queue, self.checker = parts
+        self._on_work, self._on_error, self._clock = on_work, on_error, clock
+        self.counters = StitchCounters()
+        self._count_lock = threading.Lock()
+        self.frame_shape: tuple[int, int] | None = None
+        self.detector_mask: np.ndarray | None = None
+        self.last_check = clock()
+
+    def try_part(self, scan: ScanRecord, part: int) -> bool:
+        """Queue the part if its files are complete; False while it must wait (files, or work queue full)."""
+        if self.queue.full:
+            return False  # back-pressure: the part stays on disk until Integrators catch up
+        files = scan.module_files(part, self.config.module_count)
+        state = self.checker.check(files, self.frame_shape)
+        if isinstance(state, PartWaiting):
+            if state.missing or self._clock() - scan.pending[part] < self.config.module_timeout_s:
+                return False  # still being written: the idle check tries again
+            state = self.checker.failed(files, state.reason)
+        self.scans.learn_total(scan, state.total_frames)
+        if isinstance(state, PartFailed):
+            self._fail_part(scan, part, files, state)
+            return True
+        if state.detector_mask is not None:
+            self.frame_shape, self.detector_mask = state.frame_shape, state.detector_mask
+        scan.parts[part] = (state.files, state.frame_numbers)
+        n = len(state.frame_numbers)
+        self._finish_part(scan, part, self.scans.items(scan, part, 0, n), n, failed=0)
+        return True
+
+    def _fail_part(self, scan: ScanRecord, part: int, files: list[Path], failure: PartFailed) -> None:
+        """A part that cannot be read still goes down the chain, as an item that says why."""
+        self._on_error(f"part {part} of {scan.info.stem}: {failure.reason}")
+        item = self.scans.failed_item(scan, part, files, failure.reason, failure.frame_numbers)
+        n = len(failure.frame_numbers)
+        self._finish_part(scan, part, [item], n, failed=n)
+
+    def _finish_part(self, scan: ScanRecord, part: int, items: list[WorkItem], n: int, failed: int) -> None:
+        self.queue.put(items)
+        with self._count_lock:
+            if part in scan.announced_at:
+                self.counters.latency_s = max(0.0, time.time() - scan.announced_at[part])
+            c = self.counters
+            c.frames_received, c.frames_processed = c.frames_received + n, c.frames_processed + n - failed
+            c.frames_failed, c.parts_done = c.frames_failed + failed, c.parts_done + 1
+        self.scans.part_done(scan, part)
+        self._on_work(len(items))
+
+    def check_pending(self, if_due_s: float = 0.0) -> None:
+        """Retry parts whose module files were incomplete; give up on them after the timeout.
+        ``if_due_s``: only if the last check is that old (a busy thread checks between jobs)."""
+        if if_due_s and self._clock() - self.last_check <= if_due_s:
+            return
+        self.last_check = self._clock()
+        self.expire_leases()
+        timeout = self.config.module_timeout_s
+        for scan in self.scans.scans():
+            for part, since in list(scan.pending.items()):
+                if self.try_part(scan, part):
+                    continue
+                if self.queue.full:
+                    return  # waiting for room, not for files: no timeout runs meanwhile
+                if self._clock() - since > timeout:
+                    files = scan.module_files(part, self.config.module_count)
+                    missing = ", ".join(f.name for f in files if not f.exists())
+                    reason = f"module file(s) {missing} not written within {timeout:.0f} s"
+                    self._fail_part(scan, part, files, self.checker.failed(files, reason))
+
+    def expire_leases(self) -> int:
+        """Hand out again the items whose lease ran out, fail those that ran out too often (the
+        counters follow); returns how many items were queued (again or as failed)."""
+        expired = self.queue.expire()
+        with self._count_lock:
+            self.counters.items_requeued += len(expired.requeued)
+            for item in expired.died:
+                self.counters.frames_failed += len(item.frame_numbers)
+                self.counters.frames_processed -= len(item.frame_numbers)
+        for item in expired.died:
+            self._on_error(f"{item.item_id}: {item.error}")
+        if expired:
+            self._on_work(len(expired))
+        return len(expired)
+
+
+    def count_requeued(self, n: int) -> None:
+        with self._count_lock:
+            self.counters.items_requeued += n
+
+
+class StitchJobs:
+    """Runs each job on the stage's thread: finds the scan and part a job is about, or makes them,
+    and hands parts to the :class:`PartIntake`."""
+
+    def __init__(
+        self,
+        intake: PartIntake,
+        on_scan: Callable[[ScanInfo], None],
+        on_work: Callable[[int], None],
+        clock: Callable[[], float],
+    ):
+        self.intake, self.config = intake, intake.config
+        self.scans, self.queue, self.checker = intake.scans, intake.queue, intake.checker
+        self._on_scan, self._on_work, self._clock = on_scan, on_work, clock
+        self._try_part = intake.try_part
+        self._requeues = itertools.count(1)
+        self._handlers: dict[type, Callable] = {
+            Announce: self._announce,
+            Requeue: self._requeue,
+            Reintegrate: self._reintegrate,
+        }
+
+    def handle(self, job: Job) -> None:
+        self._handlers[type(job)](job)
+
+    def _announce(self, job: Announce) -> None:
+        path = confine(job.path, self.config.data_roots, "announced file")
+        name = parse_lambda_name(path)
+        if name is None or name.module is None:
+            raise SourceError(f"announced file {path} is not a Lambda module file (<stem>_m<k>[_part<NNNNN>].nxs)")
+        scan = self.scans.get(name.stem) or self._new_scan(path.parent, name.stem, reintegration=False)
+        scan.learn_naming(path.name)
+        part = name.part or 0
+        if part in scan.done_parts:
+            log.info("part %d of %s announced again: ignored (already queued)", part, name.stem)
+            return
+        scan.pending.setdefault(part, self._clock())
+        scan.announced_at.setdefault(part, time.time())
+        self._try_part(scan, part)
+
+    def _reintegrate(self, job: Reintegrate) -> None:
+        scan = None
+        try:
+            path = Path(job.path)
+            target = path
+            if path.is_dir():
+                found = next((p for p in sorted(path.glob("*_m*.nxs")) if parse_lambda_name(p)), None)
+                if found is None:
+                    raise SourceError(f"no Lambda module files (<stem>_m<k>*.nxs) in {path}")
+                target = found
+            acq = LambdaAcquisition.from_file(target)
+            scan = self._new_scan(acq.directory, acq.stem, reintegration=True)
+            if job.settings is not None:  # the settings in force when Reintegrate was called
+                self.scans.fix_settings(scan, job.settings)
+            scan.learn_naming(acq.parts[0].files[0].name)
+            for part in acq.parts:
+                scan.pending[part.index] = self._clock() - self.config.module_timeout_s  # files complete: no wait
+                scan.announced_at[part.index] = time.time()
+                self._try_part(scan, part.index)
+        finally:
+            self.scans.reintegration_started(scan)  # counted until its last part is queued
+
+    def _requeue(self, job: Requeue) -> None:
+        scan = self.scans.get(job.scan)
+        if scan is None and job.raw_file:  # e.g. the Stitcher restarted: rebuild the scan from its files
+            raw_file = confine(job.raw_file, self.config.data_roots, "raw_file of the requeue request")
+            acq = LambdaAcquisition.from_file(raw_file)
+            scan = self._new_scan(acq.directory, acq.stem, reintegration=False, scan_id=job.scan)
+        if scan is None:
+            raise SourceError(
+                f"frames {list(job.frames[:5])}... of unknown scan {job.scan} requested again: no file to read"
+            )
+        self._learn_parts(scan)
+        wanted, settled = self.queue.settle(job.scan, job.frames)
+        tag = f":again{int(time.time())}-{next(self._requeues)}"
+        items: list[WorkItem] = []
+        for part, (_, numbers) in sorted(scan.parts.items()):
+            for run in _runs([i for i, n in enumerate(numbers) if n in wanted]):
+                items += self.scans.items(scan, part, run[0], run[-1] + 1, tag=tag)
+        self.queue.put_again(items, f"frames of {job.scan} requested again")
+        self.intake.count_requeued(len(items))
+        log.warning(
+            "scan %s: %d frame(s) requested again -> %d item(s), %d lease(s) settled",
+            job.scan, len(job.frames), len(items), settled,
+        )
+        if items:
+            self._on_work(len(items))
+
+    def _learn_parts(self, scan: ScanRecord) -> None:
+        """Learn the frame numbers of parts on disk this Stitcher never handled (announcements lost,
+        or they came while it was down) -- without queueing them: only the frames asked for are redone."""
+        try:
+            acq = LambdaAcquisition.from_stem(scan.directory, scan.info.stem)
+        except SourceError:
+            return
+        scan.learn_naming(acq.parts[0].files[0].name)
+        for index, (files, numbers) in self.checker.readable_parts(acq, skip=scan.parts).items():
+            self.scans.learned(scan, index, files, numbers)
+
+    def _new_scan(self, directory: Path, stem: str, reintegration: bool, scan_id: str | None = None) -> ScanRecord:
+        total = self.checker.total_frames(directory, stem)
+        scan = self.scans.add(directory, stem, total, reintegration, scan_id)
+        self._on_scan(scan.info)
+        return scan
+
+
+def _runs(indices: list[int]) -> list[list[int]]:
+    """Split sorted indices into runs of consecutive values: [1,2,3,7,8] -> [[1,2,3],[7,8]]."""
+    runs: list[list[int]] = []
+    for i in indices:
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs

@@ -1,0 +1,154 @@
+"""The chain's integration settings as the Stitcher holds them: memorized, validated, pushed on change.
+
+A mixin for :class:`~tango_servers.stitcher.Stitcher` (which holds ``self.stage``, a
+:class:`~pipeline_core.stitch_stage.StitchStage`, whose ``settings`` are the chain's). Unlike the
+other devices' :class:`~tango_servers.chain_settings.ChainSettingsDevice`, which show and forward,
+these attributes are the chain's own: memorized here, so a restarted Stitcher restores them, and
+``SetSettings`` takes what the others forward.
+"""
+
+from __future__ import annotations
+
+import json
+
+import tango
+from tango import AttrWriteType
+from tango.server import attribute, command
+
+from pipeline_core.errors import PipelineError
+from pipeline_core.integrate import MAX_BINS, UNITS
+from pipeline_core.messages import MessageError, SettingsRequest
+from pipeline_core.stitch_stage import StitchStage
+
+from .dev_failed import throw
+
+#: message fields -> the attributes Tango memorizes them under
+_ATTRIBUTES = {"poni_path": "poniPath", "mask_path": "maskPath", "bins": "bins", "unit": "unit"}
+
+
+class StitcherSettings:
+    """poniPath, maskPath, bins, unit (read/write, memorized), settings (JSON, events), SetSettings."""
+
+    stage: StitchStage
+
+    def _shown(self) -> dict:
+        return self.stage.settings.shown()
+
+    def _change(self, changes: dict, initial: bool = False, where: str = "write") -> None:
+        """Change the chain's settings (XRD_InvalidValue with the reason, the old value kept), then say so."""
+        try:
+            self.stage.set_settings(changes, initial=initial)
+        except PipelineError as exc:
+            throw("XRD_InvalidValue", str(exc), f"{self.get_name()} {where}")  # type: ignore[attr-defined]
+        self.push_change_event("settings", self._settings_json())  # type: ignore[attr-defined]
+
+    def _settings_json(self) -> str:
+        current = self.stage.settings.current()
+        return json.dumps({**self._shown(), "fingerprint": current.fingerprint() if current else ""})
+
+    @attribute(
+        dtype=str,
+        access=AttrWriteType.READ_WRITE,
+        memorized=True,
+        hw_memorized=True,
+        label="PONI file",
+        doc="pyFAI calibration of the chain, for the work queued from now on; refused if it does not parse",
+    )
+    def poniPath(self) -> str:
+        return self._shown()["poni_path"]
+
+    @poniPath.write
+    def poniPath(self, value: str) -> None:
+        self._change({"poni_path": value})
+
+    @attribute(
+        dtype=str,
+        access=AttrWriteType.READ_WRITE,
+        memorized=True,
+        hw_memorized=True,
+        label="Mask file",
+        doc="user mask of the chain (EDF/TIFF/.mask/.npy, non-zero = masked); empty = gaps only",
+    )
+    def maskPath(self) -> str:
+        return self._shown()["mask_path"]
+
+    @maskPath.write
+    def maskPath(self, value: str) -> None:
+        self._change({"mask_path": value})
+
+    @attribute(
+        dtype=int,
+        access=AttrWriteType.READ_WRITE,
+        memorized=True,
+        hw_memorized=True,
+        label="Bins",
+        unit="bins",
+        format="%d",
+        min_value=1,
+        max_value=MAX_BINS,
+        doc="number of radial bins of each 1-D pattern of the chain (0 = not set yet)",
+    )
+    def bins(self) -> int:
+        return int(self._shown()["bins"])
+
+    @bins.write
+    def bins(self, value: int) -> None:
+        self._change({"bins": int(value)})
+
+    @attribute(
+        dtype=str,
+        access=AttrWriteType.READ_WRITE,
+        memorized=True,
+        hw_memorized=True,
+        label="Radial unit",
+        doc=f"radial unit of the chain: one of {', '.join(UNITS)} (pyFAI names; empty = not set yet)",
+    )
+    def unit(self) -> str:
+        return self._shown()["unit"]
+
+    @unit.write
+    def unit(self, value: str) -> None:
+        self._change({"unit": value})
+
+    @attribute(
+        dtype=str,
+        label="Settings in force",
+        doc="JSON {poni_path, mask_path, bins, unit, fingerprint} of the chain (change events on every change; "
+        "fingerprint empty while no PONI is set)",
+    )
+    def settings(self) -> str:
+        return self._settings_json()
+
+    @command(
+        dtype_in=str,
+        doc_in='JSON SettingsRequest {"type": "settings", "version": 1, "poni_path": ..., "mask_path": ..., '
+        '"bins": ..., "unit": ..., "initial": false} (fields left out are unchanged)',
+        dtype_out=str,
+        doc_out="the settings attribute afterwards",
+    )
+    def SetSettings(self, request: str) -> str:
+        """Change the chain's settings from the next work item on (Integrators and the Merger forward
+        their writes here). ``initial`` values apply only while the chain has no PONI."""
+        try:
+            r = SettingsRequest.from_json(request)
+        except MessageError as exc:
+            throw("XRD_InvalidValue", f"SetSettings: {exc}", "Stitcher.SetSettings")
+        self._change(r.changes(), initial=r.initial, where="SetSettings")
+        if not r.initial:
+            self._memorize(r.changes())
+        return self._settings_json()
+
+    def _memorize(self, changes: dict) -> None:
+        """Store forwarded values as Tango stores a memorized attribute write (the ``__value`` attribute
+        property), so that a restarted Stitcher restores what was last set, whichever device set it."""
+        if not tango.Util._UseDb:  # e.g. a test context without database
+            return
+        props = {_ATTRIBUTES[k]: {"__value": [str(v)]} for k, v in changes.items()}
+        try:
+            tango.Util.instance().get_database().put_device_attribute_property(
+                self.get_name(), props  # type: ignore[attr-defined]
+            )
+        except tango.DevFailed as exc:
+            self.report_error(  # type: ignore[attr-defined]
+                f"settings in force but not memorized (restart restores the old ones): {exc}"
+            )
