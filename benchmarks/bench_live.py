@@ -2,7 +2,7 @@
 
 On one simulated Lambda 2M acquisition it measures
 
-* offline: ``pipeline_core.offline.integrate_source`` (read + stitch + integrate + write), frames/s;
+* offline: ``pipeline_core.processing.offline.integrate_source`` (read + stitch + integrate + write), frames/s;
 * live throughput: the same acquisition pushed through the running chain (real server processes, the
   embedded Tango database) with the Stitcher's ``Reintegrate``, from command to closed file, frames/s;
 * live latency: the simulator writing parts in real time at a rate the chain can follow; the
@@ -24,10 +24,10 @@ from pathlib import Path
 def main() -> None:
     import tango
 
-    from pipeline_core.integrate import IntegrationSettings
-    from pipeline_core.offline import integrate_source
+    from pipeline_core.processing.integrate import IntegrationSettings
+    from pipeline_core.processing.offline import integrate_source
+    from pipeline_core.processing.sources import LambdaSource
     from pipeline_core.simulate import simulate_acquisition, write_calibration
-    from pipeline_core.sources import LambdaSource
     from tango_servers.demo import MERGER, SIMULATOR, STITCHER, layout_for
     from tango_servers.embedded_db import EmbeddedDatabase, free_port
     from tango_servers.launcher import start_servers, stop_servers

@@ -5,7 +5,7 @@ For each compression (bitshuffle-LZ4, DEFLATE) it simulates a Lambda 2M acquisit
 * bare pyFAI: ``AzimuthalIntegrator.integrate1d`` on the same stitched frames already in memory
   (same method, mask, corrections; pyFAI's default threading; first call — engine build — included);
 * end to end: read + decompress + stitch + integrate + write the merged file
-  (``pipeline_core.offline.integrate_source``, engine build included),
+  (``pipeline_core.processing.offline.integrate_source``, engine build included),
 
 and prints frames/s and the ratio end-to-end / bare (target ≥ 0.8 on 2 cores).
 
@@ -42,10 +42,10 @@ def bare_pyfai(source, settings, engine_mask) -> tuple[float, int]:
 
 
 def main() -> None:
-    from pipeline_core.integrate import IntegrationEngine, IntegrationSettings
-    from pipeline_core.offline import integrate_source
+    from pipeline_core.processing.integrate import IntegrationEngine, IntegrationSettings
+    from pipeline_core.processing.offline import integrate_source
+    from pipeline_core.processing.sources import LambdaSource
     from pipeline_core.simulate import simulate_acquisition
-    from pipeline_core.sources import LambdaSource
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=200)

@@ -18,9 +18,9 @@ import numpy as np
 
 
 def main() -> None:
-    from pipeline_core.integrate import IntegrationEngine, IntegrationSettings
-    from pipeline_core.lambda_layout import MODULE_SHAPE, P02_2_OFFSETS
-    from pipeline_core.stitch import StitchLayout
+    from pipeline_core.formats.lambda_layout import MODULE_SHAPE, P02_2_OFFSETS
+    from pipeline_core.processing.integrate import IntegrationEngine, IntegrationSettings
+    from pipeline_core.processing.stitch import StitchLayout
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=50)

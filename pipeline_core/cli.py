@@ -13,9 +13,9 @@ from typing import Any
 from . import __version__
 from .config import DEFAULT_WORKERS, MAX_WORKERS
 from .errors import PipelineError
-from .integrate import DEFAULT_BINS, ERROR_MODELS, IntegrationSettings
+from .processing.integrate import DEFAULT_BINS, ERROR_MODELS, IntegrationSettings
+from .processing.units import DEFAULT_UNIT, UNITS
 from .signals import exit_code, stop_signals_raise
-from .units import DEFAULT_UNIT, UNITS
 
 EXIT_OK, EXIT_FAILED_FRAMES, EXIT_ERROR = 0, 1, 2
 
@@ -101,9 +101,9 @@ def build_parser(add_commands: Callable[[Any], None] | None = None) -> argparse.
 
 
 def cmd_integrate(args) -> int:
-    from .offline import IntegrationInterrupted, integrate_source
+    from .processing.offline import IntegrationInterrupted, integrate_source
+    from .processing.sources import open_sources
     from .progress import Progress
-    from .sources import open_sources
 
     run = resolve_integrate_options(args)
     settings = run.settings

@@ -39,7 +39,8 @@ import numpy as np
 import yaml
 
 from .errors import ConfigError
-from .integrate import (
+from .formats.mask import check_mask_shape, load_mask_file
+from .processing.integrate import (
     DEFAULT_BINS,
     DEFAULT_METHOD,
     ERROR_MODELS,
@@ -47,8 +48,7 @@ from .integrate import (
     check_method_available,
     read_poni,
 )
-from .mask import check_mask_shape, load_mask_file
-from .units import DEFAULT_UNIT, UNITS
+from .processing.units import DEFAULT_UNIT, UNITS
 
 SOURCES = ("lambda", "hdf5", "image")
 TOP_KEYS = frozenset({"beamtime", "data_root", "output_directory", "workers", "detectors", "integration"})

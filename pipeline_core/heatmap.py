@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError
-from .nexus import read_merged
+from .formats.nexus import read_merged
 
 SCALES = ("linear", "sqrt", "log")
 

@@ -36,6 +36,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from .errors import PipelineError
+from .processing.integrate import MAX_BINS  # one bound for bins: what an engine accepts
 
 VERSION = 1
 
@@ -49,7 +50,6 @@ MAX_DONE = 10_000  # acknowledged item ids in one claim
 MAX_PATH = 4096  # characters of a path (Linux PATH_MAX)
 MAX_NAME = 512  # characters of an id or name
 MAX_REASON = 65_536  # characters of an error text
-MAX_BINS = 10_000_000
 MAX_SETTINGS = 64  # keys of a settings dictionary
 
 

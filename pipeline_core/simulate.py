@@ -24,10 +24,10 @@ import h5py
 import hdf5plugin
 import numpy as np
 
-from . import lambda_layout as L
 from .errors import OutputError
-from .mask import save_mask_file
-from .stitch import StitchLayout
+from .formats import lambda_layout as L
+from .formats.mask import save_mask_file
+from .processing.stitch import StitchLayout
 
 WAVELENGTH = 0.4836e-10  # m, P02.2
 #: Geometry close to the beamline's L2.poni: the beam centre lies beside the detector, rings are arcs.

@@ -1,6 +1,6 @@
 """The chain's integration settings as an Integrator or the Merger shows and changes them.
 
-The Stitcher holds the chain's settings (``pipeline_core.chain_settings.ChainSettings``); the other
+The Stitcher holds the chain's settings (``pipeline_core.live.chain_settings.ChainSettings``); the other
 devices show the same four attributes and forward writes to it. Both live here once: the client that
 talks to the Stitcher, and the device base that declares ``poniPath``/``maskPath``/``bins``/``unit``.
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import tango
 
-from pipeline_core.chain_settings import ChainSettings
 from pipeline_core.errors import PipelineError
+from pipeline_core.live.chain_settings import ChainSettings
 from pipeline_core.messages import SettingsRequest
 
 from .base import PipelineDevice

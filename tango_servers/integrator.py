@@ -15,9 +15,9 @@ import sys
 import tango
 from tango.server import command, device_property, run
 
-from pipeline_core.integrate import DEFAULT_BINS
-from pipeline_core.integrate_stage import DEFAULT_POLL_INTERVAL_S, IntegrateStage
-from pipeline_core.units import DEFAULT_UNIT
+from pipeline_core.live.integrate_stage import DEFAULT_POLL_INTERVAL_S, IntegrateStage
+from pipeline_core.processing.integrate import DEFAULT_BINS
+from pipeline_core.processing.units import DEFAULT_UNIT
 
 from .chain_settings import ChainSettingsClient, ChainSettingsDevice
 from .dev_failed import throw

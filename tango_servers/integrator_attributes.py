@@ -1,7 +1,7 @@
 """What an Integrator publishes: pattern batches for the Merger, the last pattern for a live plot.
 
 A mixin for :class:`~tango_servers.integrator.Integrator` (which holds ``self.stage``, an
-:class:`~pipeline_core.integrate_stage.IntegrateStage`): the read-only attributes and the change
+:class:`~pipeline_core.live.integrate_stage.IntegrateStage`): the read-only attributes and the change
 events that carry each batch on, kept apart from the device's wiring and commands.
 """
 
@@ -13,9 +13,9 @@ import numpy as np
 import tango
 from tango.server import attribute
 
-from pipeline_core.integrate import MAX_BINS
-from pipeline_core.integrate_stage import IntegrateStage
+from pipeline_core.live.integrate_stage import IntegrateStage
 from pipeline_core.messages import PatternBatch
+from pipeline_core.processing.integrate import MAX_BINS
 
 from .counter_attributes import latency_attribute
 

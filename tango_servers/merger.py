@@ -15,7 +15,7 @@ from pathlib import Path
 import tango
 from tango.server import command, device_property, run
 
-from pipeline_core.merge_stage import DEFAULT_GAP_CHECK_S, DEFAULT_SCAN_TIMEOUT_S, MergeStage, ScanSummary
+from pipeline_core.live.merge_stage import DEFAULT_GAP_CHECK_S, DEFAULT_SCAN_TIMEOUT_S, MergeStage, ScanSummary
 from pipeline_core.messages import MessageError, PatternBatch, RequeueRequest, ScanInfo
 
 from .chain_settings import ChainSettingsClient, ChainSettingsDevice

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tango.server import attribute
 
-from pipeline_core.merge_stage import MergeStage
+from pipeline_core.live.merge_stage import MergeStage
 
 from .counter_attributes import latency_attribute
 

@@ -13,7 +13,7 @@ from typing import Any
 from tango import AttrWriteType
 from tango.server import attribute
 
-from pipeline_core.integrate import MAX_BINS, UNITS
+from pipeline_core.processing.integrate import MAX_BINS, UNITS
 
 #: setting field -> (type, attribute options) of its attribute
 SETTING_ATTRIBUTES: dict[str, tuple[type, dict[str, Any]]] = {

@@ -8,7 +8,7 @@ the real Lambda server's). Integrators hear ``workAvailable`` events and claim i
 It holds the chain's integration settings (``poniPath``, ``maskPath``, ``bins``, ``unit``: memorized
 here, validated, a bad value refused with the reason and the old one kept). Integrators and the
 Merger show these values and forward writes to ``SetSettings``; every work item carries the settings
-of its scan, so all Integrators integrate a scan alike (see pipeline_core.stitch_stage).
+of its scan, so all Integrators integrate a scan alike (see pipeline_core.live.stitch_stage).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import tango
 from tango import AttrWriteType
 from tango.server import attribute, command, device_property, run
 
-from pipeline_core.chain_settings import ChainSettings
-from pipeline_core.stitch_stage import StitchConfig, StitchStage
+from pipeline_core.live.chain_settings import ChainSettings
+from pipeline_core.live.stitch_stage import StitchConfig, StitchStage
 
 from .base import PipelineDevice
 from .stitcher_queues import StitcherQueues

@@ -1,16 +1,16 @@
 """The Stitcher's bounded queues as an operator sees them: their bounds (device properties) and depths.
 
 A mixin for :class:`~tango_servers.stitcher.Stitcher` (which holds ``self.stage``, a
-:class:`~pipeline_core.stitch_stage.StitchStage`). Every queue a client can fill is bounded, and its
+:class:`~pipeline_core.live.stitch_stage.StitchStage`). Every queue a client can fill is bounded, and its
 depth is an attribute next to its bound, so an operator sees a queue filling before it refuses.
-The defaults are :class:`~pipeline_core.stitch_stage.StitchConfig`'s: one place for each.
+The defaults are :class:`~pipeline_core.live.stitch_stage.StitchConfig`'s: one place for each.
 """
 
 from __future__ import annotations
 
 from tango.server import attribute, device_property
 
-from pipeline_core.stitch_stage import StitchConfig, StitchStage
+from pipeline_core.live.stitch_stage import StitchConfig, StitchStage
 
 
 class StitcherQueues:

@@ -1,7 +1,7 @@
 """What the Stitcher shows of the scan it is stitching: its ScanInfo, latency, frame shape and mask.
 
 A mixin for :class:`~tango_servers.stitcher.Stitcher` (which holds ``self.stage``, a
-:class:`~pipeline_core.stitch_stage.StitchStage`, and ``self._scan_json``, the last ScanInfo it
+:class:`~pipeline_core.live.stitch_stage.StitchStage`, and ``self._scan_json``, the last ScanInfo it
 pushed): read-only views of the stage, kept apart from the device's wiring.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from tango.server import attribute
 
-from pipeline_core.stitch_stage import StitchStage
+from pipeline_core.live.stitch_stage import StitchStage
 
 
 class StitcherScanView:

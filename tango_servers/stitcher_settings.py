@@ -1,7 +1,7 @@
 """The chain's integration settings as the Stitcher holds them: memorized, validated, pushed on change.
 
 A mixin for :class:`~tango_servers.stitcher.Stitcher` (which holds ``self.stage``, a
-:class:`~pipeline_core.stitch_stage.StitchStage`, whose ``settings`` are the chain's). Unlike the
+:class:`~pipeline_core.live.stitch_stage.StitchStage`, whose ``settings`` are the chain's). Unlike the
 other devices' :class:`~tango_servers.chain_settings.ChainSettingsDevice`, which show and forward,
 these attributes are the chain's own: memorized here, so a restarted Stitcher restores them, and
 ``SetSettings`` takes what the others forward.
@@ -16,9 +16,9 @@ from tango import AttrWriteType
 from tango.server import attribute, command
 
 from pipeline_core.errors import PipelineError
-from pipeline_core.integrate import MAX_BINS, UNITS
+from pipeline_core.live.stitch_stage import StitchStage
 from pipeline_core.messages import MessageError, SettingsRequest
-from pipeline_core.stitch_stage import StitchStage
+from pipeline_core.processing.integrate import MAX_BINS, UNITS
 
 from .dev_failed import throw
 

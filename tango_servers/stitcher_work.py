@@ -2,7 +2,7 @@
 operator reintegrates an acquisition.
 
 A mixin for :class:`~tango_servers.stitcher.Stitcher` (which holds ``self.stage``, a
-:class:`~pipeline_core.stitch_stage.StitchStage`). Each command parses its versioned message (a
+:class:`~pipeline_core.live.stitch_stage.StitchStage`). Each command parses its versioned message (a
 malformed one: XRD_InvalidValue naming the field) and forwards it; the stage's refusals become
 XRD_QueueFull / XRD_InvalidValue with the stage's message, so a client sees which bound or value.
 """
@@ -14,8 +14,8 @@ from collections.abc import Callable
 from tango.server import command
 
 from pipeline_core.errors import PipelineError
+from pipeline_core.live.stitch_stage import QueueFull, StitchStage
 from pipeline_core.messages import ClaimRequest, MessageError, ReintegrateRequest, RequeueRequest
-from pipeline_core.stitch_stage import QueueFull, StitchStage
 
 from .dev_failed import throw
 

@@ -1,4 +1,4 @@
-"""The Stitcher as an Integrator's :class:`~pipeline_core.work_source.WorkSource`, through Tango."""
+"""The Stitcher as an Integrator's :class:`~pipeline_core.live.work_source.WorkSource`, through Tango."""
 
 from __future__ import annotations
 

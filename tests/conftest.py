@@ -31,7 +31,7 @@ _SESSION_T0 = time.time()
 _OUR_PROCESSES = (
     "tango_servers.",
     "tango.databaseds",
-    "pipeline_core.engine_build",
+    "pipeline_core.processing.engine_build",
     "xrd-pipeline",
     "xrd-stitcher",
     "xrd-integrator",

@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 import tango
 
-from pipeline_core.chain_settings import ChainSettings
 from pipeline_core.errors import ConfigError
-from pipeline_core.integrate import IntegrationSettings
-from pipeline_core.integrate_stage import IntegrateStage
-from pipeline_core.merge_stage import MergeStage
+from pipeline_core.formats.nexus import read_merged
+from pipeline_core.live.chain_settings import ChainSettings
+from pipeline_core.live.integrate_stage import IntegrateStage
+from pipeline_core.live.merge_stage import MergeStage
+from pipeline_core.live.stitch_stage import StitchConfig, StitchStage
+from pipeline_core.live.work_source import InProcessWorkSource
 from pipeline_core.messages import ClaimRequest, MessageError, PatternBatch, SettingsRequest, WorkItem
-from pipeline_core.nexus import read_merged
-from pipeline_core.stitch_stage import StitchConfig, StitchStage
-from pipeline_core.work_source import InProcessWorkSource
+from pipeline_core.processing.integrate import IntegrationSettings
 
 from .helpers import SMALL_PONI, wait_for, write_small_acquisition
 

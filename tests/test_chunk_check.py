@@ -11,9 +11,9 @@ import hdf5plugin
 import numpy as np
 import pytest
 
-from pipeline_core.chunk_check import CorruptChunk, check_bitshuffle_lz4
 from pipeline_core.errors import SourceError
-from pipeline_core.lambda_files import ModuleFile
+from pipeline_core.formats.chunk_check import CorruptChunk, check_bitshuffle_lz4
+from pipeline_core.formats.lambda_files import ModuleFile
 
 DATA = "entry/instrument/detector/data"
 

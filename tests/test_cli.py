@@ -6,8 +6,8 @@ import pyFAI
 import pytest
 
 from pipeline_core.cli import main
-from pipeline_core.mask import save_mask_file
-from pipeline_core.nexus import read_merged
+from pipeline_core.formats.mask import save_mask_file
+from pipeline_core.formats.nexus import read_merged
 
 from .helpers import SMALL_FRAME, write_small_acquisition
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from pipeline_core.cli import build_parser, main, resolve_integrate_options
-from pipeline_core.mask import save_mask_file
+from pipeline_core.formats.mask import save_mask_file
 
 from .helpers import SMALL_FRAME, write_small_acquisition
 

@@ -9,7 +9,7 @@ import yaml
 from pipeline_core.cli import main
 from pipeline_core.config import BeamtimeConfig, DetectorConfig, config_from_dict, load_config
 from pipeline_core.errors import ConfigError
-from pipeline_core.mask import save_mask_file
+from pipeline_core.formats.mask import save_mask_file
 
 from .helpers import REAL_DIR, REPO, SMALL_FRAME, write_small_acquisition
 
@@ -316,7 +316,7 @@ def test_cli_takes_settings_from_the_config(tmp_path, small_poni, capsys):
         ["integrate", str(tmp_path / "raw"), "--config", str(tmp_path / "bt.yaml"), "-o", str(tmp_path / "o.nxs")]
     )
     assert rc == 0, capsys.readouterr().err
-    from pipeline_core.nexus import read_merged
+    from pipeline_core.formats.nexus import read_merged
 
     assert read_merged(tmp_path / "o.nxs")["data"].shape == (3, 17)
     rc = main(

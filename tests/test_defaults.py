@@ -14,10 +14,10 @@ import pytest
 import yaml
 from tango.server import device_property
 
-from pipeline_core.integrate import DEFAULT_BINS, IntegrationSettings
-from pipeline_core.integrate_stage import IntegrateStage
-from pipeline_core.merge_stage import MergeStage
-from pipeline_core.stitch_stage import StitchConfig
+from pipeline_core.live.integrate_stage import IntegrateStage
+from pipeline_core.live.merge_stage import MergeStage
+from pipeline_core.live.stitch_stage import StitchConfig
+from pipeline_core.processing.integrate import DEFAULT_BINS, IntegrationSettings
 from tango_servers.integrator import Integrator
 from tango_servers.merger import Merger
 from tango_servers.simulator import LambdaSimulator

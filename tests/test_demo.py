@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from pipeline_core.nexus import read_merged
+from pipeline_core.formats.nexus import read_merged
 
 from .helpers import REPO, wait_for
 

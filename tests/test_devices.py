@@ -14,11 +14,11 @@ import tango
 from tango.server import Device, attribute, command
 from tango.test_context import MultiDeviceTestContext
 
-from pipeline_core.integrate import IntegrationSettings
-from pipeline_core.nexus import read_merged
-from pipeline_core.offline import integrate_source
+from pipeline_core.formats.nexus import read_merged
+from pipeline_core.processing.integrate import IntegrationSettings
+from pipeline_core.processing.offline import integrate_source
+from pipeline_core.processing.sources import LambdaSource
 from pipeline_core.simulate import write_calibration
-from pipeline_core.sources import LambdaSource
 from tango_servers.integrator import Integrator
 from tango_servers.merger import Merger
 from tango_servers.simulator import LambdaSimulator

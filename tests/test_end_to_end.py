@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import tango
 
-from pipeline_core.integrate import IntegrationSettings
-from pipeline_core.nexus import read_merged
-from pipeline_core.offline import integrate_source
+from pipeline_core.formats.nexus import read_merged
+from pipeline_core.processing.integrate import IntegrationSettings
+from pipeline_core.processing.offline import integrate_source
+from pipeline_core.processing.sources import LambdaSource
 from pipeline_core.simulate import write_calibration
-from pipeline_core.sources import LambdaSource
 from tango_servers.demo import MERGER, SIMULATOR, STITCHER, layout_for
 from tango_servers.embedded_db import EmbeddedDatabase, free_port
 from tango_servers.launcher import start_servers, stop_servers

@@ -10,9 +10,9 @@ import numpy as np
 import pyFAI
 import pytest
 
-from pipeline_core.engine_build import build_in_child
-from pipeline_core.integrate import IntegrationEngine, IntegrationSettings
-from pipeline_core.mask import save_mask_file
+from pipeline_core.formats.mask import save_mask_file
+from pipeline_core.processing.engine_build import build_in_child
+from pipeline_core.processing.integrate import IntegrationEngine, IntegrationSettings
 
 from .helpers import REAL_STEM, SMALL_FRAME, dioptas_stitch
 
@@ -121,7 +121,7 @@ def test_full_pixel_splitting_is_built_in_the_child_too(small_poni, frame):
 
 
 def test_small_frames_build_in_process_and_large_ones_in_the_child(small_poni):
-    from pipeline_core.integrate import CHILD_BUILD_MIN_PIXELS
+    from pipeline_core.processing.integrate import CHILD_BUILD_MIN_PIXELS
 
     assert not IntegrationEngine(IntegrationSettings(small_poni, bins=BINS), SMALL_FRAME).built_in_child
     assert 1556 * 516 >= CHILD_BUILD_MIN_PIXELS  # a Lambda 750k frame goes to the child

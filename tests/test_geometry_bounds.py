@@ -11,7 +11,7 @@ from tango.test_context import MultiDeviceTestContext
 
 from pipeline_core.cli import main as cli_main
 from pipeline_core.errors import ConfigError
-from pipeline_core.integrate import read_poni
+from pipeline_core.processing.integrate import read_poni
 from tango_servers.integrator import Integrator
 
 from .helpers import SMALL_PONI, write_small_acquisition

@@ -3,8 +3,8 @@ import pyFAI
 import pytest
 
 from pipeline_core.errors import ConfigError
-from pipeline_core.integrate import IntegrationEngine, IntegrationSettings, read_poni
-from pipeline_core.mask import save_mask_file
+from pipeline_core.formats.mask import save_mask_file
+from pipeline_core.processing.integrate import IntegrationEngine, IntegrationSettings, read_poni
 
 FRAME = (67, 32)
 

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from pipeline_core.errors import SourceError
-from pipeline_core.lambda_files import LambdaAcquisition, ModuleFile, parse_lambda_name
+from pipeline_core.formats.lambda_files import LambdaAcquisition, ModuleFile, parse_lambda_name
 from pipeline_core.messages import FailedFrames
-from pipeline_core.sources import Hdf5Source, ImageSource, LambdaSource, open_sources
+from pipeline_core.processing.sources import Hdf5Source, ImageSource, LambdaSource, open_sources
 
 from .helpers import REAL_STEM, SMALL_FRAME, SMALL_OFFSETS, dioptas_stitch, write_module, write_small_acquisition
 

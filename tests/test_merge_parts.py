@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipeline_core.merge_gaps import GapCheck, GapPolicy, GapState
-from pipeline_core.merge_latency import LatencyWindow
+from pipeline_core.live.merge_gaps import GapCheck, GapPolicy, GapState
+from pipeline_core.live.merge_latency import LatencyWindow
 
 
 @dataclass

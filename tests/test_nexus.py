@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 
 from pipeline_core.errors import OutputError
-from pipeline_core.integrate import IntegrationSettings
+from pipeline_core.formats.nexus import MergedFileWriter, read_merged
 from pipeline_core.messages import FailedFrames
-from pipeline_core.nexus import MergedFileWriter, read_merged
 from pipeline_core.output import reserve_output
+from pipeline_core.processing.integrate import IntegrationSettings
 
 BINS = 16
 RADIAL = np.linspace(5, 25, BINS)

@@ -4,11 +4,11 @@ import pyFAI
 import pytest
 
 from pipeline_core.errors import ConfigError
-from pipeline_core.integrate import IntegrationSettings
-from pipeline_core.mask import save_mask_file
-from pipeline_core.nexus import read_merged
-from pipeline_core.offline import integrate_source
-from pipeline_core.sources import LambdaSource
+from pipeline_core.formats.mask import save_mask_file
+from pipeline_core.formats.nexus import read_merged
+from pipeline_core.processing.integrate import IntegrationSettings
+from pipeline_core.processing.offline import integrate_source
+from pipeline_core.processing.sources import LambdaSource
 
 from .helpers import REAL_STEM, SMALL_OFFSETS, dioptas_stitch, write_small_acquisition
 
@@ -126,8 +126,8 @@ def test_offsets_of_small_detector_fixture_are_the_lambda_pattern():
 
 def test_a_simulate_folder_gives_one_acquisition_and_no_calibration_file_as_data(tmp_path):
     from pipeline_core.cli import main
+    from pipeline_core.processing.sources import ImageSource, open_sources
     from pipeline_core.simulate import simulate_acquisition
-    from pipeline_core.sources import ImageSource, open_sources
 
     acq = simulate_acquisition(tmp_path / "raw", frames=4, frames_per_file=2)
     assert acq.mask_path.parent == acq.directory  # the mask EDF lies beside the module files
@@ -183,8 +183,8 @@ def test_complete_only_when_every_announced_frame_is_there(tmp_path, small_poni)
 
 
 def test_frames_in_flight_stay_bounded_whatever_the_scan_length(small_poni):
-    from pipeline_core.integrate import IntegrationEngine
-    from pipeline_core.offline import frames_in_flight, release_build_memory
+    from pipeline_core.processing.integrate import IntegrationEngine
+    from pipeline_core.processing.offline import frames_in_flight, release_build_memory
 
     lambda_2m_frame = 1833 * 1556 * 4  # bytes of one stitched frame (int32 at most)
     assert frames_in_flight(1) * lambda_2m_frame < 160e6 and frames_in_flight(2) * lambda_2m_frame < 250e6

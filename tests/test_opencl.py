@@ -18,7 +18,7 @@ pytest.importorskip("pyopencl", reason="pyopencl is not installed here: test_int
 TRY_OPENCL = """
 import sys
 from pipeline_core.errors import ConfigError
-from pipeline_core.integrate import IntegrationEngine, IntegrationSettings
+from pipeline_core.processing.integrate import IntegrationEngine, IntegrationSettings
 try:
     IntegrationEngine(IntegrationSettings(sys.argv[1], bins=10, method=("bbox", "csr", "opencl")), (67, 32))
 except ConfigError as exc:

@@ -4,8 +4,8 @@ import os
 
 import numpy as np
 
-from pipeline_core.lambda_files import LambdaAcquisition, LambdaNaming
-from pipeline_core.part_checker import PartChecker, PartFailed, PartReady, PartWaiting
+from pipeline_core.formats.lambda_files import LambdaAcquisition, LambdaNaming
+from pipeline_core.live.part_checker import PartChecker, PartFailed, PartReady, PartWaiting
 
 from .helpers import SMALL_MODULE, SMALL_OFFSETS, write_module, write_small_acquisition
 

@@ -11,13 +11,13 @@ import h5py
 import numpy as np
 import pyFAI
 
-from pipeline_core.integrate import IntegrationSettings
-from pipeline_core.integrate_stage import IntegrateStage
-from pipeline_core.mask import save_mask_file
-from pipeline_core.merge_stage import MergeStage
+from pipeline_core.formats.mask import save_mask_file
+from pipeline_core.live.integrate_stage import IntegrateStage
+from pipeline_core.live.merge_stage import MergeStage
+from pipeline_core.live.stitch_stage import StitchConfig, StitchStage
+from pipeline_core.live.work_source import InProcessWorkSource
 from pipeline_core.messages import PatternBatch
-from pipeline_core.stitch_stage import StitchConfig, StitchStage
-from pipeline_core.work_source import InProcessWorkSource
+from pipeline_core.processing.integrate import IntegrationSettings
 
 from .helpers import SMALL_FRAME, SMALL_MODULE, SMALL_OFFSETS, dioptas_stitch, wait_for, write_module
 

@@ -9,9 +9,9 @@ import pytest
 from scipy.signal import find_peaks
 
 from pipeline_core.errors import OutputError
-from pipeline_core.integrate import IntegrationEngine, IntegrationSettings
+from pipeline_core.processing.integrate import IntegrationEngine, IntegrationSettings
+from pipeline_core.processing.sources import LambdaSource
 from pipeline_core.simulate import simulate_acquisition
-from pipeline_core.sources import LambdaSource
 
 from .helpers import dioptas_stitch
 

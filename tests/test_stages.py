@@ -5,15 +5,15 @@ import time
 import numpy as np
 import pytest
 
-from pipeline_core.integrate import IntegrationSettings
-from pipeline_core.integrate_stage import IntegrateStage
-from pipeline_core.merge_stage import MergeStage
+from pipeline_core.formats.nexus import read_merged
+from pipeline_core.live.integrate_stage import IntegrateStage
+from pipeline_core.live.merge_stage import MergeStage
+from pipeline_core.live.stitch_stage import StitchConfig, StitchStage
+from pipeline_core.live.work_source import InProcessWorkSource
 from pipeline_core.messages import ClaimRequest, MessageError, PatternBatch, ScanInfo, WorkItem
-from pipeline_core.nexus import read_merged
-from pipeline_core.offline import integrate_source
-from pipeline_core.sources import LambdaSource
-from pipeline_core.stitch_stage import StitchConfig, StitchStage
-from pipeline_core.work_source import InProcessWorkSource
+from pipeline_core.processing.integrate import IntegrationSettings
+from pipeline_core.processing.offline import integrate_source
+from pipeline_core.processing.sources import LambdaSource
 
 from .helpers import wait_for, write_small_acquisition
 
@@ -264,7 +264,7 @@ def test_frames_whose_integrators_die_twice_go_down_the_chain_as_failed(tmp_path
 
 
 def test_every_queue_a_client_fills_is_bounded_and_refuses_beyond(tmp_path):
-    from pipeline_core.stitch_stage import QueueFull
+    from pipeline_core.live.stitch_stage import QueueFull
 
     write_small_acquisition(tmp_path / "raw", n_parts=2, frames_per_part=2)  # 2 items per acquisition
     stage, errors = _stage(FakeClock(), max_items=5, max_reintegrations=3, max_requeues=2)

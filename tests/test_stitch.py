@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from pipeline_core.errors import SourceError
-from pipeline_core.lambda_layout import MODULE_SHAPE, P02_2_OFFSETS
-from pipeline_core.stitch import StitchLayout
+from pipeline_core.formats.lambda_layout import MODULE_SHAPE, P02_2_OFFSETS
+from pipeline_core.processing.stitch import StitchLayout
 
 from .helpers import dioptas_stitch
 

@@ -7,8 +7,8 @@ import dataclasses
 
 import pytest
 
+from pipeline_core.live.work_queue import QueueFull, WorkQueue
 from pipeline_core.messages import WorkItem
-from pipeline_core.work_queue import QueueFull, WorkQueue
 
 
 class FakeClock:

@@ -8,13 +8,13 @@ import pytest
 import tango
 
 from pipeline_core.errors import ConfigError, SourceError
-from pipeline_core.integrate import IntegrationSettings
-from pipeline_core.integrate_stage import IntegrateStage
-from pipeline_core.lambda_files import open_modules
+from pipeline_core.formats.lambda_files import open_modules
+from pipeline_core.formats.nexus import read_merged
+from pipeline_core.live.integrate_stage import IntegrateStage
+from pipeline_core.live.stitch_stage import StitchConfig, StitchStage
 from pipeline_core.messages import ClaimRequest, WorkItem
-from pipeline_core.nexus import read_merged
-from pipeline_core.sources import read_part_range
-from pipeline_core.stitch_stage import StitchConfig, StitchStage
+from pipeline_core.processing.integrate import IntegrationSettings
+from pipeline_core.processing.sources import read_part_range
 from tango_servers.registration import DeviceSpec
 
 from ..helpers import SMALL_PONI, real_servers, wait_for, write_small_acquisition

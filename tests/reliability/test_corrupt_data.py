@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import tango
 
-from pipeline_core.nexus import read_merged
-from pipeline_core.nexus_failures import parse_ranges
+from pipeline_core.formats.nexus import read_merged
+from pipeline_core.formats.nexus_failures import parse_ranges
 from pipeline_core.simulate import simulate_acquisition
 from tango_servers.demo import MERGER, layout_for
 from tango_servers.embedded_db import EmbeddedDatabase, free_port

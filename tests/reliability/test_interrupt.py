@@ -19,8 +19,8 @@ import psutil
 import pytest
 
 from pipeline_core.errors import ConfigError
+from pipeline_core.formats.nexus import read_merged
 from pipeline_core.heatmap import render_heatmap
-from pipeline_core.nexus import read_merged
 from pipeline_core.simulate import simulate_acquisition
 
 from ..helpers import wait_for

@@ -7,11 +7,11 @@ import sys
 
 import numpy as np
 
-from pipeline_core.integrate import IntegrationSettings
-from pipeline_core.merge_journal import journal_path
-from pipeline_core.merge_stage import MergeStage
+from pipeline_core.formats.nexus import read_merged
+from pipeline_core.live.merge_journal import journal_path
+from pipeline_core.live.merge_stage import MergeStage
 from pipeline_core.messages import PatternBatch
-from pipeline_core.nexus import read_merged
+from pipeline_core.processing.integrate import IntegrationSettings
 
 from ..helpers import REPO, wait_for
 
@@ -38,8 +38,8 @@ def _batch(settings, numbers, part=0, total=8):
 #: A MergeStage in its own process: merges frames 1-4 of "scan" (of 8), says so, then waits to be killed.
 FIRST_MERGER = """
 import sys, time
-from pipeline_core.integrate import IntegrationSettings
-from pipeline_core.merge_stage import MergeStage
+from pipeline_core.processing.integrate import IntegrationSettings
+from pipeline_core.live.merge_stage import MergeStage
 from tests.reliability.test_merger_resume import _batch
 
 settings = IntegrationSettings(sys.argv[2], bins=4)

@@ -21,7 +21,7 @@ import psutil
 import pytest
 import tango
 
-from pipeline_core.nexus import read_merged
+from pipeline_core.formats.nexus import read_merged
 from pipeline_core.simulate import write_calibration
 from tango_servers.demo import MERGER, SIMULATOR, STITCHER, layout_for
 from tango_servers.embedded_db import EmbeddedDatabase, database_answers, free_port

@@ -8,13 +8,13 @@ import time
 import pytest
 
 from pipeline_core.errors import ConfigError, SourceError
-from pipeline_core.integrate import IntegrationSettings
-from pipeline_core.integrate_stage import IntegrateStage
-from pipeline_core.merge_stage import MergeStage
+from pipeline_core.formats.nexus import read_merged
+from pipeline_core.live.integrate_stage import IntegrateStage
+from pipeline_core.live.merge_stage import MergeStage
+from pipeline_core.live.stitch_stage import StitchConfig, StitchStage
+from pipeline_core.live.work_source import InProcessWorkSource
 from pipeline_core.messages import ClaimRequest, PatternBatch
-from pipeline_core.nexus import read_merged
-from pipeline_core.stitch_stage import StitchConfig, StitchStage
-from pipeline_core.work_source import InProcessWorkSource
+from pipeline_core.processing.integrate import IntegrationSettings
 
 from ..helpers import wait_for, write_small_acquisition
 
@@ -220,7 +220,7 @@ def test_paths_outside_the_data_root_are_refused(tmp_path, settings):
 def test_a_file_still_being_written_is_retried_then_read(tmp_path, monkeypatch):
     """The file heals right after the first attempt saw it cut short (observed, not timed), and the
     second attempt, after the default delay, reads it."""
-    from pipeline_core import hdf5_io
+    from pipeline_core.formats import hdf5_io
 
     acq = write_small_acquisition(tmp_path / "raw", n_parts=1)
     path = acq["files"][0]
@@ -247,7 +247,7 @@ def test_a_file_still_being_written_is_retried_then_read(tmp_path, monkeypatch):
 
 
 def test_a_file_that_stays_unreadable_fails_with_the_attempts_named(tmp_path):
-    from pipeline_core.hdf5_io import open_h5
+    from pipeline_core.formats.hdf5_io import open_h5
 
     acq = write_small_acquisition(tmp_path / "raw", n_parts=1)
     path = acq["files"][0]

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import SourceError
-from .integrate import IntegrationSettings
-from .lambda_files import LambdaAcquisition, parse_lambda_name
-from .messages import ScanInfo, WorkItem
+from ..errors import SourceError
+from ..formats.lambda_files import LambdaAcquisition, parse_lambda_name
+from ..messages import ScanInfo, WorkItem
+from ..paths import confine
+from ..processing.integrate import IntegrationSettings
 from .part_checker import PartChecker, PartFailed, PartWaiting
-from .paths import confine
 from .scan_tracker import MAX_SCANS, ScanRecord, ScanTracker
 from .work_queue import WorkQueue
 

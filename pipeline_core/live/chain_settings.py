@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import threading
 
-from .errors import ConfigError, PipelineError
-from .integrate import DEFAULT_BINS, IntegrationSettings, read_poni, validate_bins, validate_unit
-from .mask import check_mask_shape, load_mask_file
-from .paths import confine
+from ..errors import ConfigError, PipelineError
+from ..formats.mask import check_mask_shape, load_mask_file
+from ..paths import confine
+from ..processing.integrate import DEFAULT_BINS, IntegrationSettings, read_poni, validate_bins, validate_unit
 
 #: The settings an operator changes (the devices' poniPath, maskPath, bins, unit attributes).
 SETTING_FIELDS = ("poni_path", "mask_path", "bins", "unit")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 
+from ..messages import PatternBatch
 from .merge_scan import ScanSummary
-from .messages import PatternBatch
 
 log = logging.getLogger(__name__)
 

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import PipelineError
+from ..formats.nexus import MergedFileWriter
+from ..messages import FailedFrames, PatternBatch, ScanInfo
+from ..output import reserve_output
+from ..processing.integrate import IntegrationSettings
 from . import merge_journal
-from .errors import PipelineError
-from .integrate import IntegrationSettings
 from .merge_gaps import GapState
 from .merge_journal import JournalEntry
-from .messages import FailedFrames, PatternBatch, ScanInfo
-from .nexus import MergedFileWriter
-from .output import reserve_output
 
 log = logging.getLogger(__name__)
 

@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import PipelineError
+from ..errors import PipelineError
+from ..formats.nexus import MergedFileWriter
+from ..messages import FailedFrames
+from ..output import part_path, reserve_output
+from ..signals import Interrupted, signals_deferred
 from .frame_batch import BatchPatterns, integrate_batch
 from .integrate import IntegrationEngine, IntegrationSettings
-from .messages import FailedFrames
-from .nexus import MergedFileWriter
-from .output import part_path, reserve_output
-from .signals import Interrupted, signals_deferred
 from .sources import FrameSource
 
 log = logging.getLogger(__name__)

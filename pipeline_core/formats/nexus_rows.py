@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import OutputError
+from ..errors import OutputError
 from .nexus_layout import ResultDatasets
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from . import __version__
-from .integrate import IntegrationSettings, file_sha256
-from .units import UNITS
+from .. import __version__
+from ..processing.integrate import IntegrationSettings, file_sha256
+from ..processing.units import UNITS
 
 STR = h5py.string_dtype()
 

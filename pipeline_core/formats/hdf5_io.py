@@ -14,7 +14,7 @@ from pathlib import Path
 import h5py
 import hdf5plugin  # noqa: F401  (registers the bitshuffle/LZ4 filters with HDF5)
 
-from .errors import SourceError
+from ..errors import SourceError
 
 _SIGNATURE = b"\x89HDF\r\n\x1a\n"
 

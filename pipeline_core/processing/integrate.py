@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError
+from ..formats.mask import check_mask_shape, load_mask_file
 from .engine_build import BuiltEngine, build_in_child, child_build_supported
-from .errors import ConfigError
-from .mask import check_mask_shape, load_mask_file
 from .units import DEFAULT_UNIT, UNITS
 
 DEFAULT_METHOD = ("bbox", "csr", "cython")
@@ -250,7 +250,7 @@ def build_pyfai_engine(ai, settings: IntegrationSettings, frame_shape: tuple[int
     """Build pyFAI's engine by integrating a blank frame; returns that (warm) result.
 
     The one place the engine is built, whether in this process or in the builder child
-    (:mod:`pipeline_core.engine_build`), so both paths build the very same engine.
+    (:mod:`pipeline_core.processing.engine_build`), so both paths build the very same engine.
     """
     return ai.integrate1d(np.zeros(frame_shape, np.float32), settings.bins, **kwargs)
 
@@ -264,7 +264,7 @@ class IntegrationEngine:
 
     For pyFAI's ``csr``/``cython`` methods (the default) and frames of at least
     ``CHILD_BUILD_MIN_PIXELS``, the engine is built in a short-lived child process (``isolate_build``,
-    see :mod:`pipeline_core.engine_build`): this process then holds only
+    see :mod:`pipeline_core.processing.engine_build`): this process then holds only
     the CSR matrix and the per-pixel corrections (~120 MB for a Lambda 2M) instead of pyFAI's ~500 MB
     build peak, and integrates with pyFAI's own ``CsrIntegrator.integrate_ng`` called with the
     arguments ``integrate1d`` passes, so results are bit-identical. Other methods build in-process.
@@ -357,7 +357,7 @@ class IntegrationEngine:
 
         Same call, same arguments as ``integrate1d`` (pyFAI 2026.9, ``pyFAI/integrator/azimuthal.py``)
         for a detector without dummy, dark or flat (the child refuses others, see
-        :mod:`pipeline_core.engine_build`): ``_normalize_dummies`` makes the given dummy float32,
+        :mod:`pipeline_core.processing.engine_build`): ``_normalize_dummies`` makes the given dummy float32,
         dark/flat/absorption are None, and a csr/cython method needs no variance array for poisson.
         """
         dummy32 = None if dummy is None else np.float32(dummy)

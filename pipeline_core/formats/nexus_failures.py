@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import h5py
 
-from .messages import FailedFrames
+from ..messages import FailedFrames
 
 _FIELDS = ("file", "reason", "frame_numbers")
 

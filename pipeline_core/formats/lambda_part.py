@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import SourceError
+from ..processing.stitch import StitchLayout
 from . import lambda_layout as L
-from .errors import SourceError
 from .lambda_files import ModuleFile, open_modules
-from .stitch import StitchLayout
 
 
 class PartMismatch(SourceError):

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..formats.mask import check_mask_shape, load_mask_file
 from .integrate import IntegrationEngine, IntegrationSettings
-from .mask import check_mask_shape, load_mask_file
 
 log = logging.getLogger(__name__)
 

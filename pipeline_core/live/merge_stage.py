@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .integrate import IntegrationSettings
+from ..messages import FailedFrames, PatternBatch, ScanInfo
+from ..processing.integrate import IntegrationSettings
 from .merge_closed import ClosedScans
 from .merge_gaps import (
     DEFAULT_GAP_CHECK_S,
@@ -39,7 +40,6 @@ from .merge_gaps import (
 from .merge_journal import journal_path
 from .merge_latency import LatencyWindow
 from .merge_scan import OpenScan, ScanSummary, resume_open_scans
-from .messages import FailedFrames, PatternBatch, ScanInfo
 from .worker import ThreadContext, Worker
 
 log = logging.getLogger(__name__)

@@ -4,8 +4,8 @@ Why: building pyFAI's bbox/csr engine for a Lambda 2M frame peaks at ~500 MB (co
 float64 temporaries, the CSR build itself) while the finished engine needs ~120 MB (the CSR
 matrix, solid angle, polarization, mask, pyFAI's preprocessing buffer). A long-running process
 (the offline CLI, a live Integrator that rebuilds when settings change) that builds in-process
-keeps that peak as its RSS for good. Here a child (``python -m pipeline_core.engine_build``)
-loads the PONI, calls ``ai.integrate1d`` exactly as :class:`~pipeline_core.integrate.IntegrationEngine`
+keeps that peak as its RSS for good. Here a child (``python -m pipeline_core.processing.engine_build``)
+loads the PONI, calls ``ai.integrate1d`` exactly as :class:`~pipeline_core.processing.integrate.IntegrationEngine`
 always did, and streams back over a pipe what pyFAI's ``integrate1d`` hands to the engine's
 ``integrate_ng`` for the CSR/Cython path: the CSR matrix, bin centres, pixel mask, solid-angle and
 polarization arrays. The parent rebuilds pyFAI's own ``CsrIntegrator`` from them and calls its
@@ -35,7 +35,7 @@ from typing import IO
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 #: Arrays the child sends, in this order, after its one-line JSON header.
 _ARRAYS = ("data", "indices", "indptr", "bin_centers", "cmask", "solidangle", "polarization", "radial")
@@ -86,7 +86,7 @@ def _carrier_class(module: str) -> type:
 
 def build_in_child(settings_dict: dict, frame_shape: tuple[int, int], mask: np.ndarray,
                    timeout_s: float | None = 600.0) -> BuiltEngine | None:
-    """Run the build in ``python -m pipeline_core.engine_build`` and read its arrays back.
+    """Run the build in ``python -m pipeline_core.processing.engine_build`` and read its arrays back.
 
     Returns None when the child finds a case this path does not reproduce exactly (a detector with
     its own dummy, dark or flat; a method that does not manage variance): build in-process then.
@@ -96,10 +96,10 @@ def build_in_child(settings_dict: dict, frame_shape: tuple[int, int], mask: np.n
     """
     request = json.dumps({"settings": settings_dict, "frame_shape": list(frame_shape)}).encode() + b"\n"
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline_core.engine_build"], stdin=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline_core.processing.engine_build"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=err, env=env)
         assert proc.stdin is not None and proc.stdout is not None  # both are PIPEs
         try:

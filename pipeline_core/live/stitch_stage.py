@@ -38,11 +38,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..messages import ClaimRequest, ScanInfo, WorkItem
+from ..paths import confine
+from ..processing.integrate import IntegrationSettings
 from .chain_settings import ChainSettings
-from .integrate import IntegrationSettings
-from .messages import ClaimRequest, ScanInfo, WorkItem
 from .part_checker import PartChecker
-from .paths import confine
 from .scan_tracker import ScanTracker
 from .stitch_jobs import (
     Announce,

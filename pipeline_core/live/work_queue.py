@@ -21,8 +21,8 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from .errors import PipelineError
-from .messages import WorkItem
+from ..errors import PipelineError
+from ..messages import WorkItem
 
 log = logging.getLogger(__name__)
 

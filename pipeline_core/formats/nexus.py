@@ -37,13 +37,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .errors import OutputError
-from .integrate import IntegrationSettings
-from .messages import FailedFrames
+from ..errors import OutputError
+from ..messages import FailedFrames
+from ..output import part_path, publish
+from ..processing.integrate import IntegrationSettings
 from .nexus_failures import FailureList
 from .nexus_layout import create_layout, now_iso, open_layout, set_str
 from .nexus_rows import RowStore
-from .output import part_path, publish
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import SourceError
+from ..errors import SourceError
 
 
 @dataclass(frozen=True)

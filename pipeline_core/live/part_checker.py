@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SourceError
-from .lambda_files import LambdaAcquisition, glob_escape
-from .lambda_part import PartMismatch, open_part
-from .paths import OutsideRootsError, inside
+from ..errors import SourceError
+from ..formats.lambda_files import LambdaAcquisition, glob_escape
+from ..formats.lambda_part import PartMismatch, open_part
+from ..paths import OutsideRootsError, inside
 
 log = logging.getLogger(__name__)
 

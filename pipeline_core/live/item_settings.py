@@ -9,11 +9,11 @@ answer to ClaimWork on the wire could name any.
 
 from __future__ import annotations
 
-from .errors import ConfigError
-from .integrate import IntegrationSettings, read_poni
-from .mask import check_mask_shape, load_mask_file
-from .messages import WorkItem
-from .paths import confine
+from ..errors import ConfigError
+from ..formats.mask import check_mask_shape, load_mask_file
+from ..messages import WorkItem
+from ..paths import confine
+from ..processing.integrate import IntegrationSettings, read_poni
 
 
 class ItemSettings:

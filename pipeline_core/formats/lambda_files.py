@@ -14,11 +14,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..errors import SourceError
+from ..paths import confine
 from . import lambda_layout as L
 from .chunk_check import ChunkChecker, CorruptChunk, UncheckableFilters
-from .errors import SourceError
 from .hdf5_io import open_h5
-from .paths import confine
 
 _MODULE_RE = re.compile(r"^(?P<stem>.+)_m(?P<module>\d{1,2})(?:_part(?P<part>\d+))?\.nxs$")
 _MASTER_RE = re.compile(r"^(?P<stem>.+)_master\.nxs$")

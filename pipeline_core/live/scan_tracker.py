@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .integrate import IntegrationSettings
-from .lambda_files import LambdaNaming
-from .messages import ScanInfo, WorkItem
+from ..formats.lambda_files import LambdaNaming
+from ..messages import ScanInfo, WorkItem
+from ..processing.integrate import IntegrationSettings
 from .work_queue import QueueFull
 
 #: Scans remembered (to ignore repeated announcements and to redo missing frames).

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..messages import FailedFrames
 from .integrate import IntegrationEngine
-from .messages import FailedFrames
 
 
 @dataclass

@@ -22,13 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .engine_cache import EngineCache
-from .errors import PipelineError
-from .frame_batch import BatchPatterns, FrameBatch, integrate_batch
-from .integrate import IntegrationEngine, IntegrationSettings
+from ..errors import PipelineError
+from ..messages import ClaimRequest, FailedFrames, PatternBatch, WorkItem
+from ..processing.engine_cache import EngineCache
+from ..processing.frame_batch import BatchPatterns, FrameBatch, integrate_batch
+from ..processing.integrate import IntegrationEngine, IntegrationSettings
+from ..processing.sources import read_part_range
 from .item_settings import ItemSettings
-from .messages import ClaimRequest, FailedFrames, PatternBatch, WorkItem
-from .sources import read_part_range
 from .work_source import NoWork, WorkSource
 from .worker import ThreadContext, Worker
 

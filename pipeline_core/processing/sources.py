@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import lambda_layout as L
-from .errors import SourceError
+from ..errors import SourceError
+from ..formats import lambda_layout as L
+from ..formats.hdf5_io import open_h5
+from ..formats.lambda_files import LambdaAcquisition, LambdaPart, frame_numbers_from_any, parse_lambda_name
+from ..formats.lambda_part import OpenPart, PartMismatch, open_part
+from ..messages import FailedFrames
 from .frame_batch import FrameBatch
-from .hdf5_io import open_h5
-from .lambda_files import LambdaAcquisition, LambdaPart, frame_numbers_from_any, parse_lambda_name
-from .lambda_part import OpenPart, PartMismatch, open_part
-from .messages import FailedFrames
 from .stitch import StitchLayout
 
 IMAGE_SUFFIXES = {".tif", ".tiff", ".cbf", ".edf", ".img", ".mar3450", ".sfrm", ".mccd", ".npy"}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from .messages import ClaimRequest, WorkItem
+from ..messages import ClaimRequest, WorkItem
 
 if TYPE_CHECKING:
     from .stitch_stage import StitchStage

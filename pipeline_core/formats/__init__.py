@@ -1,0 +1,1 @@
+"""File formats: the Lambda detector's module files (names, parts, chunk checks) and the merged NeXus result."""
