@@ -4,18 +4,37 @@ Put this folder on the MacroServer's ``MacroPath``. Device names default to the 
 ``tango_db_setup/pipeline.yaml``; set the environment variables ``XrdStitcher``, ``XrdMerger`` and
 ``XrdIntegrators`` (``senv XrdMerger p02/xrd/merger``) to point the macros at another chain.
 
-    xrd_status                                 # State/Status and counters of every device
-    xrd_settings /gpfs/.../L2.poni 4038        # PONI and bins on every Integrator
-    xrd_reintegrate /gpfs/.../ramp_00042_m1_part00000.nxs
+    xrd_status                                  # State, counters and Status of every device
+    xrd_settings /gpfs/.../L2.poni              # the chain's PONI; bins, mask and unit unchanged
+    xrd_settings /gpfs/.../L2.poni 4038 -       # ... and 4038 bins, no user mask
+    xrd_reintegrate /gpfs/.../ramp_00042_m1_part00000.nxs True   # wait for the new merged file
+
+The devices are reached with plain ``tango.DeviceProxy`` (Sardana's ``getDevice`` gives a Taurus
+device, whose ``state`` is a property and whose values are pint quantities: not what these verbs
+print). The macros import nothing of xrd-pipeline, so a MacroServer in another environment runs
+them; the one message they send (``SettingsRequest`` of ``pipeline_core.messages``) is written out
+here, and tests/test_sardana_macros.py runs every macro in a real MacroServer against a live chain.
 """
 
-from sardana.macroserver.macro import Macro, Type  # noqa: F401  (only importable inside a MacroServer)
+from __future__ import annotations
+
+import json
+import time
+
+import tango
+from sardana.macroserver.macro import Macro, Optional, Type
 
 DEFAULTS = {
     "XrdStitcher": "p02/xrd/stitcher",
     "XrdMerger": "p02/xrd/merger",
     "XrdIntegrators": "p02/xrd/integrator1 p02/xrd/integrator2",
 }
+COUNTERS = ("framesReceived", "framesProcessed", "framesFailed", "throughput")
+SETTINGS = ("poniPath", "maskPath", "bins", "unit")
+#: the mask argument that means "no user mask" ("" and "None" reach a macro as "not given")
+NO_MASK = "-"
+#: a first PONI check may import pyFAI in the Stitcher: longer than Tango's 3 s default
+TIMEOUT_MS = 30_000
 
 
 def _device_names(macro: Macro) -> dict:
@@ -25,47 +44,157 @@ def _device_names(macro: Macro) -> dict:
             names[key] = macro.getEnv(key)
         except Exception:  # unset environment variable: use the default layout
             names[key] = default
-    names["XrdIntegrators"] = str(names["XrdIntegrators"]).split()
+    integrators = names["XrdIntegrators"]  # "a b", a list, or "(a, b)" (what ``senv XrdIntegrators a b`` stores)
+    if isinstance(integrators, (list, tuple)):
+        integrators = " ".join(str(n) for n in integrators)
+    names["XrdIntegrators"] = str(integrators).strip("()[] ").replace(",", " ").split()
     return names
 
 
+def _chain(macro: Macro) -> list[str]:
+    """Every device of the chain, upstream first: Stitcher, Integrators, Merger."""
+    names = _device_names(macro)
+    return [names["XrdStitcher"], *names["XrdIntegrators"], names["XrdMerger"]]
+
+
+def _proxy(name: str) -> tango.DeviceProxy:
+    proxy = tango.DeviceProxy(name)
+    proxy.set_timeout_millis(TIMEOUT_MS)
+    return proxy
+
+
+def _reason(exc: tango.DevFailed) -> str:
+    """The first error of a DevFailed as an operator reads it: its description (and reason)."""
+    err = exc.args[0]
+    return f"{err.desc.strip()} ({err.reason})"
+
+
+def _read(proxy: tango.DeviceProxy, attributes: tuple[str, ...]) -> dict:
+    """Values by name; an attribute that cannot be read is shown as '?' with why, not a failed macro."""
+    values = {}
+    for name in attributes:
+        try:
+            values[name] = proxy.read_attribute(name).value
+        except tango.DevFailed as exc:
+            values[name] = f"? ({_reason(exc)})"
+    return values
+
+
+def _number(value, fmt: str) -> str:
+    return format(value, fmt) if isinstance(value, (int, float)) else str(value)
+
+
+def settings_request(poni: str | None, bins: int | None, mask: str | None, unit: str | None) -> str:
+    """The JSON ``SettingsRequest`` (pipeline_core.messages) of the given fields; None = unchanged."""
+    fields = {"poni_path": poni, "bins": bins, "mask_path": mask, "unit": unit}
+    return json.dumps({"type": "settings", "version": 1, **{k: v for k, v in fields.items() if v is not None}})
+
+
 class xrd_status(Macro):
-    """Show State, Status and frame counters of the Stitcher, the Integrators and the Merger."""
+    """Show State, frame counters, throughput and Status of the Stitcher, the Integrators and the Merger."""
 
     def run(self):
-        names = _device_names(self)
-        for name in [names["XrdStitcher"], *names["XrdIntegrators"], names["XrdMerger"]]:
-            dev = self.getDevice(name)
-            self.output(f"{name}: {dev.state()}  received {dev.framesReceived}  processed {dev.framesProcessed}"
-                        f"  failed {dev.framesFailed}  {dev.throughput:.1f} frames/s")
-            for line in dev.status().splitlines():
+        for name in _chain(self):
+            try:
+                proxy = _proxy(name)
+                state, status = proxy.state(), proxy.status()
+            except tango.DevFailed as exc:
+                self.warning(f"{name}: not reachable: {_reason(exc)}")
+                continue
+            c = _read(proxy, COUNTERS)
+            self.output(
+                f"{name}: {state}  received {c['framesReceived']}  processed {c['framesProcessed']}  "
+                f"failed {c['framesFailed']}  {_number(c['throughput'], '.1f')} frames/s"
+            )
+            for line in status.splitlines():
                 self.output(f"    {line}")
-        self.output(f"last merged file: {self.getDevice(names['XrdMerger']).lastOutputFile}")
+        merger = _device_names(self)["XrdMerger"]
+        try:
+            last = _read(_proxy(merger), ("lastOutputFile",))["lastOutputFile"]
+        except tango.DevFailed as exc:  # not defined in the database
+            last = f"? ({_reason(exc)})"
+        self.output(f"last merged file: {last}")
+
+
+def _settings_text(v: dict) -> str:
+    return f"poni {v['poniPath']}, mask {v['maskPath'] or '(none)'}, {v['bins']} bins, unit {v['unit']}"
 
 
 class xrd_settings(Macro):
-    """Set PONI file and number of bins on every Integrator (a bad value is refused by the device)."""
+    """Set the chain's integration settings, all or nothing, then show what every device shows.
+
+    The Stitcher holds the chain's one set of settings; the others show it. One ``SetSettings``
+    carries the given values: the Stitcher checks all of them before changing any, so a refused
+    value (a PONI that does not parse, bins out of range, a mask that does not fit) changes nothing
+    and the macro fails with the reason. A parameter not given keeps the value in force; give
+    ``-`` as mask for no user mask (detector gaps and bad pixels only): the MacroServer passes an
+    empty string or ``None`` as "not given", so neither can say it.
+    """
 
     param_def = [
         ["poni", Type.String, None, "PONI calibration file"],
-        ["bins", Type.Integer, None, "number of radial bins"],
-        ["mask", Type.String, "", "mask file (empty: gaps and bad pixels only)"],
+        ["bins", Type.Integer, Optional, "number of radial bins (not given: unchanged)"],
+        ["mask", Type.String, Optional, "mask file; - = no user mask (not given: unchanged)"],
+        ["unit", Type.String, Optional, "radial unit, e.g. 2th_deg or q_nm^-1 (not given: unchanged)"],
     ]
 
-    def run(self, poni, bins, mask):
-        for name in _device_names(self)["XrdIntegrators"]:
-            dev = self.getDevice(name)
-            dev.write_attribute("poniPath", poni)
-            dev.write_attribute("maskPath", mask)
-            dev.write_attribute("bins", bins)
-            self.output(f"{name}: {poni}, {bins} bins, mask {mask or '(none)'}")
+    def run(self, poni, bins, mask, unit):
+        stitcher = _device_names(self)["XrdStitcher"]
+        if mask is not None and mask.strip() == NO_MASK:
+            mask = ""  # what SettingsRequest calls no user mask
+        request = settings_request(poni, bins, mask, unit)
+        try:
+            _proxy(stitcher).command_inout("SetSettings", request)
+        except tango.DevFailed as exc:
+            if exc.args[0].reason != "XRD_InvalidValue":  # not a refusal: unreachable, timed out, ...
+                raise
+            self.error(f"{stitcher} refused {request}: {_reason(exc)}; nothing was changed")
+            shown = self._show()
+            raise ValueError(f"settings refused by {stitcher}: {_reason(exc)}; every device keeps {shown}") from None
+        self._show()
+
+    def _show(self) -> str:
+        """Print each device's values; returns them as one text (warns when the devices disagree)."""
+        seen = {}
+        for name in _chain(self):
+            try:
+                v = _read(_proxy(name), SETTINGS)
+            except tango.DevFailed as exc:  # a device not defined or not exported
+                v = dict.fromkeys(SETTINGS, f"? ({_reason(exc)})")
+            seen[name] = tuple(v[a] for a in SETTINGS)
+            self.output(f"{name}: {_settings_text(v)}")
+        if len(set(seen.values())) != 1:
+            self.warning(f"the devices show different settings: {seen}")
+            return "(the devices disagree, see above)"
+        return _settings_text(v)
 
 
 class xrd_reintegrate(Macro):
-    """Reintegrate an acquisition with the current settings into a new file (earlier results stay)."""
+    """Reintegrate an acquisition with the chain's settings into a new file (earlier results stay).
 
-    param_def = [["path", Type.String, None, "any file of the acquisition, or its directory"]]
+    Returns what the Stitcher queued; with ``wait`` True, waits for the Merger's next closed file
+    and returns its path (a scan the chain is merging meanwhile may close first).
+    """
 
-    def run(self, path):
-        answer = self.getDevice(_device_names(self)["XrdStitcher"]).command_inout("Reintegrate", path)
+    param_def = [
+        ["path", Type.String, None, "any file of the acquisition, or its directory"],
+        ["wait", Type.Boolean, False, "wait until the Merger has closed the new file"],
+        ["timeout", Type.Float, 600.0, "seconds to wait at most"],
+    ]
+    result_def = [["answer", Type.String, None, "what was queued, or (wait) the merged file"]]
+
+    def run(self, path, wait, timeout):
+        merger = _proxy(_device_names(self)["XrdMerger"])
+        before = merger.lastOutputFile if wait else None
+        answer = _proxy(_device_names(self)["XrdStitcher"]).command_inout("Reintegrate", path)
         self.output(answer)
+        if not wait:
+            return answer
+        deadline = time.monotonic() + timeout
+        while (current := merger.lastOutputFile) == before:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no new merged file after {timeout:g} s:\n{merger.status()}")
+            self.checkPoint()  # an abort (Ctrl-C in spock) stops the wait here
+            time.sleep(0.2)
+        self.output(f"merged file: {current}")
+        return current

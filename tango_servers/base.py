@@ -2,9 +2,10 @@
 
 A device here only declares its Tango interface and forwards to a stage from ``pipeline_core``;
 the stage does the work on its own thread and reports back through callbacks, which this base turns
-into State, Status and change events. The pieces live in their own modules: the counters
-(:mod:`.counter_attributes`), the subscriptions upstream (:mod:`.subscriptions`), the problems shown
-in Status (:mod:`.status_log`) and SIGHUP handling (:mod:`.hangup`).
+into State, Status and change events. The pieces live in their own modules: the counters and the
+change events of everything shown (:mod:`.counter_attributes`), the subscriptions upstream
+(:mod:`.subscriptions`), the problems shown in Status (:mod:`.status_log`) and SIGHUP handling
+(:mod:`.hangup`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import tango
 from tango import AttrWriteType, DevState
 from tango.server import Device, attribute, command, device_property
 
+from .change_events import ChangePublisher, read_value
 from .counter_attributes import CounterAttributes, ThroughputWindow
 from .hangup import stop_on_hangup
 from .status_log import StatusLog
@@ -23,9 +25,32 @@ from .subscriptions import EventHandler, EventSubscriptions
 
 log = logging.getLogger(__name__)
 
+#: what every pipeline device pushes change events for (subclasses watch more)
+EVENTED = (
+    "framesReceived",
+    "framesProcessed",
+    "framesFailed",
+    "throughput",
+    "latency",
+    "currentScan",
+    "lastOutputFile",
+    "upstreamConnected",
+    "outputDirectory",  # constant: pushed once, so Taurus subscribes instead of polling it
+    "State",
+    "Status",
+)
+#: seconds a device stays RUNNING after its last unit of work (a scan's parts come every few seconds)
+BUSY_AFTER_WORK_S = 2.0
+
 
 class PipelineDevice(CounterAttributes, Device):
-    """Base class: operator-facing counters, State/Status and a thread-safe error log."""
+    """Base class: operator-facing counters, State/Status and a thread-safe error log.
+
+    Everything in :data:`EVENTED` (and what subclasses ``publisher.watch``) is pushed as a change
+    event whenever its value changes, by the device's :class:`ChangePublisher`: stages call
+    :meth:`push_progress` after each unit of work, commands and writes wake it, and it compares every
+    half second anyway, so State going back to ON or a write on another device reaches event-driven
+    clients (Taurus) too."""
 
     OutputDirectory = device_property(dtype=str, default_value="processed", doc="where result files are written")
 
@@ -33,23 +58,17 @@ class PipelineDevice(CounterAttributes, Device):
         super().init_device()
         stop_on_hangup()
         self.status_log = StatusLog()
+        self._last_work = float("-inf")
+        self.publisher = ChangePublisher(self, before=self.before_publish)
+        self.publisher.watch(*EVENTED)
         self.subscriptions = EventSubscriptions(self.report_error, self.set_fault)
         self.throughput_window = ThroughputWindow()
         self._running = False
         self._t_start = time.monotonic()
-        for name in (
-            "framesReceived",
-            "framesProcessed",
-            "framesFailed",
-            "latency",
-            "currentScan",
-            "lastOutputFile",
-            "State",
-            "Status",
-        ):
-            self.set_change_event(name, True, False)
+        self.publisher.start()  # reads that fail while the subclass builds its stage are retried next period
 
     def delete_device(self) -> None:
+        self.publisher.stop()
         self.subscriptions.close()
         stage = getattr(self, "stage", None)
         if stage is not None:  # every pipeline device forwards to a core stage with its own thread
@@ -78,9 +97,11 @@ class PipelineDevice(CounterAttributes, Device):
         """Called from any thread by stages: the device keeps serving, Status says what failed."""
         log.warning("%s: %s", self.get_name(), message)
         self.status_log.report(message)
+        self.publisher.wake()
 
     def set_fault(self, message: str | None) -> None:
         self.status_log.fault = message
+        self.publisher.wake()
 
     def dev_state(self) -> DevState:
         if self.status_log.fault:
@@ -90,8 +111,19 @@ class PipelineDevice(CounterAttributes, Device):
     def dev_status(self) -> str:
         return self.status_log.status(self.describe(), self.alarm(), self.subscriptions.waiting())
 
+    def before_publish(self) -> None:
+        """Called on the publisher's thread before each comparison (e.g. to follow a unit)."""
+
+    def published_value(self, name: str):
+        """The value of ``name`` the publisher compares and pushes (a read; subclasses may use a snapshot)."""
+        return read_value(self, name)
+
     def is_busy(self) -> bool:
-        return False
+        """Worked within the last :data:`BUSY_AFTER_WORK_S` (RUNNING); stages may say more."""
+        return self.recently_worked()
+
+    def recently_worked(self, seconds: float = BUSY_AFTER_WORK_S) -> bool:
+        return time.monotonic() - self._last_work < seconds
 
     def alarm(self) -> str | None:
         """A condition that needs the operator's eye now (e.g. a queue near its bound), else None."""
@@ -104,6 +136,7 @@ class PipelineDevice(CounterAttributes, Device):
     def ClearErrors(self) -> None:
         """Acknowledge the problems shown in Status (State goes back from ALARM)."""
         self.status_log.clear()
+        self.publisher.wake()
 
     @attribute(
         dtype=str, label="Output directory", doc="where this stage writes result files", access=AttrWriteType.READ

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,10 +18,14 @@ import tango
 from pipeline_core.errors import PipelineError
 from pipeline_core.live.chain_settings import ChainSettings
 from pipeline_core.messages import SettingsRequest
+from pipeline_core.processing.units import DEFAULT_UNIT
 
 from .base import PipelineDevice
 from .dev_failed import throw
 from .setting_attributes import setting_attribute
+
+#: seconds between the reads of the chain's settings from the Stitcher for change events and Status
+SETTINGS_REFRESH_S = 1.0
 
 
 class ChainSettingsClient:
@@ -137,7 +142,8 @@ class ChainSettingsClient:
         rest = {k: v for k, v in (self.initial or {}).items() if k != "poni_path" and k not in changes}
         first = not shown["poni_path"] and bool(rest)  # this device's Bins/Unit/MaskPath count as initial values
         try:
-            chain = ChainSettings.from_shown(shown, roots=self.roots)
+            # the Stitcher parses the PONI: here only roots, existence, mask, bins and unit are checked
+            chain = ChainSettings.from_shown(shown, roots=self.roots, parse_poni=False)
             if first:
                 chain.change(rest, frame_shape, initial=True)
             chain.change(changes, frame_shape)
@@ -156,15 +162,25 @@ class ChainSettingsClient:
         s = self.last_shown
         if not s["poni_path"]:
             return "chain: no PONI set"
-        return f"chain: {Path(s['poni_path']).name}, {s['bins']} bins, {s['unit']}"
+        return f"chain: {Path(s['poni_path']).name}, {s['bins']} bins, {s['unit'] or DEFAULT_UNIT}"
+
+
+#: setting attribute -> field of the shown settings
+_FIELDS = {"poniPath": "poni_path", "maskPath": "mask_path", "bins": "bins", "unit": "unit"}
+
+
+def _field(shown: dict, field: str):
+    """The value shown for ``field``; the unit the chain integrates with while none was set."""
+    return (shown[field] or DEFAULT_UNIT) if field == "unit" else shown[field]
 
 
 def _shown_field(device: ChainSettingsDevice, field: str):
-    return device.chain_settings.shown()[field]
+    return _field(device.chain_settings.shown(), field)
 
 
 def _forward(device: ChainSettingsDevice, changes: dict) -> None:
     device._apply(**changes)
+    device.publisher.wake()  # the new values, and Status showing them, as change events
 
 
 class ChainSettingsDevice(PipelineDevice):
@@ -178,6 +194,20 @@ class ChainSettingsDevice(PipelineDevice):
 
     def _apply(self, **changes) -> None:
         self.chain_settings.write(changes, None, f"{self.get_name()} write")
+
+    def before_publish(self) -> None:
+        """Ask the Stitcher at most once a second (not once per setting attribute and comparison), so a
+        write on another device shows here, in the attributes' events and in Status, within a second."""
+        super().before_publish()
+        now = time.monotonic()
+        if now - getattr(self, "_settings_asked_at", float("-inf")) >= SETTINGS_REFRESH_S:
+            self._settings_asked_at = now
+            self.chain_settings.shown()
+
+    def published_value(self, name: str):
+        if name in _FIELDS:  # the snapshot :meth:`before_publish` just took
+            return _field(self.chain_settings.last_shown, _FIELDS[name])
+        return super().published_value(name)
 
     poniPath = setting_attribute(
         "poni_path",

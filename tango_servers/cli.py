@@ -13,6 +13,8 @@ from pathlib import Path
 from pipeline_core import cli as core_cli
 from pipeline_core.signals import signals_deferred
 
+from .panel_command import add_panel_command, cmd_panel  # no Qt imported until the panel runs
+
 
 def build_parser():
     return core_cli.build_parser(add_commands=add_tango_commands)
@@ -36,6 +38,8 @@ def add_tango_commands(sub) -> None:
     p = sub.add_parser("database", help="run the embedded sqlite Tango database in the foreground")
     p.add_argument("--state", type=Path, default=Path(".xrd-state"), help="folder of its sqlite file")
     p.add_argument("--port", type=int, default=10000)
+
+    add_panel_command(sub)
 
 
 def cmd_demo(args) -> int:
@@ -76,7 +80,7 @@ def cmd_database(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    commands = {"demo": cmd_demo, "register": cmd_register, "database": cmd_database}
+    commands = {"demo": cmd_demo, "register": cmd_register, "database": cmd_database, "panel": cmd_panel}
     return core_cli.main(argv, parser=build_parser(), extra_commands=commands)
 
 

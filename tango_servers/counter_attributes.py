@@ -3,15 +3,23 @@
 A mixin for :class:`~tango_servers.base.PipelineDevice`: each stage keeps a counters dataclass
 (``frames_received``, ``frames_processed``, ``frames_failed``); the device only has to return it
 from ``counters()``. One table drives the attributes and the events so they cannot disagree.
+
+Their change events, like every other attribute's, come from :mod:`.change_events`. Units are ones
+pint (hence Taurus) parses: counts carry no unit, their noun is in the label.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 import time
 from typing import Any
 
 from tango.server import attribute
+
+from .change_events import ChangePublisher
+
+log = logging.getLogger(__name__)
 
 #: attribute -> field of the stage's counters dataclass
 COUNTERS = {"framesReceived": "frames_received", "framesProcessed": "frames_processed", "framesFailed": "frames_failed"}
@@ -42,7 +50,7 @@ def _counter(field: str, label: str, doc: str) -> attribute:
     def read(self) -> int:
         return int(getattr(self.counters(), field))
 
-    return attribute(fget=read, dtype=int, label=label, unit="frames", format="%d", min_value=0, doc=doc)
+    return attribute(fget=read, dtype=int, label=label, unit="", format="%d", min_value=0, doc=doc)
 
 
 class CounterAttributes:
@@ -54,13 +62,14 @@ class CounterAttributes:
         """The stage's counters dataclass (frames_received, frames_processed, frames_failed)."""
         raise NotImplementedError
 
-    def push_progress(self) -> None:
-        """Push the counters as change events (called by stages after each unit of work)."""
-        c = self.counters()
-        for name, field in COUNTERS.items():
-            self.push_change_event(name, int(getattr(c, field)))  # type: ignore[attr-defined]
-        for name in ("latency", "currentScan"):  # every stage declares both; README promises their events
-            self.push_change_event(name, getattr(type(self), name).fget(self))  # type: ignore[attr-defined]
+    publisher: ChangePublisher
+    _last_work: float
+
+    def push_progress(self, *_args: Any) -> None:
+        """After each unit of stage work (any thread): mark the device busy and let the publisher push
+        what changed. Never blocks: the reads and pushes happen on the publisher's thread."""
+        self._last_work = time.monotonic()
+        self.publisher.wake()
 
     framesReceived = _counter(
         "frames_received", "Frames received", "frames announced to this stage since the server started"
@@ -74,11 +83,11 @@ class CounterAttributes:
 
     @attribute(
         dtype=float,
-        label="Throughput",
-        unit="frames/s",
+        label="Throughput (frames/s)",
+        unit="1/s",
         format="%.1f",
         min_value=0,
-        doc="frames processed per second over the last few seconds",
+        doc="frames processed per second over the last few seconds (frames/s)",
     )
     def throughput(self) -> float:
         return self.throughput_window.rate(self.counters().frames_processed)

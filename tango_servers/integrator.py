@@ -114,7 +114,14 @@ class Integrator(IntegratorAttributes, ChainSettingsDevice):
         return self.stage.counters
 
     def is_busy(self) -> bool:
-        return self.stage.running
+        """Started and integrated in the last seconds (a started Integrator without work is ON)."""
+        return self.stage.running and self.recently_worked()
+
+    def before_publish(self) -> None:
+        try:
+            super().before_publish()
+        finally:  # the Stitcher out of reach: the unit of the last item still holds
+            self.follow_radial_unit(str(self.chain_settings.last_shown.get("unit", "")))
 
     def describe(self) -> str:
         c = self.stage.counters
@@ -131,11 +138,13 @@ class Integrator(IntegratorAttributes, ChainSettingsDevice):
         """Begin claiming and integrating work (with the settings each item carries)."""
         self._require_stitcher("Integrator.Start")
         self.stage.start()
+        self.publisher.wake()
 
     @command
     def Stop(self) -> None:
         """Stop claiming new work (the item in hand is finished); stays stopped until Start."""
         self.stage.pause()
+        self.publisher.wake()
 
     @command(dtype_in=str, doc_in="an acquisition file (any module/part) or its directory", dtype_out=str)
     def Reintegrate(self, path: str) -> str:

@@ -11,16 +11,20 @@ import time
 
 import numpy as np
 import tango
+from tango import DispLevel
 from tango.server import attribute
 
 from pipeline_core.live.integrate_stage import IntegrateStage
 from pipeline_core.messages import PatternBatch
 from pipeline_core.processing.integrate import MAX_BINS
+from pipeline_core.processing.units import DEFAULT_UNIT, UNITS
 
 from .counter_attributes import latency_attribute
 
 #: attributes whose change events carry each batch (the Merger subscribes to ``patterns``)
 PUBLISHED = ("patterns", "lastPattern", "radialAxis")
+#: what the publisher pushes when it changes (besides every device's and the settings)
+INTEGRATOR_EVENTED = ("poniPath", "maskPath", "bins", "unit", "busyFraction")
 
 
 def _stage_array(field: str, **config) -> attribute:
@@ -43,8 +47,25 @@ class IntegratorAttributes:
         """Called from ``init_device``: nothing sent yet, change events on for what :meth:`publish` pushes."""
         self._encoded: tuple[str, bytes] = ("", b"")
         self._current_scan = ""
+        self._radial_unit = ""
         for name in PUBLISHED:
             self.set_change_event(name, True, False)  # type: ignore[attr-defined]
+        self.publisher.watch(*INTEGRATOR_EVENTED)  # type: ignore[attr-defined]
+        self.follow_radial_unit(DEFAULT_UNIT)
+
+    def follow_radial_unit(self, chain_unit: str) -> None:
+        """Give ``radialAxis`` the unit of its values (the last item's settings, else the chain's), so a
+        plot labels its x axis: pint names (deg, 1/nm, 1/angstrom, angstrom) from the units table."""
+        settings = self.stage.last_settings if getattr(self, "stage", None) is not None else None
+        name = settings.unit if settings is not None else (chain_unit or DEFAULT_UNIT)
+        unit = UNITS[name].units if name in UNITS else ""
+        if unit == self._radial_unit:
+            return
+        attr = self.get_device_attr().get_attr_by_name("radialAxis")  # type: ignore[attr-defined]
+        props = attr.get_properties()
+        props.unit = unit
+        attr.set_properties(props)
+        self._radial_unit = unit
 
     def publish(self, batch: PatternBatch) -> None:
         """Send ``batch`` on (the ``patterns`` event) and update the live plot and the counters."""
@@ -53,6 +74,7 @@ class IntegratorAttributes:
         self._encoded = batch.encode()
         push("patterns", *self._encoded)
         if self.stage.last_pattern is not None and len(batch.frame_numbers):
+            self.follow_radial_unit("")  # the unit of this batch's axis, before the axis is pushed
             push("lastPattern", self.stage.last_pattern)
             push("radialAxis", self.stage.radial)
         self.push_progress()  # type: ignore[attr-defined]
@@ -60,6 +82,7 @@ class IntegratorAttributes:
     @attribute(
         dtype=tango.DevEncoded,
         label="Pattern batch",
+        display_level=DispLevel.EXPERT,
         doc="the last batch of 1-D patterns (format xrd-patterns/1; change events feed the Merger)",
     )
     def patterns(self):
@@ -67,12 +90,15 @@ class IntegratorAttributes:
 
     lastPattern = _stage_array(
         "last_pattern",
-        label="Last pattern",
-        unit="counts",
-        doc="intensity of the last integrated frame (change events: live plot)",
+        label="Last pattern (counts)",
+        unit="",
+        doc="intensity of the last integrated frame, in detector counts (change events: live plot)",
     )
     radialAxis = _stage_array(
-        "radial", label="Radial axis", doc="bin centres of lastPattern, in the unit attribute's unit"
+        "radial",
+        label="Radial axis",
+        unit=UNITS[DEFAULT_UNIT].units,
+        doc="bin centres of lastPattern, in the unit of its settings (the attribute's unit follows it)",
     )
 
     @latency_attribute("last work item: part announced by the detector -> its patterns sent to the Merger")

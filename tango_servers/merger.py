@@ -47,6 +47,7 @@ class Merger(MergerAttributes, ChainSettingsDevice):
     def init_device(self) -> None:
         super().init_device()
         self.stage = self.create_stage()
+        self.publisher.watch("poniPath", "maskPath", "bins", "unit", "currentOutputFile", "queueDepth")
         self._running = bool(self.AutoStart)
         self._ignored_while_stopped = 0
         self.chain_settings = ChainSettingsClient(self.StitcherDevice)
@@ -75,6 +76,7 @@ class Merger(MergerAttributes, ChainSettingsDevice):
         text = event.attr_value.value if event.attr_value is not None else ""
         if text:
             self.stage.scan_started(ScanInfo.from_json(text))
+            self.publisher.wake()
 
     def _batch(self, event) -> None:
         value = event.attr_value.value if event.attr_value is not None else None
@@ -106,7 +108,7 @@ class Merger(MergerAttributes, ChainSettingsDevice):
         tango.DeviceProxy(self.StitcherDevice).command_inout("RequeueFrames", request)
 
     def _closed(self, summary: ScanSummary) -> None:
-        self.push_change_event("lastOutputFile", str(summary.path))
+        self.push_progress()  # lastOutputFile, Status, State back to ON: from the publisher
         if not summary.complete:
             self.report_error(f"scan {summary.scan}: {summary.frames_failed} frame(s) failed; listed in {summary.path}")
 
@@ -131,13 +133,14 @@ class Merger(MergerAttributes, ChainSettingsDevice):
         text += f"merged {c.frames_processed} frames, {c.frames_failed} failed; scan {self.stage.current_scan or '-'}"
         if last:
             text += f"; last file {last.path} ({'complete' if last.complete else 'INCOMPLETE'})"
-        return text
+        return f"{text}; {self.chain_settings.describe()}"
 
     @command
     def Start(self) -> None:
         """Merge pattern batches from now on (at init already, unless the AutoStart property is false)."""
         self._running = True
         self._ignored_while_stopped = 0
+        self.publisher.wake()
 
     @command
     def Stop(self) -> None:
@@ -153,6 +156,7 @@ class Merger(MergerAttributes, ChainSettingsDevice):
         self._running = False
         if self.stage.current_scan:
             self.stage.finish(self.stage.current_scan)
+        self.publisher.wake()
 
     @command(dtype_in=str, doc_in="an acquisition file (any module/part) or its directory", dtype_out=str)
     def Reintegrate(self, path: str) -> str:

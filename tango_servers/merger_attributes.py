@@ -37,8 +37,8 @@ class MergerAttributes:
 
     @attribute(
         dtype=int,
-        label="Queue depth",
-        unit="batches",
+        label="Queue depth (batches)",
+        unit="",
         format="%d",
         min_value=0,
         doc="pattern batches waiting to be written",

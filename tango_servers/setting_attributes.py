@@ -15,6 +15,8 @@ from tango.server import attribute
 
 from pipeline_core.processing.integrate import MAX_BINS, UNITS
 
+from .change_events import follow_set_point
+
 #: setting field -> (type, attribute options) of its attribute
 SETTING_ATTRIBUTES: dict[str, tuple[type, dict[str, Any]]] = {
     "poni_path": (str, dict(label="PONI file", doc="pyFAI calibration of the chain; refused if it does not parse")),
@@ -28,7 +30,7 @@ SETTING_ATTRIBUTES: dict[str, tuple[type, dict[str, Any]]] = {
         int,
         dict(
             label="Bins",
-            unit="bins",
+            unit="",
             format="%d",
             min_value=1,
             max_value=MAX_BINS,
@@ -37,6 +39,9 @@ SETTING_ATTRIBUTES: dict[str, tuple[type, dict[str, Any]]] = {
     ),
     "unit": (str, dict(label="Radial unit", doc=f"radial unit of the chain: one of {', '.join(UNITS)} (pyFAI names)")),
 }
+
+#: setting field -> its attribute's name
+ATTRIBUTE_NAMES = {"poni_path": "poniPath", "mask_path": "maskPath", "bins": "bins", "unit": "unit"}
 
 #: (device, field) -> the value shown
 Reader = Callable[[Any, str], Any]
@@ -49,7 +54,9 @@ def setting_attribute(field: str, read: Reader, write: Writer, **options) -> att
     convert, config = SETTING_ATTRIBUTES[field]
 
     def fget(self):
-        return convert(read(self, field))
+        value = convert(read(self, field))
+        follow_set_point(self, ATTRIBUTE_NAMES[field], value)
+        return value
 
     def fset(self, value) -> None:
         write(self, {field: convert(value)})

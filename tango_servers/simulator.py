@@ -18,7 +18,11 @@ from tango.server import Device, attribute, command, device_property, run
 
 from pipeline_core.errors import PipelineError
 
+from .change_events import ChangePublisher
 from .hangup import stop_on_hangup
+
+#: pushed when they change, by the device's publisher (lastWrittenFile/framesWritten: with each file)
+SIMULATOR_EVENTED = ("currentScan", "frames", "framesPerFile", "rate", "poniPath", "maskPath", "State", "Status")
 
 
 @dataclass
@@ -38,6 +42,7 @@ def _plan_attribute(field: str, convert: type, **config) -> attribute:
 
     def write(self, value) -> None:
         setattr(self.plan, field, convert(value))
+        self.publisher.wake()
 
     return attribute(fget=read, fset=write, access=AttrWriteType.READ_WRITE, dtype=convert, **config)
 
@@ -54,6 +59,7 @@ class LambdaSimulator(Device):
         stop_on_hangup()
         self.plan = AcquisitionPlan()
         self._last_file = ""
+        self._scan = ""
         self._written = 0
         self._poni = self._mask = ""
         self._thread: threading.Thread | None = None
@@ -63,12 +69,16 @@ class LambdaSimulator(Device):
             self.set_change_event(name, True, False)
         self.set_state(DevState.ON)
         self.set_status("Ready: Start writes an acquisition")
+        self.publisher = ChangePublisher(self)
+        self.publisher.watch(*SIMULATOR_EVENTED)
+        self.publisher.start()
 
     def delete_device(self) -> None:
         """Server shutdown (SIGINT/TERM/HUP) or Init: stop writing after the current part, then go."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10.0)
+        self.publisher.stop()
         super().delete_device()
 
     @attribute(
@@ -77,10 +87,14 @@ class LambdaSimulator(Device):
     def lastWrittenFile(self) -> str:
         return self._last_file
 
+    @attribute(dtype=str, label="Current scan", doc="acquisition being written (or written last)")
+    def currentScan(self) -> str:
+        return self._scan
+
     @attribute(
         dtype=int,
         label="Frames written",
-        unit="frames",
+        unit="",
         format="%d",
         min_value=0,
         doc="frames of the current acquisition written so far (change events)",
@@ -89,11 +103,11 @@ class LambdaSimulator(Device):
         return self._written
 
     frames = _plan_attribute(
-        "frames", int, label="Frames", unit="frames", format="%d", min_value=1, max_value=100_000,
+        "frames", int, label="Frames", unit="", format="%d", min_value=1, max_value=100_000,
         doc="frames per acquisition",
     )
     framesPerFile = _plan_attribute(
-        "frames_per_file", int, label="Frames per file", unit="frames", format="%d", min_value=1, max_value=2000,
+        "frames_per_file", int, label="Frames per file", unit="", format="%d", min_value=1, max_value=2000,
         doc="frames per part file (the Lambda writes up to 2000)",
     )
     rate = _plan_attribute(
@@ -127,6 +141,7 @@ class LambdaSimulator(Device):
         stem = self._stem()
         self._stop.clear()
         self._written = 0
+        self._scan = stem
         self._thread = threading.Thread(target=self._acquire, args=(stem,), name="xrd-simulator", daemon=True)
         self._thread.start()
         return stem
@@ -143,6 +158,7 @@ class LambdaSimulator(Device):
             self.set_state(DevState.RUNNING)
             plan = AcquisitionPlan(**vars(self.plan))  # a write during the acquisition applies to the next
             self.set_status(f"Writing {stem}: {plan.frames} frames at {plan.rate:g} Hz")
+            self.publisher.wake()
             try:
                 acq = simulate_acquisition(
                     Path(self.OutputDirectory),
@@ -157,9 +173,11 @@ class LambdaSimulator(Device):
                 self._poni, self._mask = str(acq.poni_path), str(acq.mask_path)
                 self.set_state(DevState.ON)
                 self.set_status(f"Wrote {stem}: {self._written} frames")
+                self.publisher.wake()
             except (PipelineError, OSError) as exc:
                 self.set_state(DevState.FAULT)
                 self.set_status(f"Writing {stem} failed: {exc}")
+                self.publisher.wake()
 
     def _announce(self, part: int, paths: list[Path], n_frames: int) -> None:
         for path in paths:
@@ -167,6 +185,7 @@ class LambdaSimulator(Device):
             self.push_change_event("lastWrittenFile", self._last_file)
         self._written += n_frames
         self.push_change_event("framesWritten", self._written)
+        self.publisher.wake()
 
 
 SERVER = "XrdSimulator"

@@ -29,6 +29,22 @@ from .stitcher_scan import StitcherScanView
 from .stitcher_settings import StitcherSettings
 from .stitcher_work import StitcherWork
 
+#: the Stitcher's attributes pushed when they change (besides every device's)
+STITCHER_EVENTED = (
+    "poniPath",
+    "maskPath",
+    "bins",
+    "unit",
+    "settings",
+    "queueDepth",
+    "reintegrationsPending",
+    "requeuesPending",
+    "itemsLeased",
+    "itemsRequeued",
+    "frameShape",
+    "detectorAnnouncement",
+)
+
 
 class Stitcher(StitcherQueues, StitcherSettings, StitcherWork, StitcherScanView, PipelineDevice):
     """Groups module files into parts, checks them and hands out work items to Integrators.
@@ -75,8 +91,9 @@ class Stitcher(StitcherQueues, StitcherSettings, StitcherWork, StitcherScanView,
         # SetSettings call that an Integrator forwards within its client's 3 s timeout
         threading.Thread(target=_import_pyfai, name="xrd-import-pyfai", daemon=True).start()
         self._running = bool(self.AutoStart)
-        for name in ("workAvailable", "scanInfo", "settings"):
+        for name in ("workAvailable", "scanInfo"):  # pushed with every scan / work item (hints, transport)
             self.set_change_event(name, True, False)
+        self.publisher.watch(*STITCHER_EVENTED)
         self._scan_json = ""
         self.stage = self.create_stage()
         if self.DetectorDevice:
@@ -109,7 +126,7 @@ class Stitcher(StitcherQueues, StitcherSettings, StitcherWork, StitcherScanView,
     def _scan_started(self, info) -> None:
         self._scan_json = info.to_json()
         self.push_change_event("scanInfo", self._scan_json)
-        self.push_change_event("currentScan", info.scan)
+        self.push_progress()  # currentScan, State, ... from the publisher
 
     def _work_queued(self, n_items: int) -> None:
         self.push_change_event("workAvailable", self.stage.queue_depth)
@@ -120,7 +137,9 @@ class Stitcher(StitcherQueues, StitcherSettings, StitcherWork, StitcherScanView,
         return self.stage.counters
 
     def is_busy(self) -> bool:
-        return self.stage.queue_depth > 0 or self.stage.pending_announcements > 0
+        """Work waiting, claimed, or a part stitched in the last seconds (the scan goes on)."""
+        stage = self.stage
+        return stage.queue_depth > 0 or stage.pending_announcements > 0 or stage.leased > 0 or self.recently_worked()
 
     def describe(self) -> str:
         c = self.stage.counters
@@ -140,11 +159,13 @@ class Stitcher(StitcherQueues, StitcherSettings, StitcherWork, StitcherScanView,
     def Start(self) -> None:
         """Begin live processing: announcements from the detector are stitched from now on."""
         self._running = True
+        self.publisher.wake()
 
     @command
     def Stop(self) -> None:
         """Stop taking announcements (queued work is still handed out)."""
         self._running = False
+        self.publisher.wake()
 
     @attribute(dtype=str, label="Detector", access=AttrWriteType.READ, doc="upstream TRL/attribute")
     def detectorAnnouncement(self) -> str:

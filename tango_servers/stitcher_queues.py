@@ -71,8 +71,8 @@ class StitcherQueues:
 
     @attribute(
         dtype=int,
-        label="Queue depth",
-        unit="announcements",
+        label="Queue depth (announcements)",
+        unit="",
         format="%d",
         min_value=0,
         doc="announcements waiting to be stitched (ALARM at 80 % of MaxPending, refused beyond it)",
@@ -82,8 +82,8 @@ class StitcherQueues:
 
     @attribute(
         dtype=int,
-        label="Reintegrations waiting",
-        unit="acquisitions",
+        label="Reintegrations waiting (acquisitions)",
+        unit="",
         format="%d",
         min_value=0,
         doc="reintegrations accepted whose parts are not all queued as work yet (refused beyond MaxReintegrations)",
@@ -94,7 +94,7 @@ class StitcherQueues:
     @attribute(
         dtype=int,
         label="Requeue requests waiting",
-        unit="requests",
+        unit="",
         format="%d",
         min_value=0,
         doc="RequeueFrames requests not yet handled (refused beyond MaxRequeues)",
@@ -104,8 +104,8 @@ class StitcherQueues:
 
     @attribute(
         dtype=int,
-        label="Work available",
-        unit="items",
+        label="Work available (items)",
+        unit="",
         format="%d",
         min_value=0,
         doc="work items waiting to be claimed by an Integrator (change events wake Integrators)",
@@ -116,7 +116,7 @@ class StitcherQueues:
     @attribute(
         dtype=int,
         label="Items leased",
-        unit="items",
+        unit="",
         format="%d",
         min_value=0,
         doc="work items claimed by Integrators and not yet acknowledged",
@@ -127,7 +127,7 @@ class StitcherQueues:
     @attribute(
         dtype=int,
         label="Items handed out again",
-        unit="items",
+        unit="",
         format="%d",
         min_value=0,
         doc="items re-queued after an expired lease or a Merger's request for missing frames",

@@ -8,6 +8,7 @@ pushed): read-only views of the stage, kept apart from the device's wiring.
 from __future__ import annotations
 
 import numpy as np
+from tango import DispLevel
 from tango.server import attribute
 
 from pipeline_core.live.stitch_stage import StitchStage
@@ -19,7 +20,12 @@ class StitcherScanView:
     stage: StitchStage
     _scan_json: str
 
-    @attribute(dtype=str, label="Scan info", doc="JSON ScanInfo message of the current scan (change events)")
+    @attribute(
+        dtype=str,
+        label="Scan info",
+        display_level=DispLevel.EXPERT,
+        doc="JSON ScanInfo message of the current scan (change events feed the Merger)",
+    )
     def scanInfo(self) -> str:
         return self._scan_json
 
@@ -47,6 +53,7 @@ class StitcherScanView:
         max_dim_x=4096,
         max_dim_y=4096,
         label="Detector mask",
+        display_level=DispLevel.EXPERT,
         doc="gaps and the files' bad pixels of the stitched frame (1 = masked); added to the user mask",
     )
     def mask(self):
@@ -56,9 +63,9 @@ class StitcherScanView:
     @attribute(
         dtype=(int,),
         max_dim_x=2,
-        label="Frame shape",
-        unit="px",
-        doc="(rows, columns) of the stitched frame, once the first part was read",
+        label="Frame shape (px)",
+        unit="",
+        doc="(rows, columns) of the stitched frame in pixels, once the first part was read",
     )
     def frameShape(self):
         return list(self.stage.frame_shape or ())

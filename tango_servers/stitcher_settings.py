@@ -10,16 +10,19 @@ these attributes are the chain's own: memorized here, so a restarted Stitcher re
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import tango
-from tango import AttrWriteType
+from tango import AttrWriteType, DispLevel
 from tango.server import attribute, command
 
 from pipeline_core.errors import PipelineError
 from pipeline_core.live.stitch_stage import StitchStage
 from pipeline_core.messages import MessageError, SettingsRequest
 from pipeline_core.processing.integrate import MAX_BINS, UNITS
+from pipeline_core.processing.units import DEFAULT_UNIT
 
+from .change_events import follow_set_point
 from .dev_failed import throw
 
 #: message fields -> the attributes Tango memorizes them under
@@ -34,17 +37,36 @@ class StitcherSettings:
     def _shown(self) -> dict:
         return self.stage.settings.shown()
 
+    def _setting(self, name: str):
+        """The value of setting attribute ``name`` shown (the unit integrated with while none was set),
+        which is also its set-point: a client never shows "Not initialised"."""
+        value = self._shown()[{v: k for k, v in _ATTRIBUTES.items()}[name]]
+        value = (value or DEFAULT_UNIT) if name == "unit" else value
+        follow_set_point(self, name, value)
+        return value
+
     def _change(self, changes: dict, initial: bool = False, where: str = "write") -> None:
         """Change the chain's settings (XRD_InvalidValue with the reason, the old value kept), then say so."""
         try:
             self.stage.set_settings(changes, initial=initial)
         except PipelineError as exc:
             throw("XRD_InvalidValue", str(exc), f"{self.get_name()} {where}")  # type: ignore[attr-defined]
-        self.push_change_event("settings", self._settings_json())  # type: ignore[attr-defined]
+        self.publisher.wake()  # type: ignore[attr-defined]  # settings, the four attributes and Status
 
     def _settings_json(self) -> str:
         current = self.stage.settings.current()
-        return json.dumps({**self._shown(), "fingerprint": current.fingerprint() if current else ""})
+        return json.dumps({**self._shown(), "fingerprint": self._fingerprint(current) if current else ""})
+
+    def _fingerprint(self, current) -> str:
+        """The settings' fingerprint, hashed again only when they or their files' (size, mtime) change:
+        every device of the chain reads ``settings`` each second, and hashing a 2M-pixel mask each time
+        would slow the Stitcher's answers to everyone else."""
+        files = [p for p in (current.poni_path, current.mask_path) if p is not None]
+        key = (json.dumps(current.to_dict(), sort_keys=True), *(_stat(p) for p in files))
+        cached = getattr(self, "_fingerprint_cache", None)
+        if cached is None or cached[0] != key:
+            cached = self._fingerprint_cache = (key, current.fingerprint())
+        return cached[1]
 
     @attribute(
         dtype=str,
@@ -55,7 +77,7 @@ class StitcherSettings:
         doc="pyFAI calibration of the chain, for the work queued from now on; refused if it does not parse",
     )
     def poniPath(self) -> str:
-        return self._shown()["poni_path"]
+        return self._setting("poniPath")
 
     @poniPath.write
     def poniPath(self, value: str) -> None:
@@ -70,7 +92,7 @@ class StitcherSettings:
         doc="user mask of the chain (EDF/TIFF/.mask/.npy, non-zero = masked); empty = gaps only",
     )
     def maskPath(self) -> str:
-        return self._shown()["mask_path"]
+        return self._setting("maskPath")
 
     @maskPath.write
     def maskPath(self, value: str) -> None:
@@ -82,14 +104,14 @@ class StitcherSettings:
         memorized=True,
         hw_memorized=True,
         label="Bins",
-        unit="bins",
+        unit="",
         format="%d",
         min_value=1,
         max_value=MAX_BINS,
         doc="number of radial bins of each 1-D pattern of the chain (0 = not set yet)",
     )
     def bins(self) -> int:
-        return int(self._shown()["bins"])
+        return int(self._setting("bins"))
 
     @bins.write
     def bins(self, value: int) -> None:
@@ -101,10 +123,10 @@ class StitcherSettings:
         memorized=True,
         hw_memorized=True,
         label="Radial unit",
-        doc=f"radial unit of the chain: one of {', '.join(UNITS)} (pyFAI names; empty = not set yet)",
+        doc=f"radial unit of the chain: one of {', '.join(UNITS)} (pyFAI names; {DEFAULT_UNIT} until set)",
     )
     def unit(self) -> str:
-        return self._shown()["unit"]
+        return self._setting("unit")
 
     @unit.write
     def unit(self, value: str) -> None:
@@ -113,6 +135,7 @@ class StitcherSettings:
     @attribute(
         dtype=str,
         label="Settings in force",
+        display_level=DispLevel.EXPERT,
         doc="JSON {poni_path, mask_path, bins, unit, fingerprint} of the chain (change events on every change; "
         "fingerprint empty while no PONI is set)",
     )
@@ -125,6 +148,7 @@ class StitcherSettings:
         '"bins": ..., "unit": ..., "initial": false} (fields left out are unchanged)',
         dtype_out=str,
         doc_out="the settings attribute afterwards",
+        display_level=DispLevel.EXPERT,
     )
     def SetSettings(self, request: str) -> str:
         """Change the chain's settings from the next work item on (Integrators and the Merger forward
@@ -152,3 +176,11 @@ class StitcherSettings:
             self.report_error(  # type: ignore[attr-defined]
                 f"settings in force but not memorized (restart restores the old ones): {exc}"
             )
+
+
+def _stat(path) -> tuple[int, int]:
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return (-1, -1)
+    return (st.st_size, st.st_mtime_ns)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from tango import DispLevel
 from tango.server import command
 
 from pipeline_core.errors import PipelineError
@@ -31,6 +32,7 @@ class StitcherWork:
         '"done": [item ids]}',
         dtype_out=str,
         doc_out="JSON WorkItem, or empty string when there is no work",
+        display_level=DispLevel.EXPERT,
     )
     def ClaimWork(self, request: str) -> str:
         """Hand the next work item to exactly one Integrator (a malformed request: XRD_InvalidValue)."""
@@ -38,13 +40,14 @@ class StitcherWork:
         had = self.stage.settings.current()
         item = self.stage.claim(claim)
         if had is None and self.stage.settings.current() is not None:  # the claimant's offer was adopted
-            self.push_change_event("settings", self._settings_json())  # type: ignore[attr-defined]
+            self.publisher.wake()  # type: ignore[attr-defined]
         return item.to_json() if item is not None else ""
 
     @command(
         dtype_in=str,
         doc_in='JSON RequeueRequest {"type": "requeue", "version": 1, "scan": id, "frames": [numbers], '
         '"raw_file": any file of the scan}',
+        display_level=DispLevel.EXPERT,
     )
     def RequeueFrames(self, request: str) -> None:
         """Make work again for frames a Merger is missing (lost events, a killed Integrator). Returns at once."""

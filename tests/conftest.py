@@ -36,6 +36,8 @@ _OUR_PROCESSES = (
     "xrd-stitcher",
     "xrd-integrator",
     "xrd-merger",
+    "bin/Pool",  # Sardana's servers (tests/sardana_helpers.py)
+    "bin/MacroServer",
 )
 
 

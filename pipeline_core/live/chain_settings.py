@@ -8,6 +8,7 @@ check them without a stage, and so that the stage only *uses* them.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 from ..errors import ConfigError, PipelineError
 from ..formats.mask import check_mask_shape, load_mask_file
@@ -19,13 +20,23 @@ SETTING_FIELDS = ("poni_path", "mask_path", "bins", "unit")
 
 
 def check_settings(
-    settings: IntegrationSettings, frame_shape: tuple[int, int] | None = None, roots: tuple[str, ...] = ()
+    settings: IntegrationSettings,
+    frame_shape: tuple[int, int] | None = None,
+    roots: tuple[str, ...] = (),
+    parse_poni: bool = True,
 ) -> IntegrationSettings:
     """Refuse settings the chain could not integrate with: the PONI must parse (and hold a usable
     geometry), the mask must load and fit the frames (once their shape is known), both inside
-    ``roots`` (empty: anywhere). Checked where they are written, so a bad value never reaches a scan."""
+    ``roots`` (empty: anywhere). Checked where they are written, so a bad value never reaches a scan.
+
+    ``parse_poni`` False: the PONI is only confined and must exist — for a device that forwards the
+    change to the Stitcher, which parses it: parsing needs pyFAI's geometry stack, ~2 s to import
+    (more under load), too long inside an operator's 3 s attribute write, and ~70 MB per process."""
     confine(settings.poni_path, roots, "PONI file")
-    read_poni(settings.poni_path)
+    if parse_poni:
+        read_poni(settings.poni_path)
+    elif not Path(settings.poni_path).is_file():
+        raise ConfigError(f"PONI file {settings.poni_path} does not exist")
     if settings.mask_path is not None:
         confine(settings.mask_path, roots, "mask file")
         mask = load_mask_file(settings.mask_path)
@@ -44,18 +55,20 @@ class ChainSettings:
     Thread-safe.
     """
 
-    def __init__(self, given: dict | None = None, roots: tuple[str, ...] = ()):
+    def __init__(self, given: dict | None = None, roots: tuple[str, ...] = (), parse_poni: bool = True):
         self._lock = threading.Lock()
         self.roots = tuple(roots)
+        #: False where the change is forwarded to the Stitcher, which parses the PONI (check_settings)
+        self.parse_poni = parse_poni
         self._given: dict = {}
         self._current: IntegrationSettings | None = None
         if given:
             self.change(given)
 
     @classmethod
-    def from_shown(cls, shown: dict, roots: tuple[str, ...] = ()) -> ChainSettings:
+    def from_shown(cls, shown: dict, roots: tuple[str, ...] = (), parse_poni: bool = True) -> ChainSettings:
         """Rebuild from what a Stitcher shows (``""``/``0`` = never given), without validating again."""
-        copy = cls(roots=roots)
+        copy = cls(roots=roots, parse_poni=parse_poni)
         copy._given = {k: v for k, v in shown.items() if k in SETTING_FIELDS and v not in ("", 0, None)}
         if copy._given.get("poni_path"):
             copy._current = copy._build(copy._given)
@@ -103,7 +116,7 @@ class ChainSettings:
                     check_mask_shape(mask, frame_shape, f"file {changes['mask_path']}")
             settings = None
             if given.get("poni_path"):
-                settings = check_settings(self._build(given), frame_shape, self.roots)
+                settings = check_settings(self._build(given), frame_shape, self.roots, self.parse_poni)
             self._given, self._current = given, settings
             return settings
 

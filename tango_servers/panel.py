@@ -1,0 +1,107 @@
+"""The operator panel of one chain (``xrd-pipeline panel``): a Taurus GUI for what the P02.2 web
+interface gave its operators.
+
+One window: the devices with their counters (:class:`~.panel_devices.DeviceTable`), the chain's
+settings with Apply (:class:`~.panel_settings.SettingsBox`), Start/Stop/Reintegrate
+(:class:`~.panel_controls.ControlsBox`), the latest pattern and the heatmap of the scan so far
+(:mod:`.panel_plots`) and the Status of any device in ALARM (:class:`~.panel_devices.AlarmView`).
+
+This module imports Qt, Taurus and pyqtgraph (the ``[panel]`` extra): the command's options live
+in :mod:`.panel_command`, which imports this only when the panel is opened.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import tango
+from taurus.external.qt import Qt
+
+from .panel_controls import ControlsBox
+from .panel_data import ChainNames
+from .panel_devices import AlarmView, DeviceTable
+from .panel_plots import PatternPlot, ScanHeatmap
+from .panel_settings import SettingsBox
+
+
+class PanelWindow(Qt.QMainWindow):
+    """The panel's window: devices and controls on top, settings beside them, pictures below."""
+
+    def __init__(self, chain: ChainNames, parent=None):
+        super().__init__(parent)
+        self.chain = chain
+        self.setWindowTitle(f"xrd-pipeline — {chain.stitcher} on {chain.tango_host}")
+        self.proxies = {d: self._proxy(d) for d in chain.devices}
+        self.devices = DeviceTable(chain)
+        self.controls = ControlsBox(chain, self.proxies)
+        self.settings = SettingsBox(chain, self.proxies[chain.stitcher])
+        self.pattern = PatternPlot(chain, self.proxies)
+        self.heatmap = ScanHeatmap(self.proxies[chain.merger])
+        self.alarms = AlarmView(chain)
+        self.setCentralWidget(self._layout())
+        self.resize(1400, 900)
+
+    def _proxy(self, device: str) -> tango.DeviceProxy:
+        proxy = tango.DeviceProxy(self.chain.trl(device))
+        proxy.set_timeout_millis(3000)
+        return proxy
+
+    def _layout(self) -> Qt.QWidget:
+        left = Qt.QVBoxLayout()
+        left.addWidget(self.devices)
+        left.addWidget(self.controls)
+        left.addWidget(self.alarms)
+        top = Qt.QHBoxLayout()
+        top.addLayout(left, 3)
+        top.addWidget(self.settings, 2)
+        plots = Qt.QHBoxLayout()
+        plots.addWidget(self.pattern)
+        plots.addWidget(self.heatmap)
+        central = Qt.QWidget()
+        outer = Qt.QVBoxLayout(central)
+        outer.addLayout(top)
+        outer.addLayout(plots, 1)
+        return central
+
+    def refresh(self) -> None:
+        """Refresh what the timers refresh, now (tests and screenshots do not wait for a tick)."""
+        self.pattern.refresh()
+        self.heatmap.refresh()
+        self.alarms.refresh()
+
+    def screenshot(self, path: str | Path) -> Path:
+        """Save the window as a PNG (works off-screen too) and return its path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.grab().save(str(path)):
+            raise OSError(f"could not write the panel's screenshot to {path}")
+        return path
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        for box in (self.pattern, self.heatmap, self.alarms):
+            box.timer.stop()
+        for widget in self.findChildren(Qt.QWidget):
+            if hasattr(widget, "setModel") and hasattr(widget, "getModelName"):
+                widget.setModel("")  # unsubscribe the Taurus widgets from the chain's events
+        super().closeEvent(event)
+
+
+def application() -> Qt.QApplication:
+    """The running Qt application, or a new TaurusApplication (Taurus widgets need one)."""
+    from taurus.qt.qtgui.application import TaurusApplication
+
+    app = Qt.QApplication.instance()
+    return app if app is not None else TaurusApplication(sys.argv[:1], cmd_line_parser=None)
+
+
+def run_panel(chain: ChainNames) -> int:
+    """Open the panel for ``chain`` and run until its window is closed."""
+    app = application()
+    try:
+        window = PanelWindow(chain)
+    except tango.DevFailed as exc:
+        print(f"xrd-pipeline panel: cannot reach the chain on {chain.tango_host}: {exc.args[0].desc}", file=sys.stderr)
+        return 1
+    window.show()
+    return int(app.exec_())

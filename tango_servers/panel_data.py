@@ -1,0 +1,123 @@
+"""What the operator panel computes without Qt: the chain's device names, root checks, the settings
+request, and the scan-so-far read from the Merger's file.
+
+Kept apart from the widgets so the rules (a PONI outside the calibration roots is refused, one
+all-or-nothing ``SetSettings``, a ``.part`` file read without taking the writer's lock) are plain
+functions, and ``xrd-pipeline`` without Qt can import this module.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline_core.messages import SettingsRequest
+from pipeline_core.output import part_path
+from pipeline_core.processing.units import UNITS
+
+
+@dataclass(frozen=True)
+class ChainNames:
+    """The devices of one chain (defaults: tango_db_setup/pipeline.yaml) and the database they are in."""
+
+    tango_host: str
+    stitcher: str = "p02/xrd/stitcher"
+    integrators: tuple[str, ...] = ("p02/xrd/integrator1", "p02/xrd/integrator2")
+    merger: str = "p02/xrd/merger"
+
+    def trl(self, device: str, attribute: str | None = None) -> str:
+        """Full Taurus/Tango name of ``device`` (and ``attribute``) on this chain's database."""
+        base = f"tango://{self.tango_host}/{device}"
+        return f"{base}/{attribute}" if attribute else base
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """Every device, in the order of the chain (Stitcher, Integrators, Merger)."""
+        return (self.stitcher, *self.integrators, self.merger)
+
+
+def outside_roots(path: str, roots: list[str] | tuple[str, ...], what: str) -> str:
+    """Why ``path`` may not be chosen ("" if it may): it must lie under one of ``roots`` (none: anywhere).
+
+    The Stitcher refuses such a file anyway; saying so in the panel, before Apply, names the roots."""
+    if not roots:
+        return ""
+    real = os.path.realpath(path)
+    for root in roots:
+        top = os.path.realpath(root)
+        if real == top or real.startswith(top.rstrip(os.sep) + os.sep):
+            return ""
+    return f"{what} {path} is outside the calibration roots ({', '.join(roots)}); choose a file under one of them"
+
+
+def settings_request(poni: str, mask: str, bins: int, unit: str) -> str:
+    """The JSON of the one ``SetSettings`` Apply sends: every field, so the chain takes all or none."""
+    if unit not in UNITS:
+        raise ValueError(f"unit {unit!r} is unknown; expected one of {', '.join(UNITS)}")
+    return SettingsRequest(poni_path=poni or None, mask_path=mask, bins=int(bins), unit=unit).to_json()
+
+
+def axis_label(unit: str) -> str:
+    """The plot label of a pyFAI unit name ("2θ (deg)"), or the name itself if it is unknown or empty."""
+    return UNITS[unit].label if unit in UNITS else (unit or "radial axis")
+
+
+@dataclass(frozen=True)
+class ScanSoFar:
+    """The rows merged so far: ``data`` (frames × bins), their frame numbers and the radial axis."""
+
+    path: Path
+    data: np.ndarray
+    frame_number: np.ndarray
+    axis: np.ndarray
+    axis_label: str
+    status: str
+
+
+def read_scan_so_far(name: str, previous: ScanSoFar | None = None) -> ScanSoFar | None:
+    """The Merger's file ``name`` as far as it is written (the ``.part`` while it is open), or None.
+
+    ``previous`` (the last read) is returned as it is when the file, its row count and its status are
+    unchanged: a long scan's data are then not read again every few seconds for nothing.
+
+    The Merger keeps the file open for writing (not in SWMR mode) and flushes after each batch: the
+    file is opened without HDF5's lock (which the writer holds) and read whole-dataset at once; a read
+    that meets a half-written state fails and the caller keeps its last picture until the next try.
+    Only complete rows count: the frame numbers and data are cut to the shorter of the two."""
+    if not name:
+        return None
+    path = Path(name)
+    if not path.exists():
+        path = part_path(path)
+    if not path.exists():
+        return None
+    import h5py  # here, not at the top: cli.py imports this module (via panel_command) at every start
+
+    try:
+        with h5py.File(path, "r", locking=False) as h5:
+            entry = h5["processed"]
+            result = entry["result"]
+            status = entry["process/status"][()]
+            status = status.decode() if isinstance(status, bytes) else str(status)
+            if previous is not None and (previous.path, previous.status) == (path, status):
+                if result["frame_number"].shape[0] == len(previous.frame_number):
+                    return previous
+            data, numbers = result["data"][()], result["frame_number"][()]
+            nxdata = entry[entry.attrs.get("default", "result")]
+            axis_name = nxdata.attrs["axes"][-1]
+            axis = nxdata[axis_name]
+            label = axis.attrs.get("long_name", axis_name)
+            n = min(len(numbers), len(data))
+            return ScanSoFar(
+                path,
+                np.asarray(data[:n], np.float32),
+                np.asarray(numbers[:n]),
+                np.asarray(axis[()], np.float64),
+                label.decode() if isinstance(label, bytes) else str(label),
+                status,
+            )
+    except (OSError, KeyError, ValueError, RuntimeError):
+        return None

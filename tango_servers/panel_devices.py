@@ -1,0 +1,118 @@
+"""The panel's view of the devices: a table of Taurus widgets (state and counters) and the alarm text.
+
+Taurus widgets subscribe to change events (the counters, State) and poll what has none (throughput,
+queue depth), so the table needs no timer of its own. The alarm text reads State and Status directly
+each second instead: it must show a device that stopped answering too, which no event ever says.
+"""
+
+from __future__ import annotations
+
+import tango
+from taurus.external.qt import Qt
+from taurus.qt.qtgui.display import TaurusLabel, TaurusLed
+
+from .panel_data import ChainNames
+
+#: column title -> attribute (None: the device has no such attribute)
+COLUMNS = {
+    "received": "framesReceived",
+    "processed": "framesProcessed",
+    "failed": "framesFailed",
+    "throughput": "throughput",
+    "latency": "latency",
+    "queue": "queueDepth",
+}
+#: devices that have a queueDepth attribute, by class
+_HAS_QUEUE = ("stitcher", "merger")
+
+
+def _role(chain: ChainNames, device: str) -> str:
+    if device == chain.stitcher:
+        return "stitcher"
+    return "merger" if device == chain.merger else "integrator"
+
+
+class DeviceTable(Qt.QGroupBox):
+    """One row per device: name, state LED, state, counters, throughput, latency, queue depth."""
+
+    def __init__(self, chain: ChainNames, parent=None):
+        super().__init__("Devices", parent)
+        self.chain = chain
+        #: (device, column) -> the Taurus widget showing it ("state" for the state label)
+        self.cells: dict[tuple[str, str], Qt.QWidget] = {}
+        self.leds: dict[str, TaurusLed] = {}
+        grid = Qt.QGridLayout(self)
+        for col, title in enumerate(("device", "", "state", *COLUMNS)):
+            grid.addWidget(Qt.QLabel(f"<b>{title}</b>"), 0, col)
+        for row, device in enumerate(chain.devices, start=1):
+            self._add_row(grid, row, device)
+
+    def _add_row(self, grid: Qt.QGridLayout, row: int, device: str) -> None:
+        grid.addWidget(Qt.QLabel(device), row, 0)
+        led = TaurusLed()
+        led.setModel(self.chain.trl(device, "state"))
+        self.leds[device] = led
+        grid.addWidget(led, row, 1)
+        state = self._label(self.chain.trl(device, "state"))
+        state.setMinimumWidth(95)  # RUNNING, ALARM, UNKNOWN in full
+        self.cells[(device, "state")] = state
+        grid.addWidget(state, row, 2)
+        for col, (title, attr) in enumerate(COLUMNS.items(), start=3):
+            if attr == "queueDepth" and _role(self.chain, device) not in _HAS_QUEUE:
+                grid.addWidget(Qt.QLabel("—"), row, col)
+                continue
+            label = self._label(self.chain.trl(device, attr))
+            self.cells[(device, title)] = label
+            grid.addWidget(label, row, col)
+
+    @staticmethod
+    def _label(model: str) -> TaurusLabel:
+        label = TaurusLabel()
+        label.setAutoTrim(False)  # a trimmed value shows as "..." : give the whole value, the grid grows
+        label.setMinimumWidth(70)
+        label.setModel(model)
+        return label
+
+    def text(self, device: str, column: str) -> str:
+        """What the operator reads in that cell (for tests and screenshots)."""
+        return self.cells[(device, column)].text()
+
+
+class AlarmView(Qt.QGroupBox):
+    """The Status text of every device in ALARM or FAULT (or not answering), refreshed each second."""
+
+    def __init__(self, chain: ChainNames, parent=None, period_ms: int = 1000):
+        super().__init__("Alarms", parent)
+        self.chain = chain
+        self.proxies = {d: self._proxy(d) for d in chain.devices}
+        self.view = Qt.QPlainTextEdit()
+        self.view.setReadOnly(True)
+        self.view.setMaximumHeight(110)
+        Qt.QVBoxLayout(self).addWidget(self.view)
+        self.timer = Qt.QTimer(self)
+        self.timer.timeout.connect(self.refresh)
+        self.timer.start(period_ms)
+        self.refresh()
+
+    def _proxy(self, device: str) -> tango.DeviceProxy:
+        proxy = tango.DeviceProxy(self.chain.trl(device))
+        proxy.set_timeout_millis(1000)  # a device that hangs must not freeze the panel for long
+        return proxy
+
+    def alarms(self) -> dict[str, str]:
+        """device -> "STATE: status" of each device that is not ON or RUNNING."""
+        found = {}
+        for device, proxy in self.proxies.items():
+            try:
+                state = proxy.state()
+                if state not in (tango.DevState.ON, tango.DevState.RUNNING):
+                    found[device] = f"{state}: {proxy.status()}"
+            except tango.DevFailed as exc:
+                found[device] = f"not answering: {exc.args[0].desc.strip()}"
+        return found
+
+    def refresh(self) -> None:
+        found = self.alarms()
+        text = "\n".join(f"{device} — {what}" for device, what in found.items()) or "no device in ALARM"
+        if text != self.view.toPlainText():
+            self.view.setPlainText(text)
