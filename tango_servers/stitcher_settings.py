@@ -13,20 +13,27 @@ import json
 from pathlib import Path
 
 import tango
-from tango import AttrWriteType, DispLevel
+from tango import DispLevel
 from tango.server import attribute, command
 
 from pipeline_core.errors import PipelineError
 from pipeline_core.live.stitch_stage import StitchStage
 from pipeline_core.messages import MessageError, SettingsRequest
-from pipeline_core.processing.integrate import MAX_BINS, UNITS
+from pipeline_core.processing.integrate import UNITS
 from pipeline_core.processing.units import DEFAULT_UNIT
 
-from .change_events import follow_set_point
 from .dev_failed import throw
+from .setting_attributes import ATTRIBUTE_NAMES, setting_attribute
 
-#: message fields -> the attributes Tango memorizes them under
-_ATTRIBUTES = {"poni_path": "poniPath", "mask_path": "maskPath", "bins": "bins", "unit": "unit"}
+
+def _shown_field(device, field: str):
+    """What the Stitcher shows of setting ``field`` (the unit integrated with while none was set)."""
+    value = device.stage.settings.shown()[field]
+    return (value or DEFAULT_UNIT) if field == "unit" else value
+
+
+def _write_fields(device, changes: dict) -> None:
+    device._change(changes)
 
 
 class StitcherSettings:
@@ -36,14 +43,6 @@ class StitcherSettings:
 
     def _shown(self) -> dict:
         return self.stage.settings.shown()
-
-    def _setting(self, name: str):
-        """The value of setting attribute ``name`` shown (the unit integrated with while none was set),
-        which is also its set-point: a client never shows "Not initialised"."""
-        value = self._shown()[{v: k for k, v in _ATTRIBUTES.items()}[name]]
-        value = (value or DEFAULT_UNIT) if name == "unit" else value
-        follow_set_point(self, name, value)
-        return value
 
     def _change(self, changes: dict, initial: bool = False, where: str = "write") -> None:
         """Change the chain's settings (XRD_InvalidValue with the reason, the old value kept), then say so."""
@@ -68,69 +67,25 @@ class StitcherSettings:
             cached = self._fingerprint_cache = (key, current.fingerprint())
         return cached[1]
 
-    @attribute(
-        dtype=str,
-        access=AttrWriteType.READ_WRITE,
+    # memorized here (not on the devices that forward): a restarted Stitcher restores the chain's settings
+    poniPath = setting_attribute(
+        "poni_path",
+        _shown_field,
+        _write_fields,
         memorized=True,
         hw_memorized=True,
-        label="PONI file",
         doc="pyFAI calibration of the chain, for the work queued from now on; refused if it does not parse",
     )
-    def poniPath(self) -> str:
-        return self._setting("poniPath")
-
-    @poniPath.write
-    def poniPath(self, value: str) -> None:
-        self._change({"poni_path": value})
-
-    @attribute(
-        dtype=str,
-        access=AttrWriteType.READ_WRITE,
+    maskPath = setting_attribute("mask_path", _shown_field, _write_fields, memorized=True, hw_memorized=True)
+    bins = setting_attribute("bins", _shown_field, _write_fields, memorized=True, hw_memorized=True)
+    unit = setting_attribute(
+        "unit",
+        _shown_field,
+        _write_fields,
         memorized=True,
         hw_memorized=True,
-        label="Mask file",
-        doc="user mask of the chain (EDF/TIFF/.mask/.npy, non-zero = masked); empty = gaps only",
-    )
-    def maskPath(self) -> str:
-        return self._setting("maskPath")
-
-    @maskPath.write
-    def maskPath(self, value: str) -> None:
-        self._change({"mask_path": value})
-
-    @attribute(
-        dtype=int,
-        access=AttrWriteType.READ_WRITE,
-        memorized=True,
-        hw_memorized=True,
-        label="Bins",
-        unit="",
-        format="%d",
-        min_value=1,
-        max_value=MAX_BINS,
-        doc="number of radial bins of each 1-D pattern of the chain (0 = not set yet)",
-    )
-    def bins(self) -> int:
-        return int(self._setting("bins"))
-
-    @bins.write
-    def bins(self, value: int) -> None:
-        self._change({"bins": int(value)})
-
-    @attribute(
-        dtype=str,
-        access=AttrWriteType.READ_WRITE,
-        memorized=True,
-        hw_memorized=True,
-        label="Radial unit",
         doc=f"radial unit of the chain: one of {', '.join(UNITS)} (pyFAI names; {DEFAULT_UNIT} until set)",
     )
-    def unit(self) -> str:
-        return self._setting("unit")
-
-    @unit.write
-    def unit(self, value: str) -> None:
-        self._change({"unit": value})
 
     @attribute(
         dtype=str,
@@ -167,7 +122,7 @@ class StitcherSettings:
         property), so that a restarted Stitcher restores what was last set, whichever device set it."""
         if not tango.Util._UseDb:  # e.g. a test context without database
             return
-        props = {_ATTRIBUTES[k]: {"__value": [str(v)]} for k, v in changes.items()}
+        props = {ATTRIBUTE_NAMES[k]: {"__value": [str(v)]} for k, v in changes.items()}
         try:
             tango.Util.instance().get_database().put_device_attribute_property(
                 self.get_name(), props  # type: ignore[attr-defined]
