@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SourceError
-from ..formats.lambda_files import LambdaAcquisition, glob_escape
+from ..formats.lambda_files import LambdaAcquisition, frame_numbers_from_any, glob_escape
 from ..formats.lambda_part import PartMismatch, open_part
 from ..paths import OutsideRootsError, inside
 
@@ -89,7 +89,7 @@ class PartChecker:
         """A failed part, listed with the frames it cost: ``numbers`` if known, else those of whichever
         of its files still opens -- only files inside the roots are opened."""
         if not numbers:
-            numbers = next((n for n in map(self._numbers_of, files) if n), [])
+            numbers = frame_numbers_from_any([f for f in files if inside(f, self.roots)])
         return PartFailed(reason, [int(v) for v in numbers], total_frames)
 
     def total_frames(self, directory: Path, stem: str) -> int | None:
@@ -118,15 +118,6 @@ class PartChecker:
             except SourceError as exc:
                 log.warning("part %d of %s cannot be read again: %s", p.index, acquisition.stem, exc)
         return found
-
-    def _numbers_of(self, path: Path) -> list[int]:
-        if not inside(path, self.roots):
-            return []
-        try:
-            with open_part([path], retries=0, roots=self.roots) as part:
-                return [int(v) for v in part.frame_numbers]
-        except SourceError:
-            return []
 
     def _total_of(self, files: Sequence[Path]) -> int | None:
         if not all(inside(f, self.roots) for f in files):
