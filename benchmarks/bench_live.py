@@ -81,7 +81,7 @@ def main() -> None:
             wait_file("")
             live_fps = args.frames / (time.perf_counter() - t0)
 
-            sim.frames, sim.framesPerFile, sim.rate = 60, 10, args.latency_rate
+            sim.FrameNumbers, sim.FramesPerFile, sim.rate = 60, 10, args.latency_rate
             before = merger.lastOutputFile
             sim.Start()
             wait_file(before)

@@ -169,11 +169,23 @@ def _compression(name: str) -> dict:
     raise OutputError(f"compression {name!r} is unknown; expected bslz4 or gzip")
 
 
+#: How a module file appears under its name: written elsewhere and renamed into place (atomic, our
+#: default), or written in place and closed (as a detector writing straight into its folder).
+PUBLISH_MODES = ("rename", "in-place")
+
+
 def _write_module_file(
-    path: Path, frames: np.ndarray, module: int, first_number: int, total: int, pixel_mask: np.ndarray, compression: str
+    path: Path,
+    frames: np.ndarray,
+    module: int,
+    first_number: int,
+    total: int,
+    pixel_mask: np.ndarray,
+    compression: str,
+    publish: str = "rename",
 ) -> None:
-    """One module file exactly as the detector writes it, published atomically under its name."""
-    tmp = path.with_name(path.name + ".tmp")
+    """One module file exactly as the detector writes it, published under its name as ``publish`` says."""
+    tmp = path.with_name(path.name + ".tmp") if publish == "rename" else path
     x, y = L.P02_2_OFFSETS[module]
     with h5py.File(tmp, "w") as h5:
         h5.attrs.update(NX_class="NXroot", NeXus_version="4.3.0", file_name=path.name)
@@ -201,7 +213,8 @@ def _write_module_file(
         coll.attrs["NX_class"] = "NXcollection"
         coll.create_dataset("frame_numbers", data=np.array([total], np.uint32))
         coll.create_dataset("module_id", data=np.array([module + 1], np.uint32))
-    os.replace(tmp, path)
+    if tmp != path:
+        os.replace(tmp, path)
 
 
 def simulate_acquisition(
@@ -217,14 +230,29 @@ def simulate_acquisition(
     on_part_written: PartCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     calibration: tuple[Path, Path] | None = None,
+    on_frame: Callable[[int], None] | None = None,
+    part_suffix: bool | None = True,
+    modules_on: tuple[int, ...] = (1, 2, 3),
+    publish: str = "rename",
+    write_lag_s: float = 0.0,
 ) -> SimulatedAcquisition:
     """Write a whole acquisition; with ``rate`` (frames/s) parts appear in real time, as from a detector.
 
-    ``on_part_written(part, [m1, m2, m3], n_frames)`` is called once all module files of a part are
-    in place. Existing files of the same stem are never overwritten (OutputError).
+    ``on_frame(n)`` is called as each frame is acquired (``n`` frames so far: the Lambda server's
+    ``LatestImageNumber``); ``on_part_written(part, files, n_frames)`` once the module files of a part
+    are in place -- after its last frame, as a detector's writer closes the file. ``part_suffix``:
+    names carry ``_part<NNNNN>`` (True), never (False), or as the Lambda server does (None: only when
+    the acquisition has more frames than a file holds). ``modules_on``: a module switched off writes
+    no file; ``write_lag_s``: a part's files appear this long after its last frame (a slow writer).
+    Existing files of the same stem are never overwritten (OutputError).
     """
     if frames < 1 or frames_per_file < 1:
         raise OutputError(f"frames ({frames}) and frames per file ({frames_per_file}) must be at least 1")
+    if not modules_on or not set(modules_on) <= {1, 2, 3}:
+        raise OutputError(f"modules_on {modules_on} must name some of the modules 1, 2, 3")
+    if publish not in PUBLISH_MODES:
+        raise OutputError(f"publish {publish!r} is unknown; expected one of {', '.join(PUBLISH_MODES)}")
+    suffixed = frames > frames_per_file if part_suffix is None else part_suffix
     if dtype not in SATURATION:
         raise OutputError(f"dtype {dtype!r} is not a Lambda data type; expected one of {', '.join(SATURATION)}")
     _compression(compression)
@@ -250,14 +278,20 @@ def simulate_acquisition(
         for i in range(count):
             for k, frame in enumerate(scene.module_frames(first + i, frames)):
                 stacks[k][i] = frame
-        if rate:
-            delay = t0 + (first + count) / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+            if rate:
+                delay = t0 + (first + i + 1) / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            if on_frame is not None:
+                on_frame(first + i + 1)
+        if write_lag_s > 0:
+            time.sleep(write_lag_s)
         paths = []
         for k in range(3):
-            path = outdir / f"{stem}_m{k + 1}_part{part:05d}.nxs"
-            _write_module_file(path, stacks[k], k, first + 1, frames, pixel_masks[k], compression)
+            if k + 1 not in modules_on:
+                continue
+            path = outdir / (f"{stem}_m{k + 1}_part{part:05d}.nxs" if suffixed else f"{stem}_m{k + 1}.nxs")
+            _write_module_file(path, stacks[k], k, first + 1, frames, pixel_masks[k], compression, publish)
             files[k].append(path)
             paths.append(path)
         if on_part_written is not None:

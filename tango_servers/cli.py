@@ -30,6 +30,13 @@ def add_tango_commands(sub) -> None:
     p.add_argument("--rate", type=float, default=20.0, help="detector frame rate, Hz (default 20)")
     p.add_argument("--integrators", type=int, default=2, help="Integrator servers (default 2)")
     p.add_argument("--tango-host", help="use this Tango database (default: $TANGO_HOST if it answers, else embedded)")
+    p.add_argument(
+        "--endpoint",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="address of this host the servers (and an embedded database) listen on and publish; "
+        "other hosts must reach it (default 127.0.0.1: this host only)",
+    )
 
     p = sub.add_parser("register", help="register the pipeline's devices in the database of TANGO_HOST")
     p.add_argument("--file", type=Path, default=None, help="layout YAML (default tango_db_setup/pipeline.yaml)")
@@ -38,6 +45,13 @@ def add_tango_commands(sub) -> None:
     p = sub.add_parser("database", help="run the embedded sqlite Tango database in the foreground")
     p.add_argument("--state", type=Path, default=Path(".xrd-state"), help="folder of its sqlite file")
     p.add_argument("--port", type=int, default=10000)
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="address of this host to listen on and publish; TANGO_HOST is ADDRESS:PORT, so give the one "
+        "the other hosts reach (default 127.0.0.1: this host only)",
+    )
 
     add_panel_command(sub)
 
@@ -45,7 +59,14 @@ def add_tango_commands(sub) -> None:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(args.workdir, frames=args.frames, rate=args.rate, integrators=args.integrators, tango_host=args.tango_host)
+    run_demo(
+        args.workdir,
+        frames=args.frames,
+        rate=args.rate,
+        integrators=args.integrators,
+        tango_host=args.tango_host,
+        endpoint=args.endpoint,
+    )
     return 0
 
 
@@ -63,7 +84,7 @@ def cmd_register(args) -> int:
 def cmd_database(args) -> int:
     from .embedded_db import EmbeddedDatabase
 
-    db = EmbeddedDatabase(args.state, args.port).start()
+    db = EmbeddedDatabase(args.state, args.port, args.host).start()
     print(f"embedded Tango database running: export TANGO_HOST={db.tango_host}   (Ctrl-C stops it)", flush=True)
     try:
         # Ctrl-C, SIGTERM, SIGHUP raise here; main() then exits 128 + the signal's number

@@ -3,7 +3,8 @@
 1. a Tango database: the one of ``--tango-host``/``TANGO_HOST`` if it answers, else the embedded
    sqlite one, started now with its file in ``WORKDIR/tango-db``;
 2. the devices of ``tango_db_setup/pipeline.yaml`` registered (idempotent);
-3. one process per device server: simulator, Stitcher, Integrator(s), Merger;
+3. one process per device server: simulator, Stitcher, Integrator(s), Merger, each listening on
+   ``--endpoint`` (loopback by default; an embedded database started in step 1 listens there too);
 4. a compression ramp written live by the simulator, integrated while it is written;
 5. the merged NeXus file and its heatmap PNG, whose paths are printed;
 6. every process stopped — also on error, on Ctrl-C, SIGTERM and SIGHUP (then the exit status is
@@ -24,7 +25,7 @@ from pipeline_core.heatmap import render_heatmap
 from pipeline_core.progress import Progress
 from pipeline_core.signals import signals_deferred
 
-from .embedded_db import database_answers, ensure_database
+from .embedded_db import LOOPBACK_ADDRESS, check_local_address, database_answers, ensure_database
 from .launcher import start_servers, stop_servers
 from .registration import DEFAULT_FILE, load_layout, register
 
@@ -53,15 +54,17 @@ def run_demo(
     integrators: int = 2,
     tango_host: str | None = None,
     timeout_s: float = 600.0,
+    endpoint: str = LOOPBACK_ADDRESS,
 ) -> Path:
     from pipeline_core.simulate import write_calibration
 
     workdir = workdir.absolute()
+    check_local_address(endpoint)  # before anything starts
     if tango_host is not None and not database_answers(tango_host):
         raise SystemExit(f"no Tango database answers at {tango_host}")
     servers, db = [], None
     try:
-        tango_host, db = ensure_database(workdir / "tango-db", tango_host)
+        tango_host, db = ensure_database(workdir / "tango-db", tango_host, host=endpoint)
         say(f"Tango database: {tango_host} ({'embedded, started now' if db else 'already running'})")
         host, port = tango_host.rsplit(":", 1)
         specs, integrator_names = layout_for(workdir, integrators)
@@ -69,7 +72,7 @@ def run_demo(
             say(f"  {line}")
         poni, mask = write_calibration(workdir / "calibration")
         say(f"starting {len({s.server for s in specs})} device servers on TANGO_HOST={tango_host} ...")
-        servers = start_servers(specs, tango_host, workdir / "logs")
+        servers = start_servers(specs, tango_host, workdir / "logs", endpoint=endpoint)
 
         def proxy(name):
             return tango.DeviceProxy(f"tango://{tango_host}/{name}")
@@ -81,7 +84,7 @@ def run_demo(
             proxy(name).Start()
         merger.Start()
         stitcher.Start()
-        sim.frames, sim.framesPerFile, sim.rate = frames, 50, rate
+        sim.FrameNumbers, sim.FramesPerFile, sim.rate = frames, 50, rate
         stem = sim.Start()
         say(
             f"acquiring {stem}: {frames} frames at {rate:g} Hz, integrated live by {len(integrator_names)} "

@@ -1,10 +1,15 @@
 """Starting and stopping the device server processes of a pipeline (demo, tests, a laptop).
 
-At a beamline Tango's Starter does this; here we start each server as its own process on
-loopback, wait until its devices answer, and on the way out stop every one we started — on
-success, on error, on Ctrl-C/SIGTERM/SIGHUP — so no orphan process is left behind. A launcher
-killed outright (SIGKILL) runs no code: its servers then get SIGTERM from the kernel
-(``die_with_parent``) and shut down as cleanly as if we had stopped them.
+At a beamline Tango's Starter does this; here we start each server as its own process, wait
+until its devices answer, and on the way out stop every one we started — on success, on error, on
+Ctrl-C/SIGTERM/SIGHUP — so no orphan process is left behind. A launcher killed outright (SIGKILL)
+runs no code: its servers then get SIGTERM from the kernel (``die_with_parent``) and shut down as
+cleanly as if we had stopped them.
+
+Each server is bound to one address, its *endpoint* (omniORB's ``-ORBendPoint giop:tcp:ADDRESS:``):
+it listens there and publishes that address to its clients through the database. Loopback by
+default, so a laptop's demo is reachable from nowhere else; for a chain spread over several hosts,
+the address of this host that the others reach.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import tango
 
 from pipeline_core.signals import signals_deferred
 
-from .embedded_db import die_with_parent, terminate, terminate_all
+from .embedded_db import LOOPBACK_ADDRESS, check_local_address, die_with_parent, orb_endpoint, terminate, terminate_all
 
 #: Tango server name -> module that runs it (``python -m MODULE INSTANCE``).
 MODULES = {
@@ -29,7 +34,14 @@ MODULES = {
     "XrdIntegrator": "tango_servers.integrator",
     "XrdMerger": "tango_servers.merger",
 }
-LOOPBACK = ["-ORBendPoint", "giop:tcp:127.0.0.1:"]
+
+
+def endpoint_args(address: str = LOOPBACK_ADDRESS) -> list[str]:
+    """The server arguments that bind it to ``address`` (any free port): ``-ORBendPoint giop:tcp:ADDRESS:``."""
+    return ["-ORBendPoint", orb_endpoint(address)]
+
+
+LOOPBACK = endpoint_args(LOOPBACK_ADDRESS)
 
 
 @dataclass
@@ -38,7 +50,14 @@ class ServerProcess:
     devices: list[str]
     tango_host: str
     log_dir: Path
+    #: the address the server listens on and publishes (an address of this host the clients reach)
+    endpoint: str = LOOPBACK_ADDRESS
     process: subprocess.Popen | None = field(default=None, repr=False)
+
+    def command(self) -> list[str]:
+        """The server's command line: ``python -m MODULE INSTANCE -ORBendPoint giop:tcp:ENDPOINT:``."""
+        executable, instance = self.server.split("/", 1)
+        return [sys.executable, "-m", MODULES[executable], instance, *endpoint_args(self.endpoint)]
 
     def start(self) -> ServerProcess:
         executable, instance = self.server.split("/", 1)
@@ -46,7 +65,7 @@ class ServerProcess:
         # a stop signal during Popen would lose the child: it is started and recorded, then we stop
         with open(self.log_dir / f"{executable}-{instance}.log", "ab") as log, signals_deferred():
             self.process = subprocess.Popen(
-                [sys.executable, "-m", MODULES[executable], instance, *LOOPBACK],
+                self.command(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a terminal's Ctrl-C reaches us only; we stop them in order
@@ -112,11 +131,16 @@ class ServerProcess:
 START_LEVELS = {"LambdaSimulator": 0, "Stitcher": 1, "Integrator": 2, "Merger": 3}
 
 
-def start_servers(specs, tango_host: str, log_dir: Path, timeout_s: float = 60.0) -> list[ServerProcess]:
+def start_servers(
+    specs, tango_host: str, log_dir: Path, timeout_s: float = 60.0, endpoint: str = LOOPBACK_ADDRESS
+) -> list[ServerProcess]:
     """Start one process per server in ``specs`` (registration DeviceSpecs) and wait for all of them.
 
-    Call it from the main thread (or one that lives as long as the process): see ``die_with_parent``.
+    Every server listens on and publishes ``endpoint`` (checked first: a wildcard or an address that
+    is not this host's is refused before anything starts). Call it from the main thread (or one
+    that lives as long as the process): see ``die_with_parent``.
     """
+    check_local_address(endpoint)
     by_server: dict[str, list[str]] = {}
     level: dict[str, int] = {}
     for spec in specs:
@@ -128,7 +152,7 @@ def start_servers(specs, tango_host: str, log_dir: Path, timeout_s: float = 60.0
             batch = []
             for server, devices in by_server.items():
                 if level[server] == current:
-                    started.append(ServerProcess(server, devices, tango_host, log_dir))  # recorded before it starts
+                    started.append(ServerProcess(server, devices, tango_host, log_dir, endpoint))  # recorded first
                     batch.append(started[-1].start())
             for p in batch:
                 p.wait_ready(timeout_s)

@@ -1,9 +1,9 @@
-"""Stitcher device: hears the detector's "file written" events and queues stitched-frame work.
+"""Stitcher device: learns which parts the detector has written and queues stitched-frame work.
 
-Upstream is configured, not coded: ``DetectorDevice`` + ``DetectorAttribute`` name the attribute
-whose change events announce written module files (our LambdaSimulator's ``lastWrittenFile``, or
-the real Lambda server's). Integrators hear ``workAvailable`` events and claim items with
-``ClaimWork``, so any number of them share the work and no frame is integrated twice.
+Upstream is configured, not coded: ``Trigger`` says how new parts are found (a Lambda server's
+attributes, a watched directory, or an attribute announcing file paths: :mod:`.triggers`).
+Integrators hear ``workAvailable`` events and claim items with ``ClaimWork``, so any number of them
+share the work and no frame is integrated twice.
 
 It holds the chain's integration settings (``poniPath``, ``maskPath``, ``bins``, ``unit``: memorized
 here, validated, a bad value refused with the reason and the old one kept). Integrators and the
@@ -20,6 +20,7 @@ import tango
 from tango import AttrWriteType
 from tango.server import attribute, command, device_property, run
 
+from pipeline_core.errors import PipelineError
 from pipeline_core.live.chain_settings import ChainSettings
 from pipeline_core.live.stitch_stage import StitchConfig, StitchStage
 
@@ -28,6 +29,7 @@ from .stitcher_queues import StitcherQueues
 from .stitcher_scan import StitcherScanView
 from .stitcher_settings import StitcherSettings
 from .stitcher_work import StitcherWork
+from .triggers import make_trigger
 
 #: the Stitcher's attributes pushed when they change (besides every device's)
 STITCHER_EVENTED = (
@@ -55,12 +57,34 @@ class Stitcher(StitcherQueues, StitcherSettings, StitcherWork, StitcherScanView,
     to the detector's events.
     """
 
+    Trigger = device_property(
+        dtype=str,
+        default_value="lambda",
+        doc="how new parts are found: lambda (follow the Lambda server DetectorDevice), watch (WatchDirectories), "
+        "file-attribute (change events of DetectorDevice/DetectorAttribute carry file paths)",
+    )
     DetectorDevice = device_property(dtype=str, default_value="", doc="TRL of the detector (or simulator) device")
     DetectorAttribute = device_property(
         dtype=str,
         default_value="lastWrittenFile",
-        doc="attribute whose change events carry each written module file's path",
+        doc="Trigger=file-attribute: attribute whose change events carry each written module file's path",
     )
+    DetectorPollPeriod = device_property(
+        dtype=float, default_value=0.5, doc="Trigger=lambda: seconds between reads of the Lambda server"
+    )
+    WatchDirectories = device_property(
+        dtype=(str,), default_value=[], doc="Trigger=watch: folders (and their subfolders) the detector writes into"
+    )
+    WatchStableTime = device_property(
+        dtype=float, default_value=2.0, doc="Trigger=watch: a file quiet this long is complete (for the sweep)"
+    )
+    WatchSweepPeriod = device_property(
+        dtype=float, default_value=2.0, doc="Trigger=watch: seconds between sweeps (where inotify sees nothing)"
+    )
+    WatchBacklog = device_property(
+        dtype=float, default_value=300.0,
+        doc="Trigger=watch: at start, acquisitions changed within this many seconds are taken (the parts missed)",
+    )  # fmt: skip
     DetectorName = device_property(
         dtype=str, default_value=StitchConfig.detector, doc="detector (stream) name in messages"
     )
@@ -95,9 +119,19 @@ class Stitcher(StitcherQueues, StitcherSettings, StitcherWork, StitcherScanView,
             self.set_change_event(name, True, False)
         self.publisher.watch(*STITCHER_EVENTED)
         self._scan_json = ""
+        self.trigger = None
         self.stage = self.create_stage()
-        if self.DetectorDevice:
-            self.subscribe(self.DetectorDevice, self.DetectorAttribute, self._announced)
+        try:
+            self.trigger = make_trigger(self)
+        except PipelineError as exc:  # a bad Trigger/WatchDirectories...: the device says why and serves on
+            self.set_fault(str(exc))
+            return
+        self.trigger.start()
+
+    def delete_device(self) -> None:
+        if self.trigger is not None:
+            self.trigger.stop()
+        super().delete_device()
 
     def create_stage(self) -> StitchStage:
         """The stage this device adapts, with everything it needs passed in (the seam tests use)."""
@@ -108,6 +142,7 @@ class Stitcher(StitcherQueues, StitcherSettings, StitcherWork, StitcherScanView,
                 self.FramesPerItem,
                 self.ModuleTimeout,
                 data_roots=tuple(self.DataRoots),
+                require_announced=self.Trigger.strip().lower() == "watch",  # a file there may be half written
                 **self.queue_bounds(),
             ),
             on_scan=self._scan_started,
@@ -118,10 +153,9 @@ class Stitcher(StitcherQueues, StitcherSettings, StitcherWork, StitcherScanView,
         )
 
     # -- callbacks: enqueue and return ----------------------------------------------------------------
-    def _announced(self, event) -> None:
-        path = event.attr_value.value if event.attr_value is not None else ""
-        if self._running and path:
-            self.stage.announce(path)
+    def taking_announcements(self) -> bool:
+        """Started: what the trigger finds is stitched (Stop: not taken)."""
+        return self._running
 
     def _scan_started(self, info) -> None:
         self._scan_json = info.to_json()
@@ -143,11 +177,7 @@ class Stitcher(StitcherQueues, StitcherSettings, StitcherWork, StitcherScanView,
 
     def describe(self) -> str:
         c = self.stage.counters
-        state = "listening to " + (
-            f"{self.DetectorDevice}/{self.DetectorAttribute}"
-            if self.DetectorDevice
-            else "nothing (no DetectorDevice property)"
-        )
+        state = self.trigger.describe() if self.trigger is not None else f"no trigger (Trigger={self.Trigger!r})"
         return (
             f"{'Started' if self._running else 'Stopped'}, {state}; scan {self.stage.current_scan or '-'}: "
             f"{c.parts_done} parts, {c.frames_processed} frames queued, {c.frames_failed} failed, "
@@ -167,9 +197,9 @@ class Stitcher(StitcherQueues, StitcherSettings, StitcherWork, StitcherScanView,
         self._running = False
         self.publisher.wake()
 
-    @attribute(dtype=str, label="Detector", access=AttrWriteType.READ, doc="upstream TRL/attribute")
+    @attribute(dtype=str, label="Detector", access=AttrWriteType.READ, doc="how new parts are found (the trigger)")
     def detectorAnnouncement(self) -> str:
-        return f"{self.DetectorDevice}/{self.DetectorAttribute}"
+        return self.trigger.describe() if self.trigger is not None else f"none (Trigger={self.Trigger!r})"
 
 
 def _import_pyfai() -> None:

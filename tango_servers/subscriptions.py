@@ -82,6 +82,13 @@ class EventSubscriptions:
 
         return callback
 
+    def mark_waiting(self, what: str, reason: str) -> None:
+        """A link that is not a subscription (e.g. polling a detector) does not deliver: say why."""
+        self._waiting[what] = reason
+
+    def mark_delivering(self, what: str) -> None:
+        self._waiting.pop(what, None)
+
     @property
     def connected(self) -> bool:
         """Every link has delivered a good event (or there is none)."""

@@ -36,6 +36,7 @@ _OUR_PROCESSES = (
     "xrd-stitcher",
     "xrd-integrator",
     "xrd-merger",
+    "bin/Xrd",  # servers by the names Tango's Starter runs (XrdIntegrator host2: tests/test_multihost.py)
     "bin/Pool",  # Sardana's servers (tests/sardana_helpers.py)
     "bin/MacroServer",
 )

@@ -158,3 +158,26 @@ def test_a_stack_at_another_dataset_path_needs_dataset(tmp_path, small_poni, cap
     assert rc == 2
     assert "has no frame dataset at /entry/data/data" in capsys.readouterr().err
     assert not (tmp_path / "o.nxs").exists()
+
+
+@pytest.mark.parametrize(
+    "command, option, address, message",
+    [
+        ("database", "--host", "0.0.0.0", "address '0.0.0.0' means every interface"),
+        ("database", "--host", "203.0.113.7", "address '203.0.113.7' is not an address of this host"),
+        ("demo", "--endpoint", "0.0.0.0", "address '0.0.0.0' means every interface"),
+        ("demo", "--endpoint", "203.0.113.7", "address '203.0.113.7' is not an address of this host"),
+    ],
+)
+def test_an_address_other_hosts_cannot_reach_is_refused_before_anything_starts(
+    tmp_path, capsys, command, option, address, message
+):
+    """`database --host` / `demo --endpoint` publish the address to other hosts: a wildcard or a foreign one
+    is refused with the reason, and no database or server is started (tests/test_multihost.py runs good ones)."""
+    from tango_servers.cli import main as tango_main
+
+    folder = tmp_path / "state"
+    rc = tango_main([command, option, address, "--state" if command == "database" else "--workdir", str(folder)])
+    assert rc == 2
+    assert f"xrd-pipeline {command}: error: {message}" in capsys.readouterr().err
+    assert not folder.exists()

@@ -72,7 +72,12 @@ def chain(tmp_path_factory):
             "class": Stitcher,
             "devices": [
                 {"name": STITCHER, "properties": {"DetectorDevice": SIM, "FramesPerItem": 4, "AutoStart": False}},
-                {"name": BURST, "properties": {"DetectorDevice": ANNOUNCER, "MaxPending": 10, "ModuleTimeout": 10}},
+                {
+                    "name": BURST,
+                    "properties": {
+                        "Trigger": "file-attribute", "DetectorDevice": ANNOUNCER, "MaxPending": 10, "ModuleTimeout": 10,
+                    },  # fmt: skip
+                },
             ],
         },
         {"class": QuietStitcher, "devices": [{"name": QUIET}]},
@@ -144,7 +149,7 @@ def stays(predicate, seconds: float) -> bool:
 
 def acquire(sim, frames: int = 8, per_file: int = 4) -> str:
     """Let the simulator write a small acquisition; return its stem once every part is written."""
-    sim.frames, sim.framesPerFile, sim.rate = frames, per_file, 100.0
+    sim.FrameNumbers, sim.FramesPerFile, sim.rate = frames, per_file, 100.0
     stem = sim.Start()
     wait_for(lambda: sim.framesWritten == frames and sim.state() == tango.DevState.ON, what=f"{stem} written")
     return stem
@@ -162,9 +167,15 @@ BEFORE_A_SCAN = {
         "currentScan": "",
         "lastWrittenFile": "",
         "framesWritten": 0,
-        "frames": 200,
-        "framesPerFile": 50,
+        "LatestImageNumber": 0,
+        "FrameNumbers": 200,
+        "FramesPerFile": 50,
         "rate": 100.0,
+        "writeLag": 0.0,
+        "SaveFilePath": lambda v: v.endswith("/raw"),
+        "SaveFileName": "",
+        "FilePrefix": "ramp",
+        "FileStartNum": 1,
         "poniPath": "",
         "maskPath": "",
     },
@@ -186,7 +197,7 @@ BEFORE_A_SCAN = {
         "itemsRequeued": 0,
         "requeuesPending": 0,
         "reintegrationsPending": 0,
-        "detectorAnnouncement": f"{SIM}/lastWrittenFile",
+        "detectorAnnouncement": lambda v: v.startswith(f"following Lambda {SIM} (change events + polling every 0.5 s;"),
     },
     INTEGRATOR: {
         **COMMON,
@@ -213,7 +224,7 @@ BEFORE_A_SCAN = {
 }
 #: numeric attributes with a physical unit (pint's names, which Taurus parses); the others are counts or
 #: fractions, whose noun is in the label
-UNITS = {"throughput": "1/s", "latency": "s", "rate": "Hz", "radialAxis": "deg"}
+UNITS = {"throughput": "1/s", "latency": "s", "rate": "Hz", "writeLag": "s", "radialAxis": "deg"}
 PYTHON_TYPES = {
     tango.CmdArgType.DevLong64: (int, np.integer),
     tango.CmdArgType.DevLong: (int, np.integer),
@@ -274,8 +285,10 @@ def test_every_bound_is_enforced_with_the_limit_named_and_the_old_value_stays(ch
         ("integrator1", "bins"),
         ("stitcher", "bins"),
         ("merger", "bins"),
-        ("sim", "frames"),
-        ("sim", "framesPerFile"),
+        ("sim", "FrameNumbers"),
+        ("sim", "FramesPerFile"),
+        ("sim", "FileStartNum"),
+        ("sim", "writeLag"),
         ("sim", "rate"),
     }, checked
     assert ("test/xrd/integrator1", "bins", "100000") in checked and ("test/xrd/sim", "rate", "0.1") in checked

@@ -84,7 +84,7 @@ def test_live_scan_with_two_integrators_equals_offline_and_reintegration_keeps_i
         dev.poniPath, dev.maskPath, dev.bins = str(poni), str(mask), 1000
         dev.Start()
     stitcher.Start()
-    sim.frames, sim.framesPerFile, sim.rate = 40, 20, 200.0
+    sim.FrameNumbers, sim.FramesPerFile, sim.rate = 40, 20, 200.0
     stem = sim.Start()
     wait_for(lambda: merger.lastOutputFile != "", what=f"the merged file of {stem}")
     first = Path(merger.lastOutputFile)

@@ -188,7 +188,7 @@ def test_the_panel_shows_a_live_scan_and_writes_a_screenshot(chain, panel):
     assert window.controls.start(), window.controls.message.text()
     sim = tango.DeviceProxy(f"tango://{host}/p02/xrd/lambda-sim")
     merger = window.proxies[names.merger]
-    sim.frames, sim.framesPerFile, sim.rate = FRAMES, PER_FILE, 20.0
+    sim.FrameNumbers, sim.FramesPerFile, sim.rate = FRAMES, PER_FILE, 20.0
     stem = sim.Start()
 
     def merged() -> bool:

@@ -132,7 +132,7 @@ def scan(tmp_path_factory):
                     attributes[key].addListener(listeners[key])
             time.sleep(1.0)  # the first events of every subscription (the values before the scan)
             sim, merger = proxies[SIMULATOR], proxies[MERGER]
-            sim.frames, sim.framesPerFile, sim.rate = FRAMES, 10, 20.0
+            sim.FrameNumbers, sim.FramesPerFile, sim.rate = FRAMES, 10, 20.0
             stem = sim.Start()
             wait_for(
                 lambda: Path(merger.lastOutputFile).name.startswith(stem),

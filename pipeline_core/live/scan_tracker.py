@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..formats.lambda_files import LambdaNaming
+from ..formats.lambda_files import LambdaNaming, glob_escape, parse_lambda_name
 from ..messages import ScanInfo, WorkItem
 from ..processing.integrate import IntegrationSettings
 from .work_queue import QueueFull
@@ -45,13 +45,42 @@ class ScanRecord:
     #: what every item of the scan is integrated with (``to_dict()`` and fingerprint), fixed once
     settings: dict = field(default_factory=dict)
     settings_hash: str = ""
+    #: the modules whose files make a part; None = all ``module_count`` (a module switched off writes
+    #: no file: learned once for the scan, see PartIntake)
+    modules: tuple[int, ...] | None = None
+    #: part -> module files announced complete (a trigger that knows when a file is closed)
+    announced_files: dict[int, set[Path]] = field(default_factory=dict)
+    #: part -> frames the detector says the part holds (the ``lambda`` trigger): files holding fewer
+    #: are still being written
+    due_frames: dict[int, int] = field(default_factory=dict)
+    #: the naming was read from a file of the scan (not only assumed)
+    naming_seen: bool = False
 
     def learn_naming(self, file_name: str | Path) -> None:
         """Follow the naming of one of the scan's module files (other names are ignored)."""
-        self.naming = LambdaNaming.from_name(file_name) or self.naming
+        naming = LambdaNaming.from_name(file_name)
+        if naming is not None:
+            self.naming, self.naming_seen = naming, True
+
+    def learn_naming_on_disk(self) -> None:
+        """Learn the naming from any module file of the scan already written (the ``lambda`` trigger
+        knows the stem and whether parts have suffixes, not the module numbers' width)."""
+        if self.naming_seen:
+            return
+        for f in self.directory.glob(f"{glob_escape(self.info.stem)}_m*.nxs"):
+            name = parse_lambda_name(f)
+            if name is not None and name.stem == self.info.stem and name.module is not None:
+                self.learn_naming(f.name)
+                if self.naming_seen:
+                    return
+
+    def module_numbers(self, module_count: int) -> tuple[int, ...]:
+        return self.modules if self.modules is not None else tuple(range(1, module_count + 1))
 
     def module_files(self, part: int, module_count: int) -> list[Path]:
-        return [self.naming.module_file(self.directory, self.info.stem, k, part) for k in range(1, module_count + 1)]
+        return [
+            self.naming.module_file(self.directory, self.info.stem, k, part) for k in self.module_numbers(module_count)
+        ]
 
 
 class ScanTracker:

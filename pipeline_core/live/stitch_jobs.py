@@ -25,12 +25,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import SourceError
-from ..formats.lambda_files import LambdaAcquisition, parse_lambda_name
+from ..formats.lambda_files import LambdaAcquisition, LambdaNaming, parse_lambda_name
 from ..messages import ScanInfo, WorkItem
 from ..paths import confine
 from ..processing.integrate import IntegrationSettings
-from .part_checker import PartChecker, PartFailed, PartWaiting
+from .part_checker import PartChecker, PartFailed, PartReady, PartWaiting
 from .scan_tracker import MAX_SCANS, ScanRecord, ScanTracker
+from .triggers.lambda_follow import PartDue
 from .work_queue import WorkQueue
 
 if TYPE_CHECKING:
@@ -63,7 +64,14 @@ class Reintegrate:
     settings: IntegrationSettings | None
 
 
-Job = Announce | Requeue | Reintegrate
+@dataclass(frozen=True)
+class AnnouncePart:
+    """The detector says a part is written (the ``lambda`` trigger): its files hold ``due.frames``."""
+
+    due: PartDue
+
+
+Job = Announce | AnnouncePart | Requeue | Reintegrate
 
 
 class JobSlots:
@@ -139,12 +147,26 @@ class PartIntake:
         """Queue the part if its files are complete; False while it must wait (files, or work queue full)."""
         if self.queue.full:
             return False  # back-pressure: the part stays on disk until Integrators catch up
+        scan.learn_naming_on_disk()
         files = scan.module_files(part, self.config.module_count)
+        if self.unannounced(scan, part, files):
+            return False  # the trigger has not seen them closed yet: never opened early
+        if part in scan.due_frames and scan.modules is None:
+            files = self._modules_on(scan, part, files)
+            if not files:
+                return False
         state = self.checker.check(files, self.frame_shape)
         if isinstance(state, PartWaiting):
-            if state.missing or self._clock() - scan.pending[part] < self.config.module_timeout_s:
+            if state.missing or self._waited(scan, part) < self.config.module_timeout_s:
                 return False  # still being written: the idle check tries again
             state = self.checker.failed(files, state.reason)
+        if isinstance(state, PartReady) and len(state.frame_numbers) < scan.due_frames.get(part, 0):
+            if self._waited(scan, part) < self.config.module_timeout_s:
+                return False  # the detector counted more frames than the files hold yet: being written
+            log.warning(
+                "part %d of %s: %d frames in its files, the detector counted %d; taking those there",
+                part, scan.info.stem, len(state.frame_numbers), scan.due_frames[part],
+            )  # fmt: skip
         self.scans.learn_total(scan, state.total_frames)
         if isinstance(state, PartFailed):
             self._fail_part(scan, part, files, state)
@@ -155,6 +177,39 @@ class PartIntake:
         n = len(state.frame_numbers)
         self._finish_part(scan, part, self.scans.items(scan, part, 0, n), n, failed=0)
         return True
+
+    def _waited(self, scan: ScanRecord, part: int) -> float:
+        return self._clock() - scan.pending.get(part, self._clock())
+
+    def unannounced(self, scan: ScanRecord, part: int, files: list[Path]) -> list[Path]:
+        """With ``require_announced`` (Trigger=watch): the files no one has seen complete yet."""
+        if not self.config.require_announced:
+            return []
+        seen = scan.announced_files.get(part, set())
+        return [f for f in files if f not in seen]
+
+    def _modules_on(self, scan: ScanRecord, part: int, files: list[Path]) -> list[Path]:
+        """The module files of a part the detector says is written, once the scan's modules are known.
+
+        A module switched off writes no file: when some module files of the scan's first written part
+        exist and the others still do not ``switched_off_s`` after the detector said so, the missing
+        modules are taken as switched off for the whole scan (said in Status), as the offline path
+        leaves out a module missing from every part. Empty while it must wait.
+        """
+        present = [f for f in files if f.exists()]
+        if len(present) == len(files):
+            scan.modules = scan.module_numbers(self.config.module_count)
+            return files
+        if not present or self._waited(scan, part) < self.config.switched_off_s:
+            return []
+        numbers = scan.module_numbers(self.config.module_count)
+        scan.modules = tuple(k for k, f in zip(numbers, files, strict=True) if f in present)
+        off = ", ".join(f"m{k}" for k in numbers if k not in scan.modules)
+        self._on_error(
+            f"{scan.info.stem}: module(s) {off} wrote no file {self.config.switched_off_s:g} s after part {part} "
+            f"was written: taken as switched off, the scan is stitched from {len(present)} module(s)"
+        )
+        return present
 
     def _fail_part(self, scan: ScanRecord, part: int, files: list[Path], failure: PartFailed) -> None:
         """A part that cannot be read still goes down the chain, as an item that says why."""
@@ -190,8 +245,10 @@ class PartIntake:
                     return  # waiting for room, not for files: no timeout runs meanwhile
                 if self._clock() - since > timeout:
                     files = scan.module_files(part, self.config.module_count)
-                    missing = ", ".join(f.name for f in files if not f.exists())
-                    reason = f"module file(s) {missing} not written within {timeout:.0f} s"
+                    unseen = set(self.unannounced(scan, part, files))
+                    missing = ", ".join(f.name for f in files if not f.exists() or f in unseen)
+                    closed = " (or not closed)" if self.config.require_announced else ""
+                    reason = f"module file(s) {missing} not written{closed} within {timeout:.0f} s"
                     self._fail_part(scan, part, files, self.checker.failed(files, reason))
 
     def expire_leases(self) -> int:
@@ -233,6 +290,7 @@ class StitchJobs:
         self._requeues = itertools.count(1)
         self._handlers: dict[type, Callable] = {
             Announce: self._announce,
+            AnnouncePart: self._announce_part,
             Requeue: self._requeue,
             Reintegrate: self._reintegrate,
         }
@@ -248,8 +306,25 @@ class StitchJobs:
         scan = self.scans.get(name.stem) or self._new_scan(path.parent, name.stem, reintegration=False)
         scan.learn_naming(path.name)
         part = name.part or 0
+        scan.announced_files.setdefault(part, set()).add(path)
+        self._part_announced(scan, part)
+
+    def _announce_part(self, job: AnnouncePart) -> None:
+        due = job.due
+        directory = confine(due.directory, self.config.data_roots, "the detector's SaveFilePath")
+        if not due.stem:
+            raise SourceError(f"the detector announced part {due.part} in {directory} without a file name (stem)")
+        scan = self.scans.get(due.stem) or self._new_scan(
+            directory, due.stem, reintegration=False, total=due.total_frames
+        )
+        if not scan.naming_seen:
+            scan.naming = LambdaNaming(scan.naming.module_width, due.parts_suffix)
+        scan.due_frames[due.part] = due.frames
+        self._part_announced(scan, due.part)
+
+    def _part_announced(self, scan: ScanRecord, part: int) -> None:
         if part in scan.done_parts:
-            log.info("part %d of %s announced again: ignored (already queued)", part, name.stem)
+            log.info("part %d of %s announced again: ignored (already queued)", part, scan.info.stem)
             return
         scan.pending.setdefault(part, self._clock())
         scan.announced_at.setdefault(part, time.time())
@@ -314,8 +389,11 @@ class StitchJobs:
         for index, (files, numbers) in self.checker.readable_parts(acq, skip=scan.parts).items():
             self.scans.learned(scan, index, files, numbers)
 
-    def _new_scan(self, directory: Path, stem: str, reintegration: bool, scan_id: str | None = None) -> ScanRecord:
-        total = self.checker.total_frames(directory, stem)
+    def _new_scan(
+        self, directory: Path, stem: str, reintegration: bool, scan_id: str | None = None, total: int | None = None
+    ) -> ScanRecord:
+        """A new scan; its frame count from ``total`` (the detector said) or else its files."""
+        total = total or self.checker.total_frames(directory, stem)
         scan = self.scans.add(directory, stem, total, reintegration, scan_id)
         self._on_scan(scan.info)
         return scan

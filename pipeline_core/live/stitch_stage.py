@@ -46,6 +46,7 @@ from .part_checker import PartChecker
 from .scan_tracker import ScanTracker
 from .stitch_jobs import (
     Announce,
+    AnnouncePart,
     Job,
     JobSlots,
     PartIntake,
@@ -55,6 +56,7 @@ from .stitch_jobs import (
     StitchJobs,
     check_reintegration_path,
 )
+from .triggers.lambda_follow import PartDue
 from .work_queue import QueueFull, WorkQueue
 from .worker import ThreadContext, Worker
 
@@ -85,6 +87,12 @@ class StitchConfig:
     #: After this many expired leases of the same frames they are not handed out again but sent down
     #: the chain as failed: data that kills every Integrator taking it must not loop forever.
     max_lease_expiries: int = 2
+    #: A part is opened only once every module file of it was announced complete (Trigger=watch: a
+    #: file that exists may still be being written); otherwise once every module file exists.
+    require_announced: bool = False
+    #: A part the detector says is written (Trigger=lambda) whose other module files exist: a module
+    #: with no file this long after is taken as switched off for the scan.
+    switched_off_s: float = 5.0
 
 
 class StitchStage:
@@ -132,6 +140,17 @@ class StitchStage:
             )
             return
         self._worker.submit(Announce(str(path)))
+
+    def announce_part(self, due: PartDue) -> None:
+        """The detector says a part is written (Trigger=lambda). Returns at once, like :meth:`announce`."""
+        if not self._slots.take(Announce, self.config.max_pending):
+            self.counters.announcements_refused += 1
+            self._on_error(
+                f"announcement queue full ({self.config.max_pending}): part {due.part} of {due.stem} refused; "
+                "Reintegrate the acquisition once the burst is over"
+            )
+            return
+        self._worker.submit(AnnouncePart(due))
 
     def reintegrate(self, path: str) -> None:
         """Queue every part of the acquisition that ``path`` (a file or directory) belongs to, as a new scan.
@@ -194,7 +213,7 @@ class StitchStage:
         self._worker.stop()
 
     def _handle(self, job: Job) -> None:
-        self._slots.release(type(job))
+        self._slots.release(Announce if isinstance(job, AnnouncePart) else type(job))
         try:
             self._jobs.handle(job)
         finally:

@@ -75,7 +75,7 @@ def test_kill_9_of_an_integrator_mid_scan_loses_nothing_and_it_rejoins(pipeline,
     proxy(names[0]).Stop()  # AutoStart: it would claim (items carry the chain's settings); started below
     doomed = _start_integrator(host, tmp, names[1])  # alone at first: every lease is the victim's
     stitcher.Start()
-    sim.frames, sim.framesPerFile, sim.rate = 60, 10, 15.0
+    sim.FrameNumbers, sim.FramesPerFile, sim.rate = 60, 10, 15.0
     stem = sim.Start()
     wait_for(lambda: doomed.framesReceived > 0 and stitcher.itemsLeased > 0, what="the victim to hold a lease")
     victim = next(s for s in servers if s.server == "XrdIntegrator/demo2")
@@ -100,7 +100,7 @@ def test_kill_9_of_an_integrator_mid_scan_loses_nothing_and_it_rejoins(pipeline,
     revived = _proxy(host, names[1])  # not configured again: memorized settings + AutoStart
     assert revived.poniPath == str(tmp / "cal" / "lambda2m.poni") and revived.bins == 500
     before = merger.lastOutputFile
-    sim.frames, sim.framesPerFile, sim.rate = 40, 10, 15.0
+    sim.FrameNumbers, sim.FramesPerFile, sim.rate = 40, 10, 15.0
     second = sim.Start()
     wait_for(lambda: merger.lastOutputFile != before, what=f"the merged file of {second}")
     assert read_merged(merger.lastOutputFile)["frame_number"].tolist() == list(range(1, 41))
@@ -120,7 +120,7 @@ def test_kill_9_of_the_merger_mid_scan_resumes_the_same_file(pipeline, ledger):
         _start_integrator(host, tmp, name)
     merger, stitcher, sim = proxy(MERGER), proxy(STITCHER), proxy(SIMULATOR)
     stitcher.Start()
-    sim.frames, sim.framesPerFile, sim.rate = 60, 10, 12.0
+    sim.FrameNumbers, sim.FramesPerFile, sim.rate = 60, 10, 12.0
     stem = sim.Start()
     wait_for(lambda: merger.framesProcessed >= 8, what="the first frames merged")
     victim = next(s for s in servers if s.server == "XrdMerger/demo")
@@ -139,7 +139,10 @@ def test_kill_9_of_the_merger_mid_scan_resumes_the_same_file(pipeline, ledger):
     assert not path.with_name(path.name + ".journal").exists()
 
 
+@pytest.mark.parametrize("pipeline", [{"Stitcher": {"Trigger": ["file-attribute"]}}], indirect=True)
 def test_kill_9_of_the_stitcher_mid_scan_recovers_the_missed_announcements(pipeline, ledger):
+    """File paths announced while the Stitcher is down are lost; the Merger's gap check brings them
+    back. (Trigger=lambda and watch find them by themselves: tests/test_triggers_live.py.)"""
     tmp, host, names, servers = pipeline
 
     def proxy(name):
@@ -150,7 +153,7 @@ def test_kill_9_of_the_stitcher_mid_scan_recovers_the_missed_announcements(pipel
     merger, sim = proxy(MERGER), proxy(SIMULATOR)
     # 5 frames/s: 40 frames are written 8 s after the start, time enough to build the engines and merge
     # the first frames on a loaded machine before the Stitcher is killed
-    sim.frames, sim.framesPerFile, sim.rate = 80, 10, 5.0
+    sim.FrameNumbers, sim.FramesPerFile, sim.rate = 80, 10, 5.0
     stem = sim.Start()
     wait_for(lambda: merger.framesProcessed >= 8, what="the first frames merged")
     victim = next(s for s in servers if s.server == "XrdStitcher/demo")

@@ -196,7 +196,7 @@ def _restart(chain, server: str) -> ServerProcess:
 def _scan(chain, frames: int = FRAMES, rate: float = 20.0) -> str:
     sim = _proxy(chain, SIMULATOR)
     wait_for(lambda: sim.state() == tango.DevState.ON, 60, "the simulator to be idle")
-    sim.frames, sim.framesPerFile, sim.rate = frames, 10, rate
+    sim.FrameNumbers, sim.FramesPerFile, sim.rate = frames, 10, rate
     return sim.Start()
 
 

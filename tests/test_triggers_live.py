@@ -1,0 +1,268 @@
+"""Each Stitcher Trigger end to end: real servers on the embedded database, files written live.
+
+For each: the merged file equals the offline integration of the same files row for row, every frame
+exactly once. ``lambda`` against a server clients must poll (no change events), with a slow writer
+and a module switched off; ``watch`` with files moved into place and written in place, and a module
+that never arrives; ``file-attribute`` as before; and a Stitcher restarted mid-acquisition finds the
+parts it missed (``lambda``, ``watch``).
+"""
+
+import contextlib
+import os
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tango
+
+from pipeline_core.formats.nexus import read_merged
+from pipeline_core.processing.integrate import IntegrationSettings
+from pipeline_core.processing.offline import integrate_source
+from pipeline_core.processing.sources import LambdaSource
+from pipeline_core.simulate import simulate_acquisition, write_calibration
+from tango_servers.demo import MERGER, SIMULATOR, STITCHER, layout_for
+from tango_servers.embedded_db import EmbeddedDatabase, free_port
+from tango_servers.launcher import start_servers, stop_servers
+from tango_servers.registration import register
+
+from .helpers import wait_for
+
+BINS = 400
+
+
+@contextlib.contextmanager
+def chain(tmp: Path, **properties):
+    """The demo's layout with one Integrator; ``properties[klass]`` overrides that class's properties."""
+    db = EmbeddedDatabase(tmp / "db", free_port()).start()
+    servers = []
+    try:
+        specs, names = layout_for(tmp, integrators=1)
+        base = {"Stitcher": {"FramesPerItem": ["5"]}, "Merger": {"GapCheck": ["3"]}}
+        specs = [
+            replace(s, properties={**s.properties, **base.get(s.klass, {}), **properties.get(s.klass, {})})
+            for s in specs
+        ]
+        host, port = db.tango_host.split(":")
+        register(specs, tango.Database(host, int(port)))
+        servers = start_servers(specs, db.tango_host, tmp / "logs")
+        for server in servers:
+            server.wait_connected(60)
+        poni, mask = write_calibration(tmp / "cal")
+        stitcher = tango.DeviceProxy(f"tango://{db.tango_host}/{STITCHER}")
+        stitcher.poniPath, stitcher.maskPath, stitcher.bins = str(poni), str(mask), BINS
+        yield Chain(tmp, db.tango_host, servers, poni, mask)
+    finally:
+        stop_servers(servers)
+        db.stop()
+
+
+class Chain:
+    def __init__(self, tmp, host, servers, poni, mask):
+        self.tmp, self.host, self.servers, self.poni, self.mask = tmp, host, servers, poni, mask
+        self.raw = tmp / "raw"
+
+    def proxy(self, name: str) -> tango.DeviceProxy:
+        return tango.DeviceProxy(f"tango://{self.host}/{name}")
+
+    def server(self, name: str):
+        return next(s for s in self.servers if s.server == name)
+
+    def merged(self, stem: str, timeout_s: float = 120) -> dict:
+        merger = self.proxy(MERGER)
+        wait_for(lambda: Path(merger.lastOutputFile).name.startswith(stem), timeout_s, f"the merged file of {stem}")
+        return read_merged(merger.lastOutputFile)
+
+    def assert_equals_offline(self, merged: dict, stem: str, frames: int) -> None:
+        """Every frame once, and row for row what `xrd-pipeline integrate` gives on the same files."""
+        assert merged["frame_number"].tolist() == list(range(1, frames + 1))
+        first = sorted(self.raw.glob(f"{stem}_m*.nxs"))[0]
+        out = self.tmp / "offline" / f"{stem}.nxs"
+        report = integrate_source(
+            LambdaSource.from_file(first), IntegrationSettings(self.poni, bins=BINS, mask_path=self.mask), out
+        )
+        ref = read_merged(report.output)
+        np.testing.assert_allclose(merged["data"], ref["data"], rtol=1e-6)
+        np.testing.assert_array_equal(merged["pos_map"], ref["pos_map"])
+        assert merged["files"] == ref["files"] and merged["status"] == "complete" == ref["status"]
+
+
+def _acquire(sim, frames: int, per_file: int, rate: float) -> str:
+    sim.FrameNumbers, sim.FramesPerFile, sim.rate = frames, per_file, rate
+    return sim.Start()
+
+
+# -- Trigger=lambda ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def lambda_chain(tmp_path_factory):
+    """A Lambda server that pushes no change events: the Stitcher must poll it."""
+    with chain(
+        tmp_path_factory.mktemp("lambda"),
+        LambdaSimulator={"PushEvents": ["false"]},
+        Stitcher={"DetectorPollPeriod": ["0.3"]},
+        Merger={"GapCheck": ["60"]},  # what a restarted Stitcher missed comes back through the trigger
+    ) as c:
+        yield c
+
+
+def test_lambda_trigger_polls_a_server_without_events_and_equals_offline(lambda_chain):
+    c = lambda_chain
+    stitcher, sim = c.proxy(STITCHER), c.proxy(SIMULATOR)
+    with pytest.raises(tango.DevFailed):  # what the Stitcher found: this server pushes no events
+        sim.subscribe_event("LatestImageNumber", tango.EventType.CHANGE_EVENT, lambda e: None)
+    assert stitcher.upstreamConnected
+    stem = _acquire(sim, 30, 10, 40.0)
+    assert sim.state() == tango.DevState.MOVING and sim.SaveFileName == ""
+    assert stem == f"ramp_{sim.FileStartNum:05d}"
+    m = c.merged(stem)
+    c.assert_equals_offline(m, stem, 30)
+    assert sim.LatestImageNumber == 30 and sim.state() == tango.DevState.ON
+    assert sim.FileStartNum == int(stem.rsplit("_", 1)[1]) + 1  # counts up, as the Lambda server's
+    announcement = stitcher.detectorAnnouncement
+    assert f"following Lambda {SIMULATOR} (polling every 0.3 s;" in announcement, announcement
+    assert "3 parts announced" in announcement or "parts announced" in announcement
+
+
+def test_lambda_trigger_waits_for_a_part_whose_files_come_after_the_detector_counted_it(lambda_chain):
+    """A slow writer: LatestImageNumber passes a part seconds before its files exist; nothing fails."""
+    c = lambda_chain
+    sim, stitcher = c.proxy(SIMULATOR), c.proxy(STITCHER)
+    failed_before = stitcher.framesFailed
+    sim.writeLag = 2.0
+    try:
+        stem = _acquire(sim, 20, 10, 40.0)
+        m = c.merged(stem, timeout_s=120)
+    finally:
+        sim.writeLag = 0.0
+    c.assert_equals_offline(m, stem, 20)
+    assert stitcher.framesFailed == failed_before
+
+
+def test_lambda_trigger_stitches_without_a_module_switched_off(lambda_chain):
+    c = lambda_chain
+    sim, stitcher = c.proxy(SIMULATOR), c.proxy(STITCHER)
+    db = tango.Database(*c.host.split(":"))
+    db.put_device_property(SIMULATOR, {"ModulesOn": ["1", "3"]})
+    sim.Init()
+    try:
+        sim.SaveFileName = "m2off_00001"  # the name the operator typed, as at the beamline
+        stem = _acquire(sim, 20, 10, 40.0)
+        assert stem == "m2off_00001"
+        m = c.merged(stem)
+    finally:
+        db.put_device_property(SIMULATOR, {"ModulesOn": ["1", "2", "3"]})
+        sim.Init()
+    assert not list(c.raw.glob(f"{stem}_m2*")) and len(list(c.raw.glob(f"{stem}_m*.nxs"))) == 4
+    c.assert_equals_offline(m, stem, 20)
+    assert len(m["input_files"]) == 4
+    status = stitcher.status()
+    assert "m2off_00001: module(s) m2 wrote no file 5 s after part 0 was written: taken as switched off" in status
+    stitcher.ClearErrors()
+
+
+def test_lambda_trigger_a_stitcher_restarted_mid_acquisition_finds_the_parts_it_missed(lambda_chain):
+    c = lambda_chain
+    sim, merger = c.proxy(SIMULATOR), c.proxy(MERGER)
+    stitcher_server = c.server("XrdStitcher/demo")
+    stem = _acquire(sim, 60, 10, 10.0)  # 6 s of acquisition
+    wait_for(lambda: merger.framesProcessed > 0 and merger.currentScan == stem, 60, "the first frames merged")
+    stitcher_server.kill()
+    down_at = sim.LatestImageNumber
+    wait_for(lambda: sim.LatestImageNumber >= down_at + 15, 30, "a part written while the Stitcher is down")
+    stitcher_server.start()
+    stitcher_server.wait_ready(60)
+    m = c.merged(stem, timeout_s=180)
+    c.assert_equals_offline(m, stem, 60)
+    restarted = c.proxy(STITCHER)
+    assert restarted.framesReceived == 60 and restarted.itemsRequeued == 0  # every part found by the trigger
+
+
+# -- Trigger=watch ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def watch_chain(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("watch")
+    with chain(
+        tmp,
+        Stitcher={
+            "Trigger": ["watch"], "WatchDirectories": [str(tmp / "raw")], "WatchStableTime": ["0.5"],
+            "WatchSweepPeriod": ["0.3"], "ModuleTimeout": ["4"],
+        },  # fmt: skip
+        Merger={"GapCheck": ["60"]},
+    ) as c:
+        c.raw.mkdir(exist_ok=True)
+        yield c
+
+
+def test_watch_trigger_takes_files_moved_into_place_and_equals_offline(watch_chain):
+    c = watch_chain
+    stitcher = c.proxy(STITCHER)
+    assert "(inotify + a sweep every 0.3 s)" in stitcher.detectorAnnouncement
+    stem = _acquire(c.proxy(SIMULATOR), 20, 10, 40.0)  # the simulator renames each file into place
+    c.assert_equals_offline(c.merged(stem), stem, 20)
+
+
+def test_watch_trigger_takes_files_written_in_place_once_closed(watch_chain):
+    c = watch_chain
+    simulate_acquisition(
+        c.raw, frames=15, frames_per_file=10, stem="inplace_00001", rate=40.0, publish="in-place",
+        calibration=(c.poni, c.mask),
+    )  # fmt: skip
+    c.assert_equals_offline(c.merged("inplace_00001"), "inplace_00001", 15)
+
+
+def test_watch_trigger_reports_a_module_that_never_arrives_after_the_module_timeout(watch_chain):
+    c = watch_chain
+    stitcher = c.proxy(STITCHER)
+    staging = c.tmp / "staging"
+    simulate_acquisition(staging, frames=20, frames_per_file=10, stem="lost_00001", calibration=(c.poni, c.mask))
+    never = "lost_00001_m3_part00001.nxs"
+    for f in sorted(staging.glob("lost_00001_m*.nxs")):
+        if f.name != never:
+            shutil.move(f, c.raw / f.name)
+    t0 = time.monotonic()
+    m = c.merged("lost_00001", timeout_s=120)
+    assert time.monotonic() - t0 >= 3.5  # not before ModuleTimeout (4 s)
+    assert m["frame_number"].tolist() == list(range(1, 11))
+    assert m["failed_frames"] == ["11-20"] and m["status"] == "incomplete"
+    assert f"module file(s) {never} not written (or not closed) within 4 s" in m["failed_reasons"][0]
+    assert f"{never} not written (or not closed) within 4 s" in stitcher.status()
+    stitcher.ClearErrors()
+
+
+def test_watch_trigger_a_stitcher_restarted_mid_acquisition_finds_the_parts_it_missed(watch_chain):
+    c = watch_chain
+    sim, merger = c.proxy(SIMULATOR), c.proxy(MERGER)
+    stitcher_server = c.server("XrdStitcher/demo")
+    hour_ago = time.time() - 3600
+    for f in c.raw.glob("*.nxs"):  # the earlier tests' acquisitions: older than WatchBacklog, left alone
+        os.utime(f, (hour_ago, hour_ago))
+    stem = _acquire(sim, 60, 10, 10.0)
+    wait_for(lambda: merger.framesProcessed > 0 and merger.currentScan == stem, 60, "the first frames merged")
+    stitcher_server.kill()
+    down_at = sim.framesWritten
+    wait_for(lambda: sim.framesWritten >= down_at + 10, 30, "a part written while the Stitcher is down")
+    stitcher_server.start()
+    stitcher_server.wait_ready(60)
+    m = c.merged(stem, timeout_s=180)
+    c.assert_equals_offline(m, stem, 60)
+    restarted = c.proxy(STITCHER)
+    assert restarted.framesReceived == 60 and restarted.itemsRequeued == 0  # found again by the sweep
+
+
+# -- Trigger=file-attribute -------------------------------------------------------------------------
+def test_file_attribute_trigger_hears_each_file_path_and_equals_offline(tmp_path):
+    with chain(tmp_path, Stitcher={"Trigger": ["file-attribute"]}) as c:
+        stitcher = c.proxy(STITCHER)
+        assert stitcher.detectorAnnouncement == f"listening to {SIMULATOR}/lastWrittenFile"
+        stem = _acquire(c.proxy(SIMULATOR), 20, 10, 40.0)
+        c.assert_equals_offline(c.merged(stem), stem, 20)
+
+
+def test_a_bad_trigger_is_a_fault_that_names_it_and_the_device_still_answers(tmp_path):
+    with chain(tmp_path, Stitcher={"Trigger": ["inotify"]}) as c:
+        stitcher = c.proxy(STITCHER)
+        assert stitcher.state() == tango.DevState.FAULT
+        assert "Trigger 'inotify' is unknown; expected one of lambda, watch, file-attribute" in stitcher.status()
+        assert stitcher.bins == BINS
