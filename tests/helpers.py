@@ -146,3 +146,12 @@ def real_servers(tmp: Path, specs):
     finally:
         stop_servers(servers)
         db.stop()
+
+
+def readme_block(after: str, lang: str) -> str:
+    """The first ```lang block of README.md after the text ``after``: README's examples are run as written."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index(after) :]
+    return re.search(rf"```{lang}\n(.*?)```", section, re.S).group(1)

@@ -54,24 +54,13 @@ from tango_servers.embedded_db import (
 from tango_servers.launcher import ServerProcess, start_servers, stop_servers
 from tango_servers.registration import register
 
-from .helpers import REPO, wait_for
+from .helpers import REPO, readme_block, wait_for
 
 BIN = Path(sys.executable).parent  # the environment's executables: xrd-pipeline, xrd-integrator, XrdIntegrator
 
 #: The README's second-host layout, registered with ``xrd-pipeline register --file``: one more Integrator
 #: (its own server instance, to be run on the second host) and the Merger collecting from it too.
-SECOND_HOST_YAML = """\
-servers:
-  XrdIntegrator/host2:
-    Integrator:
-      p02/xrd/integrator3:
-        StitcherDevice: p02/xrd/stitcher
-        DataRoots: ["{state}/raw"]
-  XrdMerger/demo:
-    Merger:
-      p02/xrd/merger:
-        IntegratorDevices: [p02/xrd/integrator1, p02/xrd/integrator2, p02/xrd/integrator3]
-"""
+SECOND_HOST_YAML = readme_block("**Register the second host's Integrator**", "yaml")  # README, as written
 REMOTE = "p02/xrd/integrator3"
 
 #: Short leases and polls, so a killed Integrator's work comes back within seconds (as in

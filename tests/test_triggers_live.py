@@ -26,9 +26,9 @@ from pipeline_core.simulate import simulate_acquisition, write_calibration
 from tango_servers.demo import MERGER, SIMULATOR, STITCHER, layout_for
 from tango_servers.embedded_db import EmbeddedDatabase, free_port
 from tango_servers.launcher import start_servers, stop_servers
-from tango_servers.registration import register
+from tango_servers.registration import load_layout, register
 
-from .helpers import wait_for
+from .helpers import readme_block, wait_for
 
 BINS = 400
 
@@ -95,13 +95,35 @@ def _acquire(sim, frames: int, per_file: int, rate: float) -> str:
 
 
 # -- Trigger=lambda ---------------------------------------------------------------------------------
+def readme_stitcher_properties(raw: Path) -> dict[str, list[str]]:
+    """README's Stitcher registration for a beamline's Lambda server, as written, with the test's
+    simulator in place of the Lambda server and its folder in place of the beamline's."""
+    text = readme_block("For the beamline's", "yaml")
+    assert "DetectorDevice: p02/lambda2m/1" in text and "DataRoots: [/gpfs/current/raw]" in text
+    text = text.replace("p02/lambda2m/1", SIMULATOR).replace("/gpfs/current/raw", str(raw))
+    (spec,) = [s for s in load_layout_text(text) if s.klass == "Stitcher"]
+    return spec.properties
+
+
+def load_layout_text(text: str):
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as fh:
+        fh.write(text)
+        fh.flush()
+        return load_layout(fh.name)
+
+
 @pytest.fixture(scope="module")
 def lambda_chain(tmp_path_factory):
-    """A Lambda server that pushes no change events: the Stitcher must poll it."""
+    """README's Stitcher for a Lambda server, on a server that pushes no change events: it must poll."""
+    tmp = tmp_path_factory.mktemp("lambda")
+    stitcher = readme_stitcher_properties(tmp / "raw")
+    assert stitcher["Trigger"] == ["lambda"] and stitcher["DetectorPollPeriod"] == ["0.3"]
     with chain(
-        tmp_path_factory.mktemp("lambda"),
+        tmp,
         LambdaSimulator={"PushEvents": ["false"]},
-        Stitcher={"DetectorPollPeriod": ["0.3"]},
+        Stitcher=stitcher,
         Merger={"GapCheck": ["60"]},  # what a restarted Stitcher missed comes back through the trigger
     ) as c:
         yield c
