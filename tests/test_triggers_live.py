@@ -223,6 +223,9 @@ def test_watch_trigger_takes_files_moved_into_place_and_equals_offline(watch_cha
     assert "(inotify + a sweep every 0.3 s)" in stitcher.detectorAnnouncement
     stem = _acquire(c.proxy(SIMULATOR), 20, 10, 40.0)  # the simulator renames each file into place
     c.assert_equals_offline(c.merged(stem), stem, 20)
+    stitcher.Reintegrate(str(c.raw / f"{stem}_m1_part00000.nxs"))  # files on disk: no trigger needed
+    wait_for(lambda: Path(c.proxy(MERGER).lastOutputFile).name == f"{stem}_v001.nxs", 60, "the reintegration")
+    c.assert_equals_offline(read_merged(c.proxy(MERGER).lastOutputFile), stem, 20)
 
 
 def test_watch_trigger_takes_files_written_in_place_once_closed(watch_chain):

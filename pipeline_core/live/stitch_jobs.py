@@ -346,6 +346,7 @@ class StitchJobs:
                 self.scans.fix_settings(scan, job.settings)
             scan.learn_naming(acq.parts[0].files[0].name)
             for part in acq.parts:
+                scan.announced_files[part.index] = set(part.files)  # on disk already: complete
                 scan.pending[part.index] = self._clock() - self.config.module_timeout_s  # files complete: no wait
                 scan.announced_at[part.index] = time.time()
                 self._try_part(scan, part.index)
