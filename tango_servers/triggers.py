@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 #: event errors of a server that pushes no change events for an attribute: poll instead
 NOT_PUSHED = {"API_AttributePollingNotStarted", "API_EventPropertiesNotSet", "API_AttributeNotDataReadyEnabled"}
+#: what a Lambda server must have for Trigger=lambda (besides SaveFileName or FilePrefix)
+REQUIRED_ATTRIBUTES = ("State", "SaveFilePath", "FramesPerFile", "FrameNumbers", "LatestImageNumber")
 #: seconds between attempts to subscribe while the detector server is not reachable
 RESUBSCRIBE_S = 10.0
 
@@ -84,6 +86,7 @@ class LambdaTrigger:
         self._pushed: set[str] = set()  # attributes the server pushes change events for
         self._next_subscribe = 0.0
         self._proxy: tango.DeviceProxy | None = None
+        self._present: list[str] = list(LAMBDA_ATTRIBUTES)
         self.parts_announced = 0
         self.last_problem = ""
 
@@ -149,8 +152,14 @@ class LambdaTrigger:
         """One snapshot of the server's attributes, or None (said in Status) when it cannot be read."""
         try:
             if self._proxy is None:
-                self._proxy = tango.DeviceProxy(self._trl)
-            values = [a.value for a in self._proxy.read_attributes(list(LAMBDA_ATTRIBUTES))]
+                proxy = tango.DeviceProxy(self._trl)
+                self._present = self._check_attributes(proxy)
+                if not self._present:
+                    self._stop.set()  # no Lambda server: FAULT says why, nothing to follow
+                    self._device.subscriptions.mark_delivering(self._what)  # reached; the fault is the news
+                    return None
+                self._proxy = proxy
+            read = {a.name.lower(): a.value for a in self._proxy.read_attributes(self._present)}
         except tango.DevFailed as exc:
             reason = exc.args[0].desc.strip().splitlines()[0]
             self._device.subscriptions.mark_waiting(
@@ -158,11 +167,28 @@ class LambdaTrigger:
             )
             return None
         self._device.subscriptions.mark_delivering(self._what)
-        state, path, name, prefix, start_num, per_file, frames, latest = values
+        state, path, name, prefix, start_num, per_file, frames, latest = (
+            read.get(a.lower()) for a in LAMBDA_ATTRIBUTES
+        )
         return LambdaSnapshot(
             str(state), str(path or ""), str(name or ""), str(prefix or ""), int(start_num or 0), int(per_file or 0),
             int(frames or 0), int(latest or 0),
         )  # fmt: skip
+
+    def _check_attributes(self, proxy: tango.DeviceProxy) -> list[str]:
+        """The Lambda attributes this server has; a fault naming what lacks when it is no Lambda server
+        (a wrong DetectorDevice must not look like a detector that never acquires)."""
+        have = {a.lower() for a in proxy.get_attribute_list()}
+        missing = [a for a in REQUIRED_ATTRIBUTES if a.lower() not in have]
+        if not ({"savefilename", "fileprefix"} & have):
+            missing.append("SaveFileName or FilePrefix")
+        if missing:
+            self._device.set_fault(
+                f"DetectorDevice {self._trl} has no attribute {', '.join(missing)}: is it a Lambda server? "
+                f"Trigger=lambda reads {', '.join(LAMBDA_ATTRIBUTES)}"
+            )
+            return []
+        return [a for a in LAMBDA_ATTRIBUTES if a.lower() in have]
 
     def _subscribe_once(self) -> None:
         """Subscribe to State and LatestImageNumber once the server answers; a server that pushes none

@@ -291,3 +291,12 @@ def test_a_bad_trigger_is_a_fault_that_names_it_and_the_device_still_answers(tmp
         assert stitcher.state() == tango.DevState.FAULT
         assert "Trigger 'inotify' is unknown; expected one of lambda, watch, file-attribute" in stitcher.status()
         assert stitcher.bins == BINS
+
+
+def test_a_detector_device_that_is_no_lambda_server_is_a_fault_that_names_what_it_lacks(tmp_path):
+    with chain(tmp_path, Stitcher={"DetectorDevice": [MERGER]}) as c:
+        stitcher = c.proxy(STITCHER)
+        wait_for(lambda: stitcher.state() == tango.DevState.FAULT, 30, "the fault")
+        status = stitcher.status()
+        assert f"DetectorDevice {MERGER} has no attribute SaveFilePath, FramesPerFile, FrameNumbers" in status
+        assert "LatestImageNumber, SaveFileName or FilePrefix: is it a Lambda server?" in status
