@@ -9,7 +9,9 @@ For each compression (bitshuffle-LZ4, DEFLATE) it simulates a Lambda 2M acquisit
 
 and prints frames/s and the ratio end-to-end / bare (target ≥ 0.8 on 2 cores).
 
-Run:  .venv/bin/python benchmarks/bench_offline.py [--frames 200] [--workers 1]
+Run:  .venv/bin/python benchmarks/bench_offline.py [--frames 200] [--workers 1] [--engine auto|csr|pyfai]
+
+(``benchmarks/bench_engine.py`` compares the engines, 1 and 2 workers and peak memory in one run.)
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ def main() -> None:
     parser.add_argument("--bins", type=int, default=2048)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--compression", nargs="+", default=["bslz4", "gzip"])
+    parser.add_argument("--engine", default="auto", choices=["auto", "csr", "pyfai"])
     args = parser.parse_args()
 
     rows = []
@@ -67,13 +70,14 @@ def main() -> None:
             settings = IntegrationSettings(acq.poni_path, bins=args.bins, mask_path=acq.mask_path)
             source = LambdaSource.from_file(acq.module_files[0][0])
             source.prepare()
-            mask = IntegrationEngine(settings, source.frame_shape, source.detector_mask).mask
+            mask = IntegrationEngine(settings, source.frame_shape, source.detector_mask, engine="pyfai").mask
             bare_s, n = bare_pyfai(source, settings, mask)
             report = integrate_source(
                 LambdaSource.from_file(acq.module_files[0][0]),
                 settings,
                 Path(tmp) / f"{compression}.nxs",
                 workers=args.workers,
+                engine=args.engine,
             )
             assert report.ok and report.frames_integrated == n
             size = sum(p.stat().st_size for m in acq.module_files for p in m) / n / 1e6
@@ -85,7 +89,7 @@ def main() -> None:
     for compression, n, size, bare, e2e in rows:
         print(f"{compression:12s} {n:6d} {size:8.2f} {bare:16.1f} {e2e:16.1f} {e2e / bare:6.2f}")
     print(
-        f"(2-D frames {1833}x{1556}, {args.bins} bins, bbox/csr/cython, workers={args.workers}, "
+        f"(2-D frames {1833}x{1556}, {args.bins} bins, bbox/csr/cython, engine {args.engine}, workers={args.workers}, "
         f"{len(np.__version__) and 'numpy ' + np.__version__})"
     )
 

@@ -13,6 +13,8 @@ from typing import Any
 from . import __version__
 from .config import DEFAULT_WORKERS, MAX_WORKERS
 from .errors import PipelineError
+from .jobs.commands import JOB_COMMANDS, add_job_commands
+from .processing.engine_choice import DEFAULT_ENGINE, ENGINES
 from .processing.integrate import DEFAULT_BINS, ERROR_MODELS, IntegrationSettings
 from .processing.units import DEFAULT_UNIT, UNITS
 from .signals import exit_code, stop_signals_raise
@@ -77,6 +79,12 @@ def build_parser(add_commands: Callable[[Any], None] | None = None) -> argparse.
         help="result file (.nxs) or directory (default: the config's output_directory, or .)",
     )
     p.add_argument("--workers", type=int, help="integration threads (default 1, or the config's)")
+    p.add_argument(
+        "--engine",
+        choices=list(ENGINES),
+        help="auto (default): the sparse csr engine where it equals pyFAI exactly, else pyFAI's own path; "
+        "csr: that engine or an error; pyfai: pyFAI's own path",
+    )
 
     p = sub.add_parser("heatmap", help="draw a merged file as a frame × radial-axis picture")
     p.add_argument("merged", type=Path)
@@ -95,6 +103,7 @@ def build_parser(add_commands: Callable[[Any], None] | None = None) -> argparse.
     p.add_argument("--stem", default="ramp_00001")
     p.add_argument("--seed", type=int, default=0)
 
+    add_job_commands(sub)  # reintegrate (integrate's options, as jobs) and jobs: pipeline_core/jobs/commands.py
     if add_commands is not None:
         add_commands(sub)
     return parser
@@ -117,7 +126,10 @@ def cmd_integrate(args) -> int:
         out = output if output.suffix == ".nxs" else output / f"{source.name}.nxs"
         progress = Progress(source.name, source.expected_frames())
         try:
-            report = integrate_source(source, settings, out, workers=run.workers, progress=progress)
+            report = integrate_source(
+                source, settings, out, workers=run.workers, progress=progress,
+                engine=getattr(args, "engine", None) or DEFAULT_ENGINE,
+            )  # fmt: skip
         except IntegrationInterrupted as exc:
             progress.close()
             print(f"{source.name}: interrupted after {exc.report.describe_partial()}", file=sys.stderr)
@@ -222,7 +234,7 @@ def cmd_simulate(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"integrate": cmd_integrate, "heatmap": cmd_heatmap, "simulate": cmd_simulate}
+COMMANDS = {"integrate": cmd_integrate, "heatmap": cmd_heatmap, "simulate": cmd_simulate, **JOB_COMMANDS}
 
 
 def main(

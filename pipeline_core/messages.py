@@ -424,6 +424,8 @@ _BATCH_OPTIONAL: dict[str, tuple[Check, Any]] = {
     "module_files": (_list(_str(MAX_PATH, path=True), MAX_FILES), []),
     "total_frames": (_int(0, MAX_FRAME_NUMBER, optional=True), None),
     "announced_at": (_EPOCH, 0.0),
+    "engine": (_str(16), ""),
+    "engine_note": (_str(MAX_REASON), ""),
 }
 
 
@@ -459,6 +461,9 @@ class PatternBatch:
     module_files: list[str] = field(default_factory=list)  # all of the part's files (provenance)
     total_frames: int | None = None
     announced_at: float = 0.0
+    #: what integrated the rows (csr or pyfai) and why, for the merged file's provenance
+    engine: str = ""
+    engine_note: str = ""
 
     def encode(self) -> tuple[str, bytes]:
         n, bins = self.intensities.shape if self.intensities.ndim == 2 else (0, len(self.radial))
@@ -480,6 +485,8 @@ class PatternBatch:
             "module_files": list(self.module_files),
             "total_frames": self.total_frames,
             "announced_at": self.announced_at,
+            "engine": self.engine,
+            "engine_note": self.engine_note,
         }
         head = json.dumps(header, separators=(",", ":")).encode()
         body = [
@@ -544,4 +551,6 @@ class PatternBatch:
             h["module_files"],
             h["total_frames"],
             h["announced_at"],
+            h["engine"],
+            h["engine_note"],
         )

@@ -16,6 +16,7 @@ import tango
 from tango.server import command, device_property, run
 
 from pipeline_core.live.integrate_stage import DEFAULT_POLL_INTERVAL_S, IntegrateStage
+from pipeline_core.processing.engine_choice import DEFAULT_ENGINE, ENGINES
 from pipeline_core.processing.integrate import DEFAULT_BINS
 from pipeline_core.processing.units import DEFAULT_UNIT
 
@@ -57,6 +58,12 @@ class Integrator(IntegratorAttributes, ChainSettingsDevice):
         default_value=DEFAULT_POLL_INTERVAL_S,
         doc="seconds between claims when no event came (events can be lost)",
     )
+    Engine = device_property(
+        dtype=str,
+        default_value=DEFAULT_ENGINE,
+        doc=f"integration engine, one of {', '.join(ENGINES)}: auto = the sparse csr engine where it equals "
+        "pyFAI exactly, else pyFAI's own path; an unknown name is reported and no work is claimed",
+    )
 
     def init_device(self) -> None:
         super().init_device()
@@ -94,6 +101,7 @@ class Integrator(IntegratorAttributes, ChainSettingsDevice):
             calibration_roots=tuple(self.CalibrationRoots),
             offer=self._initial if self.PoniPath else {},  # adopted by the Stitcher only while the chain has none
             thread_context=tango.EnsureOmniThread,  # its threads call the Stitcher and push events
+            engine=self.Engine,
         )
 
     # -- wiring -----------------------------------------------------------------------------------------

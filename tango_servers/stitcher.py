@@ -25,6 +25,7 @@ from pipeline_core.live.chain_settings import ChainSettings
 from pipeline_core.live.stitch_stage import StitchConfig, StitchStage
 
 from .base import PipelineDevice
+from .stitcher_jobs import DEFAULT_REINTEGRATION_BACKEND, StitcherJobs
 from .stitcher_queues import StitcherQueues
 from .stitcher_scan import StitcherScanView
 from .stitcher_settings import StitcherSettings
@@ -45,10 +46,12 @@ STITCHER_EVENTED = (
     "itemsRequeued",
     "frameShape",
     "detectorAnnouncement",
+    "jobs",
+    "lastJobState",
 )
 
 
-class Stitcher(StitcherQueues, StitcherSettings, StitcherWork, StitcherScanView, PipelineDevice):
+class Stitcher(StitcherQueues, StitcherSettings, StitcherWork, StitcherScanView, StitcherJobs, PipelineDevice):
     """Groups module files into parts, checks them and hands out work items to Integrators.
 
     The queues and their bounds (:class:`StitcherQueues`), the chain's settings
@@ -107,6 +110,12 @@ class Stitcher(StitcherQueues, StitcherSettings, StitcherWork, StitcherScanView,
     )
     CalibrationRoots = device_property(
         dtype=(str,), default_value=[], doc="PONI and mask files must lie under one of these (empty: anywhere)"
+    )
+    ReintegrationBackend = device_property(
+        dtype=str,
+        default_value=DEFAULT_REINTEGRATION_BACKEND,
+        doc="where Reintegrate runs: chain (through the live chain), local (a process pool on this host) or "
+        "slurm (an sbatch array job); local/slurm return a job id (see jobs, CancelJob)",
     )
 
     def init_device(self) -> None:
@@ -173,15 +182,23 @@ class Stitcher(StitcherQueues, StitcherSettings, StitcherWork, StitcherScanView,
     def is_busy(self) -> bool:
         """Work waiting, claimed, or a part stitched in the last seconds (the scan goes on)."""
         stage = self.stage
-        return stage.queue_depth > 0 or stage.pending_announcements > 0 or stage.leased > 0 or self.recently_worked()
+        return (
+            stage.queue_depth > 0
+            or stage.pending_announcements > 0
+            or stage.leased > 0
+            or self.recently_worked()
+            or self.jobs_running() > 0
+        )
 
     def describe(self) -> str:
         c = self.stage.counters
+        jobs = self.jobs_running()
         state = self.trigger.describe() if self.trigger is not None else f"no trigger (Trigger={self.Trigger!r})"
         return (
             f"{'Started' if self._running else 'Stopped'}, {state}; scan {self.stage.current_scan or '-'}: "
             f"{c.parts_done} parts, {c.frames_processed} frames queued, {c.frames_failed} failed, "
             f"{self.stage.queue_depth} items waiting"
+            + (f"; {jobs} reintegration job(s) not ended ({self.ReintegrationBackend})" if jobs else "")
             + ("" if self.stage.settings.current() else " (no PONI set in the chain: write poniPath)")
         )
 

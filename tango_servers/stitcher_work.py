@@ -58,14 +58,17 @@ class StitcherWork:
         dtype_in=str,
         doc_in="an acquisition file (any module/part) or its directory",
         dtype_out=str,
-        doc_out="what was queued",
+        doc_out="what was queued (ReintegrationBackend chain), or the id of the job submitted (local, slurm)",
     )
     def Reintegrate(self, path: str) -> str:
-        """Reprocess an acquisition through the chain with the current settings into a new file. Returns at once."""
+        """Reprocess an acquisition with the current settings into a new file. Returns at once: through the
+        chain (ReintegrationBackend chain), or as a job (local, slurm: its id; see jobs)."""
         try:
             request = ReintegrateRequest.from_text(path)
         except MessageError as exc:
             throw("XRD_InvalidValue", f"Reintegrate: {exc}", "Stitcher.Reintegrate")
+        if getattr(self, "reintegration_backend", "chain") != "chain":  # StitcherJobs
+            return self.submit_reintegration(request.path)  # type: ignore[attr-defined]
         _forward(lambda: self.stage.reintegrate(request.path), "Reintegrate")
         return f"queued {path} for reintegration; watch framesProcessed on the Merger"
 

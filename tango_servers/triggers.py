@@ -236,6 +236,8 @@ def make_trigger(device: Any) -> Trigger:
     naming the property for a bad value)."""
     kind = check_trigger(device.Trigger)
     if kind == "lambda":
+        if not device.DetectorDevice:  # e.g. a Stitcher for reintegrations only: no detector to follow
+            return FileAttributeTrigger(device, "", "")
         return LambdaTrigger(device, device.DetectorDevice, float(device.DetectorPollPeriod))
 
     if kind == "watch":

@@ -32,6 +32,7 @@ _OUR_PROCESSES = (
     "tango_servers.",
     "tango.databaseds",
     "pipeline_core.processing.engine_build",
+    "pipeline_core.jobs.",  # a local job's detached runner and its tasks (tests/test_jobs_*.py)
     "xrd-pipeline",
     "xrd-stitcher",
     "xrd-integrator",

@@ -14,9 +14,11 @@ import pytest
 import yaml
 from tango.server import device_property
 
+from pipeline_core.jobs.config import DEFAULT_FRAMES_PER_TASK, LocalConfig, SlurmConfig
 from pipeline_core.live.integrate_stage import IntegrateStage
 from pipeline_core.live.merge_stage import MergeStage
 from pipeline_core.live.stitch_stage import StitchConfig
+from pipeline_core.processing.engine_choice import DEFAULT_ENGINE
 from pipeline_core.processing.integrate import DEFAULT_BINS, IntegrationSettings
 from tango_servers.integrator import Integrator
 from tango_servers.merger import Merger
@@ -57,6 +59,11 @@ def test_the_devices_take_their_defaults_from_the_core():
         (Integrator, "PollInterval"): parameter_default(IntegrateStage, "poll_interval_s"),
         (Merger, "ScanTimeout"): parameter_default(MergeStage, "scan_timeout_s"),
         (Merger, "GapCheck"): parameter_default(MergeStage, "gap_check_s"),
+        (Integrator, "Engine"): DEFAULT_ENGINE,
+        (Stitcher, "JobWorkers"): LocalConfig.workers,
+        (Stitcher, "JobFramesPerTask"): DEFAULT_FRAMES_PER_TASK,
+        (Stitcher, "SlurmTimeLimit"): SlurmConfig.time_limit,
+        (Stitcher, "SlurmCpusPerTask"): SlurmConfig.cpus_per_task,
     }
     wrong = {
         f"{cls.__name__}.{name}": (default(cls, name), value)

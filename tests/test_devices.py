@@ -198,6 +198,8 @@ BEFORE_A_SCAN = {
         "requeuesPending": 0,
         "reintegrationsPending": 0,
         "detectorAnnouncement": lambda v: v.startswith(f"following Lambda {SIM} (change events + polling every 0.5 s;"),
+        "jobs": "[]",  # ReintegrationBackend chain: no job (tests/test_jobs_device.py runs jobs)
+        "lastJobState": "",
     },
     INTEGRATOR: {
         **COMMON,

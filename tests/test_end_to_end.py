@@ -3,6 +3,7 @@
 import hashlib
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import tango
@@ -109,6 +110,11 @@ def test_live_scan_with_two_integrators_equals_offline_and_reintegration_keeps_i
     np.testing.assert_allclose(live["data"], ref["data"], rtol=1e-6)
     np.testing.assert_array_equal(live["pos_map"], ref["pos_map"])
     assert live["files"] == ref["files"] and live["status"] == "complete"
+    with h5py.File(first) as h5:  # the engine that integrated the rows, as the offline file records it too
+        proc = h5["processed/process"]
+        assert proc["engine"][()].decode() == "csr" and "sparse" in proc["engine_note"][()].decode()
+    with h5py.File(offline.output) as h5:
+        assert h5["processed/process/engine"][()].decode() == "csr"
     assert sorted(live["input_files"]) == sorted(ref["input_files"]) and len(live["input_files"]) == 6
     _assert_rows_equal_pyfai(live, raw[0], poni, mask, bins=1000, frames=(0, 7, 19))
 

@@ -1,5 +1,8 @@
 """The engine built in a child process integrates exactly like pyFAI's own ``integrate1d`` (issue 7 item 11).
 
+Bit-identity is pyFAI's own path (``engine="pyfai"``); the csr engine, which takes the same child-built
+coefficients, agrees within 1e-5 of the maximum (tests/test_csr_engine.py, and the last test here).
+
 References are plain pyFAI calls written out here (a fresh ``pyFAI.load`` per case), never our code.
 """
 
@@ -48,7 +51,7 @@ def test_child_built_engine_is_bit_identical_to_pyfai(small_poni, frame, user_ma
     path, mask = user_mask
     settings = IntegrationSettings(small_poni, bins=BINS, unit=unit, mask_path=path, polarization_factor=polarization,
                                    correct_solid_angle=solid_angle)
-    engine = IntegrationEngine(settings, SMALL_FRAME, isolate_build=True)
+    engine = IntegrationEngine(settings, SMALL_FRAME, isolate_build=True, engine="pyfai")
     assert engine.built_in_child
     ref = pyfai_reference(small_poni, frame, mask, unit=unit, polarization=polarization, solid_angle=solid_angle)
     got = engine.integrate(frame, 5)
@@ -63,7 +66,7 @@ def test_sigma_of_each_error_model_is_bit_identical(small_poni, frame, user_mask
     path, mask = user_mask
     engine = IntegrationEngine(IntegrationSettings(small_poni, bins=BINS, unit="q_nm^-1", mask_path=path,
                                                    error_model=error_model), SMALL_FRAME,
-                               isolate_build=True)
+                               isolate_build=True, engine="pyfai")
     assert engine.built_in_child
     ref = pyfai_reference(small_poni, frame, mask, unit="q_nm^-1", error_model=error_model)
     got = engine.integrate(frame)
@@ -73,14 +76,15 @@ def test_sigma_of_each_error_model_is_bit_identical(small_poni, frame, user_mask
 
 
 def test_without_any_mask_and_with_the_detector_mask(small_poni, frame):
-    plain = IntegrationEngine(IntegrationSettings(small_poni, bins=BINS), SMALL_FRAME, isolate_build=True)
+    plain = IntegrationEngine(IntegrationSettings(small_poni, bins=BINS), SMALL_FRAME, isolate_build=True,
+                              engine="pyfai")
     assert plain.built_in_child
     np.testing.assert_array_equal(plain.integrate(frame).intensity,
                                   pyfai_reference(small_poni, frame, np.zeros(SMALL_FRAME, bool)).intensity)
     gaps = np.zeros(SMALL_FRAME, bool)
     gaps[:, 15:17] = True
     gapped = IntegrationEngine(IntegrationSettings(small_poni, bins=BINS), SMALL_FRAME, detector_mask=gaps,
-                               isolate_build=True)
+                               isolate_build=True, engine="pyfai")
     np.testing.assert_array_equal(gapped.integrate(frame).intensity, pyfai_reference(small_poni, frame, gaps).intensity)
 
 
@@ -90,7 +94,7 @@ def test_invalid_pixels_are_left_out_as_pyfai_masks_them(small_poni, user_mask):
     frame[40:44, 3:9] = -1.0
     frame[50, 20] = np.nan
     settings = IntegrationSettings(small_poni, bins=BINS, mask_path=path)
-    child = IntegrationEngine(settings, SMALL_FRAME, isolate_build=True)
+    child = IntegrationEngine(settings, SMALL_FRAME, isolate_build=True, engine="pyfai")
     assert child.built_in_child
     got = child.integrate(frame, 9)
     assert got.invalid_pixels == 25 and np.isfinite(got.intensity).all()
@@ -98,8 +102,8 @@ def test_invalid_pixels_are_left_out_as_pyfai_masks_them(small_poni, user_mask):
     ref = pyfai_reference(small_poni, np.where(bad, 0, frame), mask | bad).intensity
     assert np.abs(got.intensity - ref).max() <= 1e-6 * ref.max()
     # and exactly what the in-process engine (pyFAI's integrate1d with its dummy value) gives
-    np.testing.assert_array_equal(got.intensity, IntegrationEngine(settings, SMALL_FRAME, isolate_build=False)
-                                  .integrate(frame, 9).intensity)
+    np.testing.assert_array_equal(got.intensity, IntegrationEngine(settings, SMALL_FRAME, isolate_build=False,
+                                                                   engine="pyfai").integrate(frame, 9).intensity)
 
 
 def test_other_methods_keep_building_in_process(small_poni, frame):
@@ -114,7 +118,7 @@ def test_other_methods_keep_building_in_process(small_poni, frame):
 def test_full_pixel_splitting_is_built_in_the_child_too(small_poni, frame):
     method = ("full", "csr", "cython")
     engine = IntegrationEngine(IntegrationSettings(small_poni, bins=BINS, method=method), SMALL_FRAME,
-                               isolate_build=True)
+                               isolate_build=True, engine="pyfai")
     assert engine.built_in_child
     ref = pyfai_reference(small_poni, frame, np.zeros(SMALL_FRAME, bool), method=method)
     np.testing.assert_array_equal(engine.integrate(frame).intensity, ref.intensity.astype(np.float32))
@@ -158,10 +162,24 @@ def test_real_p02_2_frame_is_bit_identical_to_pyfai(real_dir):
     frame = dioptas_stitch(per_module, offsets)
     mask = (dioptas_stitch([np.ones_like(m) for m in masks], offsets) == 0) | dioptas_stitch(masks, offsets)
     poni = real_dir / "L2.poni"
-    engine = IntegrationEngine(IntegrationSettings(poni, error_model="poisson"), frame.shape, detector_mask=mask)
+    engine = IntegrationEngine(IntegrationSettings(poni, error_model="poisson"), frame.shape, detector_mask=mask,
+                               engine="pyfai")
     assert engine.built_in_child
     ref = pyfai_reference(poni, frame, mask, bins=2048, error_model="poisson")
     got = engine.integrate(frame, 4)
     np.testing.assert_array_equal(got.intensity, ref.intensity.astype(np.float32))
     np.testing.assert_array_equal(got.sigma, ref.sigma.astype(np.float32))
     assert got.intensity.max() > 0
+
+
+def test_full_splitting_through_the_csr_engine_agrees_with_pyfai(small_poni, frame, user_mask):
+    """The csr engine takes the child's arrays for pixel splitting other than bbox too."""
+    path, mask = user_mask
+    method = ("full", "csr", "cython")
+    settings = IntegrationSettings(small_poni, bins=BINS, method=method, mask_path=path, error_model="poisson")
+    engine = IntegrationEngine(settings, SMALL_FRAME, isolate_build=True)
+    assert engine.built_in_child and engine.used.name == "csr"
+    ref = pyfai_reference(small_poni, frame, mask, method=method, error_model="poisson")
+    got = engine.integrate(frame)
+    assert np.abs(got.intensity - ref.intensity).max() <= 1e-5 * ref.intensity.max()
+    assert np.abs(got.sigma - ref.sigma).max() <= 1e-5 * ref.sigma.max()

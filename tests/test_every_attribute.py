@@ -191,6 +191,8 @@ def _expected(ctx, name: str) -> dict:
             "frameShape": lambda v: len(v) == 2 and min(v) > 0,
             "mask": lambda v: list(v.shape) == devices[STITCHER].frameShape.tolist() and 0 < v.sum() < v.size,
             "detectorAnnouncement": lambda v: v.startswith(f"following Lambda {SIM} (change events + polling"),
+            "jobs": lambda v: json.loads(v) == [],
+            "lastJobState": lambda v: v == "",
         }
     if name in INTEGRATORS:
         return {

@@ -13,9 +13,10 @@ def _frame(seed=0):
     return np.random.default_rng(seed).poisson(100, FRAME).astype(np.int32)
 
 
+@pytest.mark.parametrize("engine_name", ["auto", "pyfai"])
 @pytest.mark.parametrize("unit", ["2th_deg", "q_nm^-1", "q_A^-1", "d_A"])
 @pytest.mark.parametrize("error_model", [None, "poisson"])
-def test_engine_equals_pyfai_integrate1d(small_poni, tmp_path, unit, error_model):
+def test_engine_equals_pyfai_integrate1d(small_poni, tmp_path, unit, error_model, engine_name):
     gaps = np.zeros(FRAME, bool)
     gaps[20:24] = True
     user = np.zeros(FRAME, bool)
@@ -24,7 +25,8 @@ def test_engine_equals_pyfai_integrate1d(small_poni, tmp_path, unit, error_model
     settings = IntegrationSettings(
         small_poni, bins=50, unit=unit, mask_path=tmp_path / "user.edf", error_model=error_model
     )
-    engine = IntegrationEngine(settings, FRAME, gaps)
+    engine = IntegrationEngine(settings, FRAME, gaps, engine=engine_name)
+    assert engine.used.name == ("csr" if engine_name == "auto" else "pyfai")
     ai = pyFAI.load(str(small_poni))
     for seed in range(3):
         frame = _frame(seed)
@@ -60,14 +62,18 @@ def test_engine_equals_pyfai_integrate1d(small_poni, tmp_path, unit, error_model
         (-0.5, True, "poisson"),
     ],
 )
-def test_corrections_and_error_models_equal_pyfai_integrate1d(small_poni, polarization, solid_angle, error_model):
+@pytest.mark.parametrize("engine_name", ["auto", "pyfai"])
+def test_corrections_and_error_models_equal_pyfai_integrate1d(small_poni, polarization, solid_angle, error_model,
+                                                               engine_name):
     """Polarization off, solid angle off and the azimuthal error model, each against pyFAI itself."""
     gaps = np.zeros(FRAME, bool)
     gaps[20:24] = True
     settings = IntegrationSettings(
         small_poni, bins=30, polarization_factor=polarization, correct_solid_angle=solid_angle, error_model=error_model
     )
-    engine = IntegrationEngine(settings, FRAME, gaps)
+    engine = IntegrationEngine(settings, FRAME, gaps, engine=engine_name)
+    # auto: the csr engine, except for the azimuthal error model (pyFAI's own path, and it says why)
+    assert engine.used.name == ("pyfai" if engine_name == "pyfai" or error_model == "azimuthal" else "csr")
     ai = pyFAI.load(str(small_poni))
     frame = _frame(4)
     ours = engine.integrate(frame, 1)
@@ -156,9 +162,11 @@ def test_frame_of_the_wrong_shape(small_poni):
         engine.integrate(np.zeros((5, 5)), 7)
 
 
-def test_negative_and_nan_counts_are_left_out_not_averaged(small_poni):
+@pytest.mark.parametrize("engine_name", ["auto", "pyfai"])
+def test_negative_and_nan_counts_are_left_out_not_averaged(small_poni, engine_name):
     engine = IntegrationEngine(
-        IntegrationSettings(small_poni, bins=20, polarization_factor=None, correct_solid_angle=False), FRAME
+        IntegrationSettings(small_poni, bins=20, polarization_factor=None, correct_solid_angle=False), FRAME,
+        engine=engine_name,
     )
     clean = np.full(FRAME, 10.0, np.float32)
     dirty = clean.copy()

@@ -8,16 +8,34 @@ numbers, one layout) are written once.
 
 from __future__ import annotations
 
+import importlib
+import zlib
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import h5py
 import numpy as np
 
 from ..errors import SourceError
 from ..processing.stitch import StitchLayout
 from . import lambda_layout as L
+from .chunk_check import filter_pipeline
 from .lambda_files import ModuleFile, open_modules
+
+
+def _optional_libdeflate() -> Any:
+    """libdeflate's bindings (PyPI ``deflate``, wheels) when installed: they inflate ~3x faster than
+    zlib, to the same bytes. Without them zlib inflates: slower, the same result."""
+    try:
+        return importlib.import_module("deflate")
+    except ImportError:
+        return None
+
+
+_libdeflate = _optional_libdeflate()
 
 
 class PartMismatch(SourceError):
@@ -55,6 +73,8 @@ class OpenPart:
     layout: StitchLayout
     n_frames: int
     _buffers: dict = field(default_factory=dict, repr=False)
+    #: module index -> its frames are one-frame DEFLATE chunks (inflated by :meth:`read_modules` itself)
+    _deflate: dict[int, bool] = field(default_factory=dict, repr=False)
 
     @property
     def frame_numbers(self) -> np.ndarray:
@@ -93,6 +113,73 @@ class OpenPart:
             module_frames.append(self._buffers[key])
         return self.layout.stitch(module_frames)
 
+    @property
+    def module_dtype(self) -> np.dtype:
+        """The dtype frames are decoded to (the files' integer type, native byte order)."""
+        found = np.result_type(*(m.data.dtype for m in self.modules))
+        return found.newbyteorder("=")
+
+    def read_modules(
+        self, start: int, stop: int, out: np.ndarray | None = None, decoders: Executor | None = None
+    ) -> np.ndarray:
+        """Frames ``start:stop`` as decoded, never stitched: ``(n, layout.module_pixels)``, modules side by side.
+
+        ``out``: a buffer of that shape and :attr:`module_dtype` to read into (reusing one is faster).
+        ``decoders``: threads that inflate DEFLATE chunks. h5py runs every HDF5 call, filters included,
+        under one lock, so gzip frames decode on one core whatever the threads; here each one-frame
+        DEFLATE chunk is read raw through HDF5 and inflated by zlib, which releases the GIL, so
+        decoding spreads over the cores. Other filters (bitshuffle-LZ4: checked first by
+        :mod:`.chunk_check`, then decoded by HDF5) go through :meth:`ModuleFile.read`. SourceError for
+        frames that cannot be read or are corrupt, naming the file.
+        """
+        if not 0 <= start < stop <= self.n_frames:
+            raise SourceError(f"{self.first_file}: frames {start}..{stop - 1} requested, the part has {self.n_frames}")
+        n = stop - start
+        shape = (n, self.layout.module_pixels)
+        if out is None:
+            out = np.empty(shape, self.module_dtype)
+        elif out.shape != shape or out.dtype != self.module_dtype:
+            raise ValueError(
+                f"buffer {out.shape} {out.dtype}; frames {start}..{stop - 1} need {shape} {self.module_dtype}"
+            )
+        jobs: list[_Inflate] = []
+        for k, (m, view) in enumerate(zip(self.modules, self.layout.module_views(out), strict=True)):
+            if not np.may_share_memory(view, out):  # reshape copied: reading into it would be lost
+                raise RuntimeError(f"module {k + 1} view of the read buffer is a copy")
+            if self._inflate_here(k):
+                jobs += self._raw_chunks(m, start, stop, view)
+            else:
+                for i in range(n):
+                    m.read(start + i, start + i + 1, view[i : i + 1])
+        if decoders is not None and len(jobs) > 1:
+            for _ in decoders.map(_Inflate.run, jobs):
+                pass
+        else:
+            for job in jobs:
+                job.run()
+        return out
+
+    def _inflate_here(self, k: int) -> bool:
+        """Module ``k``'s frames are one-frame chunks with DEFLATE as the only filter (we can inflate them)."""
+        if k not in self._deflate:
+            m = self.modules[k]
+            ids = [fid for fid, _, _ in filter_pipeline(m.data)]
+            self._deflate[k] = ids == [h5py.h5z.FILTER_DEFLATE] and m.data.chunks == (1, *m.module_shape)
+        return self._deflate[k]
+
+    def _raw_chunks(self, m: ModuleFile, start: int, stop: int, view: np.ndarray) -> list[_Inflate]:
+        """The compressed chunk of each frame, read through HDF5 (a frame whose chunk cannot be had raw,
+        e.g. one never written, is read by HDF5 itself, which fills it as it always did)."""
+        jobs = []
+        for i in range(stop - start):
+            try:
+                filter_mask, raw = m.data.id.read_direct_chunk((start + i, 0, 0))
+            except Exception:
+                m.read(start + i, start + i + 1, view[i : i + 1])
+                continue
+            jobs.append(_Inflate(m.path, start + i, bytes(raw), bool(filter_mask & 1), m.data.dtype, view[i]))
+        return jobs
+
     def close(self) -> None:
         for m in self.modules:
             m.close()
@@ -102,6 +189,37 @@ class OpenPart:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@dataclass
+class _Inflate:
+    """One module frame's DEFLATE chunk, to inflate into its place in the read buffer (any thread)."""
+
+    path: Path
+    frame: int
+    raw: bytes
+    stored: bool  # the filter was skipped for this chunk (HDF5 does when compressing did not help)
+    dtype: np.dtype
+    dest: np.ndarray  # (rows, cols) view of the buffer
+
+    def run(self) -> None:
+        """Inflate (zlib or libdeflate: both release the GIL, both check the stream's Adler-32)."""
+        nbytes = self.dest.size * self.dtype.itemsize
+        try:
+            if self.stored:
+                data: bytes | bytearray = self.raw
+            elif _libdeflate is not None:
+                data = _libdeflate.zlib_decompress(self.raw, nbytes)
+            else:
+                data = zlib.decompress(self.raw, bufsize=nbytes)
+        except Exception as exc:  # zlib.error, deflate.DeflateError: a corrupt or truncated stream
+            raise SourceError(f"{self.path}: frames {self.frame}..{self.frame} cannot be read ({exc})") from exc
+        if len(data) != nbytes:
+            raise SourceError(
+                f"{self.path}: frames {self.frame}..{self.frame} cannot be read (the chunk inflates to {len(data)} "
+                f"bytes, a frame is {nbytes})"
+            )
+        self.dest[...] = np.frombuffer(data, self.dtype).reshape(self.dest.shape)
 
 
 def open_part(

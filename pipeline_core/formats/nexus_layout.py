@@ -144,6 +144,14 @@ def _create_unit_view(
     entry.attrs["default"] = extra.name.rsplit("/", 1)[-1]
 
 
+def record_engine(h5: h5py.File, name: str, note: str) -> None:
+    """``process/engine`` (csr or pyfai: what integrated the rows) and ``process/engine_note`` (what it
+    is, and why it was chosen: e.g. the csr engine falling back to pyFAI for the azimuthal error model)."""
+    proc = h5["processed/process"]
+    set_str(proc, "engine", name)
+    set_str(proc, "engine_note", note)
+
+
 def _create_process(
     entry: h5py.Group, s: IntegrationSettings, raw_files: Sequence[str], input_files: Sequence[str]
 ) -> h5py.Group:

@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import PipelineError
 from ..messages import ClaimRequest, FailedFrames, PatternBatch, WorkItem
 from ..processing.engine_cache import EngineCache
+from ..processing.engine_choice import DEFAULT_ENGINE, validate_engine
 from ..processing.frame_batch import BatchPatterns, FrameBatch, integrate_batch
 from ..processing.integrate import IntegrationEngine, IntegrationSettings
 from ..processing.sources import read_part_range
@@ -66,9 +67,13 @@ class IntegrateStage:
         max_engines: int = 2,
         offer: dict | None = None,
         thread_context: ThreadContext | None = None,
+        engine: str = DEFAULT_ENGINE,
     ):
         """``work`` None: the stage only integrates what ``process`` is given. ``offer``: initial
-        settings sent with every claim (the Stitcher adopts them only while the chain has none)."""
+        settings sent with every claim (the Stitcher adopts them only while the chain has none).
+        ``engine``: auto, csr or pyfai (:mod:`pipeline_core.processing.engine_choice`); an unknown name is
+        reported through ``on_error`` and the stage claims no work (the other Integrators do it),
+        so nothing is integrated with an engine that was not asked for."""
         self.name = name
         #: module files of a work item must resolve inside these (empty: anywhere), checked at open:
         #: an item names files, and whoever can call ClaimWork's answer into existence could name any
@@ -80,7 +85,15 @@ class IntegrateStage:
         self.offer = dict(offer or {})
         self._on_batch = on_batch
         self._on_error = on_error
-        self.engines = EngineCache(name, max_engines)
+        #: why this stage cannot integrate at all (an unknown engine name), or None
+        self.engine_error: str | None = None
+        try:
+            engine = validate_engine(engine)
+        except PipelineError as exc:
+            self.engine_error = f"{exc}: this Integrator claims no work until it is given a known engine"
+            on_error(self.engine_error)
+            engine = DEFAULT_ENGINE  # never used: nothing is claimed, items given to process() fail
+        self.engines = EngineCache(name, max_engines, engine)
         self.counters = IntegrateCounters()
         self._done: list[str] = []  # item ids handed on, to acknowledge with the next claim
         self._done_lock = threading.Lock()
@@ -128,7 +141,7 @@ class IntegrateStage:
             self._drain("poll")
 
     def _drain(self, _reason: str) -> None:
-        while self.running:
+        while self.running and self.engine_error is None:
             item = self._work.claim(ClaimRequest(self.name, self.offer, self.take_done()))
             if item is None:
                 return
@@ -164,10 +177,12 @@ class IntegrateStage:
     def _integrate(self, item: WorkItem, frames: FrameBatch | str) -> PatternBatch:
         if isinstance(frames, str):
             return self._failed(item, frames, self.settings)
+        if self.engine_error is not None:
+            return self._failed(item, self.engine_error, self.settings)
         settings = None
         try:
             settings, fingerprint = self.item_settings.for_item(item)
-            engine = self.engines.engine_for(settings, fingerprint, frames.frames.shape[-2:], frames.detector_mask)
+            engine = self.engines.engine_for(settings, fingerprint, frames.frame_shape, frames.detector_mask)
         except PipelineError as exc:
             return self._failed(item, str(exc), settings)
         patterns = integrate_batch(engine, frames)
@@ -219,6 +234,8 @@ def patterns_batch(item: WorkItem, integrator: str, engine: IntegrationEngine, p
         sigma=patterns.sigma,
         failed=patterns.failed,
         settings=engine.settings.to_dict(),
+        engine=engine.used.name,
+        engine_note=engine.used.note,
     )
 
 

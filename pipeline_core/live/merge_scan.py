@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import PipelineError
 from ..formats.nexus import MergedFileWriter
+from ..formats.nexus_layout import record_engine
 from ..messages import FailedFrames, PatternBatch, ScanInfo
 from ..output import reserve_output
 from ..processing.integrate import IntegrationSettings
@@ -57,6 +58,8 @@ class OpenScan:
         settings = IntegrationSettings.from_dict(batch.settings)
         path = reserve_output(directory / f"{stem}.nxs")
         writer = MergedFileWriter(path, batch.radial, settings, [], [], stem)
+        if batch.engine:
+            record_engine(writer.h5, batch.engine, batch.engine_note)
         JournalEntry(batch.scan, batch.settings, batch.settings_hash, batch.total_frames, batch.raw_file).write(path)
         log.info("scan %s: writing %s", batch.scan, path)
         return cls(batch.scan, writer, batch.settings_hash, settings, total_frames=batch.total_frames)

@@ -206,25 +206,8 @@ def _child_main() -> int:
         if reason:
             return _reply(out, {"unsupported": reason}, 0)
         warm = build_pyfai_engine(ai, settings, shape, integrate1d_kwargs(settings, mask))
-        engine = _cython_csr_engine(ai)
-        solidangle, _ = ai._normalize_solidangle(shape, settings.correct_solid_angle)
-        polarization, _ = ai._normalize_polarization(shape, settings.polarization_factor)
-        data, indices, indptr = engine.lut
-        cmask = getattr(engine, "cmask", None)
-        csr_module = next(k.__module__ for k in type(engine).__mro__ if k.__name__ == "CsrIntegrator")
-        arrays = {
-            "data": data, "indices": indices, "indptr": indptr, "bin_centers": engine.bin_centers,
-            "cmask": cmask, "solidangle": solidangle, "polarization": polarization, "radial": warm.radial,
-        }
-        sent = [name for name in _ARRAYS if arrays[name] is not None]
-        header = {
-            "csr_module": csr_module,
-            "image_size": int(engine.input_size),
-            "empty": float(engine.empty),
-            "check_mask": bool(engine.check_mask),
-            "weighted_average": bool(_method(ai, settings).weighted_average),
-            "arrays": sent,
-        }
+        header, arrays = engine_arrays(ai, settings, shape, warm)
+        sent = header["arrays"]
     except Exception as exc:  # reported to the parent, which raises it with this text
         return _reply(out, {"error": f"{type(exc).__name__}: {exc}"}, 2)
     out.write(json.dumps(header).encode() + b"\n")
@@ -232,6 +215,43 @@ def _child_main() -> int:
         _write_array(out, np.asarray(arrays[name]))
     out.flush()
     return 0
+
+
+def engine_arrays(ai, settings, shape: tuple[int, ...], warm) -> tuple[dict, dict]:
+    """What :class:`BuiltEngine` holds, from pyFAI's warm engine (``warm``: the blank frame's result):
+    a JSON-able header (``arrays`` lists the arrays that are not None) and the arrays by name."""
+    engine = _cython_csr_engine(ai)
+    solidangle, _ = ai._normalize_solidangle(shape, settings.correct_solid_angle)
+    polarization, _ = ai._normalize_polarization(shape, settings.polarization_factor)
+    data, indices, indptr = engine.lut
+    cmask = getattr(engine, "cmask", None)
+    csr_module = next(k.__module__ for k in type(engine).__mro__ if k.__name__ == "CsrIntegrator")
+    arrays = {
+        "data": data, "indices": indices, "indptr": indptr, "bin_centers": engine.bin_centers,
+        "cmask": cmask, "solidangle": solidangle, "polarization": polarization, "radial": warm.radial,
+    }
+    header = {
+        "csr_module": csr_module,
+        "image_size": int(engine.input_size),
+        "empty": float(engine.empty),
+        "check_mask": bool(engine.check_mask),
+        "weighted_average": bool(_method(ai, settings).weighted_average),
+        "arrays": [name for name in _ARRAYS if arrays[name] is not None],
+    }
+    return header, arrays
+
+
+def built_in_process(ai, settings, shape: tuple[int, ...], warm) -> BuiltEngine | None:
+    """The same arrays as the child sends, from an engine built in this process (None where the child
+    would answer unsupported)."""
+    if _unsupported(ai, settings):
+        return None
+    header, arrays = engine_arrays(ai, settings, shape, warm)
+    return BuiltEngine(
+        header["csr_module"], header["image_size"], header["empty"], header["weighted_average"],
+        header["check_mask"],
+        **{name: None if arrays[name] is None else np.asarray(arrays[name]) for name in _ARRAYS},  # type: ignore[arg-type]
+    )  # fmt: skip
 
 
 def _reply(out: IO[bytes], header: dict, rc: int) -> int:

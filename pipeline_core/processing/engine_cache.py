@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..formats.mask import check_mask_shape, load_mask_file
+from .engine_choice import DEFAULT_ENGINE, validate_engine
 from .integrate import IntegrationEngine, IntegrationSettings
 
 log = logging.getLogger(__name__)
@@ -26,10 +27,12 @@ log = logging.getLogger(__name__)
 class EngineCache:
     """At most ``max_engines`` warm engines, least recently used dropped first; thread-safe."""
 
-    def __init__(self, name: str, max_engines: int = 2):
+    def __init__(self, name: str, max_engines: int = 2, engine: str = DEFAULT_ENGINE):
         #: who the engines are built for, in log lines
         self.name = name
         self.max_engines = max(1, int(max_engines))
+        #: auto, csr or pyfai: which engine integrates (:mod:`.engine_choice`), the same for every entry
+        self.engine = validate_engine(engine)
         #: (fingerprint, frame shape) -> warm engine, least recently used first
         self._engines: collections.OrderedDict[tuple[str, tuple[int, ...]], IntegrationEngine] = (
             collections.OrderedDict()
@@ -71,7 +74,7 @@ class EngineCache:
             if settings.mask_path is not None:
                 check_mask_shape(load_mask_file(settings.mask_path), shape, f"file {settings.mask_path}")
             log.info("%s: building integration engine for %s", self.name, settings)
-            e = IntegrationEngine(settings, shape, detector_mask)
+            e = IntegrationEngine(settings, shape, detector_mask, engine=self.engine)
             if fingerprint is not None and e.fingerprint != fingerprint:
                 raise ConfigError(
                     f"the PONI or mask file of this item ({settings.poni_path}, {settings.mask_path or 'no mask'}) "

@@ -14,21 +14,62 @@ import numpy as np
 
 from ..messages import FailedFrames
 from .integrate import IntegrationEngine
+from .module_frames import ModuleFrames
 
 
-@dataclass
 class FrameBatch:
-    """A few consecutive frames of one input file (stitched, for a Lambda acquisition)."""
+    """A few consecutive frames of one input file (stitched, for a Lambda acquisition).
 
-    frame_numbers: np.ndarray  # (n,) acquisition frame numbers
-    frames: np.ndarray  # (n, rows, cols)
-    file_index: int  # index into the source's ``raw_files`` (0 for a live work item)
-    index_in_file: np.ndarray  # (n,) frame index inside that file
-    #: what the files know is bad (module gaps, pixel_mask) when the reader knows it; the offline
-    #: source gives it once for all batches (``FrameSource.detector_mask``)
-    detector_mask: np.ndarray | None = None
-    #: the file the frames came from, named in failure records ("" : the frame number is named)
-    file: str = ""
+    A Lambda reader hands over the module frames as decoded (``modules``) and no stitched copy:
+    :attr:`frames` stitches them on first use only, and an engine that folds the stitch into its
+    column indices (:mod:`.csr_engine`) never asks for it. ``frames`` or ``modules`` must be given.
+    """
+
+    def __init__(
+        self,
+        frame_numbers: np.ndarray,
+        frames: np.ndarray | None = None,
+        file_index: int = 0,
+        index_in_file: np.ndarray | None = None,
+        detector_mask: np.ndarray | None = None,
+        file: str = "",
+        modules: ModuleFrames | None = None,
+    ):
+        if frames is None and modules is None:
+            raise ValueError("a FrameBatch needs its frames or its module frames")
+        self.frame_numbers = frame_numbers  # (n,) acquisition frame numbers
+        self._frames = frames  # (n, rows, cols)
+        self.file_index = file_index  # index into the source's ``raw_files`` (0 for a live work item)
+        #: (n,) frame index inside that file
+        self.index_in_file = np.arange(len(frame_numbers)) if index_in_file is None else index_in_file
+        #: what the files know is bad (module gaps, pixel_mask) when the reader knows it; the offline
+        #: source gives it once for all batches (``FrameSource.detector_mask``)
+        self.detector_mask = detector_mask
+        #: the file the frames came from, named in failure records ("" : the frame number is named)
+        self.file = file
+        #: the frames as the modules wrote them (Lambda readers), or None
+        self.modules = modules
+
+    @property
+    def frames(self) -> np.ndarray:
+        """The stitched frames ``(n, rows, cols)`` (stitched from the module frames on first use)."""
+        if self._frames is None:
+            assert self.modules is not None  # one of the two is always given
+            self._frames = self.modules.stitched()
+        return self._frames
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        """Shape of one stitched frame, without stitching anything."""
+        if self.modules is not None:
+            return self.modules.frame_shape
+        rows, cols = self.frames.shape[-2:]
+        return int(rows), int(cols)
+
+    def release(self) -> None:
+        """The frames were integrated: their module buffer may be read into again (see :class:`BufferPool`)."""
+        if self.modules is not None:
+            self.modules.release()
 
 
 @dataclass
@@ -56,7 +97,10 @@ def integrate_batch(engine: IntegrationEngine, batch: FrameBatch) -> BatchPatter
     for i in range(n):
         number = int(batch.frame_numbers[i])
         try:
-            pattern = engine.integrate(batch.frames[i], number)
+            if batch.modules is not None:  # the engine reads the module pixels (stitching only if it must)
+                pattern = engine.integrate_modules(batch.modules, i, number)
+            else:
+                pattern = engine.integrate(batch.frames[i], number)
         except Exception as exc:  # one bad frame must not cost the others of its batch
             failed.append(FailedFrames(batch.file or f"frame {number}", f"integration failed: {exc}", [number]))
             good[i] = False

@@ -1,10 +1,13 @@
 """Offline integration of a whole acquisition: read → stitch → integrate → merge, overlapped.
 
-One reader thread reads and stitches chunks of frames (h5py decompression releases the GIL in
-HDF5's filters); ``workers`` integration threads each own a warm :class:`IntegrationEngine` (pyFAI's
-CSR kernels run in OpenMP without the GIL); the calling thread writes the merged file. Bounded
-queues keep memory flat whatever the acquisition length: at most ``workers`` chunks wait between
-the reader and the integrators (:func:`frames_in_flight` says how many frames that is at most).
+One reader thread reads chunks of module frames as decoded (Lambda: never stitched; DEFLATE
+chunks are inflated by :func:`decode_threads` threads that release the GIL, since h5py
+runs HDF5's own filters under one lock); ``workers`` integration threads integrate them: they share
+one warm :class:`IntegrationEngine` when it is the csr engine (read-only matrices, scipy's product
+releases the GIL), or own one each for pyFAI's path (pyFAI's kernels reuse their buffers); the
+calling thread writes the merged file. Bounded queues keep memory flat whatever the acquisition
+length: at most ``workers`` chunks wait between the reader and the integrators
+(:func:`frames_in_flight` says how many frames that is at most).
 
 The run always ends the same way, whatever stops it: the threads are told to stop, the queues are
 drained (what was integrated is written), every thread is joined, and the file is closed, before
@@ -28,9 +31,11 @@ import numpy as np
 
 from ..errors import PipelineError
 from ..formats.nexus import MergedFileWriter
+from ..formats.nexus_layout import record_engine
 from ..messages import FailedFrames
 from ..output import part_path, reserve_output
 from ..signals import Interrupted, signals_deferred
+from .engine_choice import DEFAULT_ENGINE, validate_engine
 from .frame_batch import BatchPatterns, integrate_batch
 from .integrate import IntegrationEngine, IntegrationSettings
 from .sources import FrameSource
@@ -90,8 +95,15 @@ SHUTDOWN_TIMEOUT_S = 30.0
 
 
 def frames_in_flight(workers: int, chunk_size: int = DEFAULT_CHUNK_SIZE) -> int:
-    """Most stitched frames alive at once: queued chunks, plus one being read and one per worker."""
+    """Most frames alive at once: queued chunks, plus one being read and one per worker (module frames
+    as decoded for a Lambda source, stitched frames for the others)."""
     return (CHUNKS_QUEUED_PER_WORKER * workers + 1 + workers) * chunk_size
+
+
+def decode_threads(workers: int) -> int:
+    """Threads that inflate DEFLATE frames: at least two, so that with one integration worker both
+    cores still decode (gzip costs ~15 ms a Lambda 2M frame, three times the csr engine's product)."""
+    return max(2, workers)
 
 
 _DONE = object()
@@ -106,6 +118,8 @@ def integrate_source(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
+    *,
+    engine: str = DEFAULT_ENGINE,
 ) -> RunReport:
     """Integrate every frame of ``source`` into a new merged file at ``output`` (never overwritten).
 
@@ -113,17 +127,24 @@ def integrate_source(
     on with the others. The file gets its final name only when the run ends by itself; setting
     ``stop`` ends it early (status ``interrupted``, file left at ``<name>.part``, report returned),
     a stop signal does the same and raises :class:`IntegrationInterrupted`.
+
+    ``engine``: auto, csr or pyfai (:mod:`.engine_choice`); the one used is recorded in the file's
+    ``/processed/process/engine``.
     """
     t0 = time.perf_counter()
     requested = stop or threading.Event()  # set by the caller: stop early, cleanly
     halt = threading.Event()  # set by us: read and integrate nothing more
     abandon = threading.Event()  # set by us once nobody drains the results any more
+    validate_engine(engine)
     source.prepare()
-    engine = release_build_memory(IntegrationEngine(settings, source.frame_shape, source.detector_mask))
+    first = release_build_memory(
+        IntegrationEngine(settings, source.frame_shape, source.detector_mask, engine=engine)
+    )
     expected = source.expected_frames()
     path = reserve_output(output)
     try:
-        writer = MergedFileWriter(path, engine.radial, settings, source.raw_files, source.input_files, source.name)
+        writer = MergedFileWriter(path, first.radial, settings, source.raw_files, source.input_files, source.name)
+        record_engine(writer.h5, first.used.name, first.used.note)
     except BaseException:  # a reserved name is a file written, never an empty .part left behind
         part_path(path).unlink(missing_ok=True)
         raise
@@ -168,7 +189,8 @@ def integrate_source(
                     if chunk is _DONE:
                         break
                     result = integrate_batch(eng, chunk)
-                    del chunk  # its frames can go while the patterns wait to be written
+                    chunk.release()  # its buffer can be read into again while the patterns wait to be written
+                    del chunk
                     if result.invalid_pixels:
                         log.warning(
                             "frames %d..%d: %d pixel(s) with negative or NaN counts left out",
@@ -191,11 +213,20 @@ def integrate_source(
                 crash.append(item)
                 halt.set()
 
-        # one engine per worker, built one after the other: each build peaks at ~2x a warm engine
-        engines = [engine] + [
-            release_build_memory(IntegrationEngine(settings, source.frame_shape, source.detector_mask))
-            for _ in range(workers - 1)
-        ]
+        # the csr engine serves every worker; pyFAI's needs one per worker, built one after the other
+        # (each build peaks at ~2x a warm engine)
+        if first.thread_safe:
+            engines = [first] * workers
+        else:
+            engines = [first] + [
+                release_build_memory(
+                    IntegrationEngine(settings, source.frame_shape, source.detector_mask, engine=engine)
+                )
+                for _ in range(workers - 1)
+            ]
+        set_threads = getattr(source, "set_decode_threads", None)  # FrameSource's; a duck-typed source may lack it
+        if set_threads is not None:
+            set_threads(decode_threads(workers))
         threads.append(threading.Thread(target=read, name="xrd-reader", daemon=True))
         threads += [
             threading.Thread(target=work, args=(eng,), name=f"xrd-integrator-{i}", daemon=True)

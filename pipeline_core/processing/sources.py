@@ -12,7 +12,9 @@ Every source turns its files into a stream of :class:`FrameBatch` (a few frames 
 from __future__ import annotations
 
 import collections
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ from ..formats.lambda_files import LambdaAcquisition, LambdaPart, frame_numbers_
 from ..formats.lambda_part import OpenPart, PartMismatch, open_part
 from ..messages import FailedFrames
 from .frame_batch import FrameBatch
+from .module_frames import BufferPool, ModuleFrames
 from .stitch import StitchLayout
 
 IMAGE_SUFFIXES = {".tif", ".tiff", ".cbf", ".edf", ".img", ".mar3450", ".sfrm", ".mccd", ".npy"}
@@ -53,6 +56,10 @@ class FrameSource:
         """Number of frames announced by the files, if cheap to know (for progress bars)."""
         return None
 
+    def set_decode_threads(self, threads: int) -> None:
+        """How many threads may decode compressed frames at once (a source that cannot spread its
+        decoding over threads ignores it)."""
+
 
 def first_frame_shape(files: Sequence[Path], shape_of: Callable[[Path], tuple[int, ...]]) -> tuple[int, int]:
     """Frame shape of the first file whose shape can be read (SourceError naming every file's problem)."""
@@ -81,6 +88,10 @@ class LambdaSource(FrameSource):
         self.layout: StitchLayout | None = None
         self.raw_files = [str(p.first_file) for p in acquisition.parts]
         self.input_files = [str(f) for f in acquisition.files]
+        #: threads that inflate DEFLATE frames while the next chunk is read (see OpenPart.read_modules)
+        self.decode_threads = 1
+        #: module buffers handed back by FrameBatch.release(), read into again
+        self.buffers = BufferPool()
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs) -> LambdaSource:
@@ -112,6 +123,9 @@ class LambdaSource(FrameSource):
                 return None
         return total
 
+    def set_decode_threads(self, threads: int) -> None:
+        self.decode_threads = max(1, int(threads))
+
     def _open_part(self, part: LambdaPart) -> OpenPart:
         return open_part(part.files, self.retries, self.retry_delay_s)
 
@@ -126,22 +140,35 @@ class LambdaSource(FrameSource):
             )
 
     def chunks(self, chunk_size: int, on_error: ErrorSink) -> Iterator[FrameBatch]:
+        """Batches of module frames as decoded (``FrameBatch.modules``; ``frames`` stitches on demand)."""
         if self.layout is None:
             self.prepare()
-        for file_index, part in enumerate(self.acquisition.parts):
-            try:
-                opened = self._open_part(part)
-            except PartMismatch as exc:  # the files opened: their frame numbers are known
-                on_error(FailedFrames(str(part.first_file), str(exc), exc.frame_numbers))
-                continue
-            except SourceError as exc:
-                on_error(FailedFrames(str(part.first_file), str(exc), frame_numbers_from_any(part.files)))
-                continue
-            with opened:
-                yield from self._part_chunks(file_index, part, opened, chunk_size, on_error)
+        with contextlib.ExitStack() as stack:
+            decoders = None
+            if self.decode_threads > 1:
+                decoders = stack.enter_context(
+                    ThreadPoolExecutor(self.decode_threads, thread_name_prefix=f"xrd-decode-{self.name}")
+                )
+            for file_index, part in enumerate(self.acquisition.parts):
+                try:
+                    opened = self._open_part(part)
+                except PartMismatch as exc:  # the files opened: their frame numbers are known
+                    on_error(FailedFrames(str(part.first_file), str(exc), exc.frame_numbers))
+                    continue
+                except SourceError as exc:
+                    on_error(FailedFrames(str(part.first_file), str(exc), frame_numbers_from_any(part.files)))
+                    continue
+                with opened:
+                    yield from self._part_chunks(file_index, part, opened, chunk_size, on_error, decoders)
 
     def _part_chunks(
-        self, file_index: int, part: LambdaPart, opened: OpenPart, chunk_size: int, on_error: ErrorSink
+        self,
+        file_index: int,
+        part: LambdaPart,
+        opened: OpenPart,
+        chunk_size: int,
+        on_error: ErrorSink,
+        decoders: Executor | None = None,
     ) -> Iterator[FrameBatch]:
         try:
             self._check_part(part, opened)
@@ -153,15 +180,18 @@ class LambdaSource(FrameSource):
         while ranges:
             start, stop = ranges.popleft()
             numbers = opened.frame_numbers[start:stop]
+            buf = self.buffers.take((stop - start, opened.layout.module_pixels), opened.module_dtype)
             try:
-                frames = opened.read(start, stop)
+                opened.read_modules(start, stop, buf, decoders)
             except SourceError as exc:
+                self.buffers.give_back(buf)
                 if stop - start > 1:  # one corrupt frame must not cost the readable frames read with it
                     ranges.extendleft((i, i + 1) for i in reversed(range(start, stop)))
                     continue
                 on_error(FailedFrames(str(part.first_file), str(exc), [int(v) for v in numbers]))
                 continue
-            yield FrameBatch(numbers.copy(), frames, file_index, np.arange(start, stop))
+            modules = ModuleFrames(buf, opened.layout, self.buffers)
+            yield FrameBatch(numbers.copy(), None, file_index, np.arange(start, stop), modules=modules)
 
 
 class Hdf5Source(FrameSource):
@@ -378,17 +408,19 @@ def read_part_range(
     retry_delay_s: float = 0.5,
     roots: Sequence[str | Path] = (),
 ) -> FrameBatch:
-    """Open one part's module files, read frames ``start:stop`` and stitch them (the live path), with
-    the part's detector mask (the live Integrator has no source to hold it).
+    """Open one part's module files and read frames ``start:stop`` (the live path) as module frames
+    (``frames`` stitches them on demand), with the part's detector mask (the live Integrator has no
+    source to hold it).
 
     ``roots``: every module file must resolve inside them (OutsideRootsError, a SourceError, if not)."""
     with open_part(module_files, retries, retry_delay_s, roots) as opened:
-        frames = opened.read(start, stop)
+        modules = ModuleFrames(opened.read_modules(start, stop), opened.layout)
         return FrameBatch(
             opened.frame_numbers[start:stop].copy(),
-            frames,
+            None,
             0,
             np.arange(start, stop),
             detector_mask=opened.detector_mask(),
             file=str(module_files[0]),
+            modules=modules,
         )

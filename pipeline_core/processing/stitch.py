@@ -92,6 +92,50 @@ class StitchLayout:
             out[..., rows, cols] = m[..., ::-1, :]
         return out
 
+    # -- the module buffer: every module's pixels side by side, never stitched (issue 11) ------------
+    @property
+    def module_starts(self) -> tuple[int, ...]:
+        """Where each module's pixels begin in a module buffer (modules in order, each row-major)."""
+        starts, at = [], 0
+        for p in self.placements:
+            starts.append(at)
+            at += p.rows * p.cols
+        return tuple(starts)
+
+    @property
+    def module_pixels(self) -> int:
+        """Pixels of all modules together: the length of one frame in a module buffer."""
+        return sum(p.rows * p.cols for p in self.placements)
+
+    def module_views(self, buffer: np.ndarray) -> list[np.ndarray]:
+        """Module frames ``(..., rows, cols)`` as views of a module buffer ``(..., module_pixels)``."""
+        if buffer.shape[-1] != self.module_pixels:
+            raise SourceError(
+                f"module buffer holds {buffer.shape[-1]} pixels a frame; the layout has {self.module_pixels}"
+            )
+        lead = buffer.shape[:-1]
+        return [
+            buffer[..., start : start + p.rows * p.cols].reshape(*lead, p.rows, p.cols)
+            for start, p in zip(self.module_starts, self.placements, strict=True)
+        ]
+
+    def stitch_buffer(self, buffer: np.ndarray) -> np.ndarray:
+        """Stitch frames held in a module buffer ``(..., module_pixels)`` (the same rule as :meth:`stitch`)."""
+        return self.stitch(self.module_views(buffer))
+
+    def module_index(self) -> np.ndarray:
+        """For each stitched pixel, the index of its pixel in a module buffer; -1 in the gaps.
+
+        Computed with :meth:`stitch` itself, so the stitch an engine folds into its column indices is
+        the one that stitches frames, flips included.
+        """
+        starts = self.module_starts
+        numbered = [
+            np.arange(start + 1, start + 1 + p.rows * p.cols, dtype=np.int64).reshape(p.rows, p.cols)
+            for start, p in zip(starts, self.placements, strict=True)
+        ]
+        return self.stitch(numbered) - 1
+
     def gap_mask(self) -> np.ndarray:
         """True where no module has a pixel."""
         covered = self.stitch([np.ones((p.rows, p.cols), dtype=bool) for p in self.placements])

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ...errors import ConfigError
 from ...formats.lambda_files import parse_lambda_name
@@ -116,7 +117,7 @@ class DirectoryWatch:
         for d in self.directories:
             if d.exists() and not d.is_dir():
                 raise ConfigError(f"WatchDirectories entry {d} is not a directory")
-        self._handler = None
+        self._handler: Any = None
         self._scheduled: set[Path] = set()  # a folder not made yet is watched once it exists
         self._on_file, self._on_error = on_file, on_error
         self._lock = threading.Lock()

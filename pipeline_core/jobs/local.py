@@ -1,0 +1,134 @@
+"""The ``local`` backend (the default): a process pool on this host, sized by ``local.workers``.
+
+Each job gets a detached runner (:mod:`.local_runner`) that runs its ranges as task processes in
+the host-wide pool and merges them; the job's state is on disk (its work folder and the job table),
+so ``xrd-pipeline jobs`` in another process, or a restarted Stitcher, sees it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from .backend import Backend, apply_progress, apply_result, record_for
+from .outcome import failure_reason, finish_cancelled, finish_failed
+from .records import now_iso
+from .slots import lock_held
+from .spec import JobSpec
+from .store import JobRecord
+from .validate import JobError
+from .workdir import WorkDir
+
+#: seconds a just-submitted runner may take to take its lock before the job counts as never started
+START_GRACE_S = 60.0
+#: seconds a cancel waits for the runner to stop its tasks and clean up
+CANCEL_TIMEOUT_S = 60.0
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    @property
+    def slots_directory(self):
+        return self.config.state_directory / "local-slots"
+
+    def ranges_for(self, frames: int) -> int:
+        return max(self.config.local.workers, super().ranges_for(frames))
+
+    def submit(self, spec: JobSpec) -> str:
+        record = record_for(spec)
+        self.store.save(record)
+        command = [
+            sys.executable, "-m", "pipeline_core.jobs.local_runner", str(spec.work_dir),
+            "--slots", str(self.slots_directory), "--workers", str(self.config.local.workers), "--detach",
+        ]  # fmt: skip
+        try:  # returns once the runner has detached itself (a fraction of a second)
+            subprocess.run(command, check=True, timeout=60, stdin=subprocess.DEVNULL, capture_output=True)
+        except (OSError, subprocess.SubprocessError) as exc:
+            record.state, record.reason = "failed", f"the local runner did not start ({exc})"
+            record.finished = now_iso()
+            self.store.save(record)
+            raise JobError(f"job {spec.job_id}: the local runner did not start ({exc})") from exc
+        return spec.job_id
+
+    def refresh(self, record: JobRecord) -> JobRecord:
+        work = WorkDir(record.work_dir)
+        result = work.result()
+        if result is not None:
+            return apply_result(record, result, work)
+        if not work.exists():
+            stored = self.store.load(record.job_id)  # ended and cleaned up by another process meanwhile?
+            if stored.ended:
+                return stored
+            record.state, record.reason = "failed", f"its work folder {work.path} is gone"
+            return record
+        spec = work.spec()
+        alive = lock_held(work.lock_file)
+        result = work.result()  # it may have ended between the two looks
+        if result is not None:
+            return apply_result(record, result, work)
+        if not alive:
+            if work.pid_file.exists():
+                reason = "the local runner stopped before the job ended (killed?): " + failure_reason(spec, work)
+                return apply_result(record, finish_failed(spec, work, reason), work)
+            if _age_s(work.spec_file) > START_GRACE_S:
+                reason = f"the local runner never started; see {work.path / 'runner.log'}"
+                return apply_result(record, finish_failed(spec, work, reason), work)
+            record.state, record.reason = "pending", "starting"
+            return record
+        apply_progress(record, spec, work)
+        tasks = [work.task(r.index) for r in spec.ranges]
+        if all(t is not None and t.state == "done" for t in tasks):
+            record.state, record.reason = "merging", ""
+        elif any(t is not None for t in tasks):
+            record.state, record.reason = "running", ""
+        else:
+            record.state, record.reason = "pending", "waiting for a free worker"
+        return record
+
+    def cancel(self, job_id: str) -> JobRecord:
+        record = self.state(job_id)
+        ended = self._ended_for_cancel(record)
+        if ended is not None:
+            return ended
+        work = WorkDir(record.work_dir)
+        pid = _runner_pid(work)
+        if pid is not None and lock_held(work.lock_file):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + CANCEL_TIMEOUT_S
+            while lock_held(work.lock_file) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if lock_held(work.lock_file):
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        result = work.result()
+        if result is None and work.exists():
+            result = finish_cancelled(work.spec(), work, "cancelled")
+        if result is not None:
+            apply_result(record, result, work)
+        else:
+            record.state, record.reason = "cancelled", "cancelled"
+        self.store.save(record)
+        return record
+
+
+def _runner_pid(work: WorkDir) -> int | None:
+    try:
+        return int(work.pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _age_s(path) -> float:
+    try:
+        return time.time() - os.stat(path).st_mtime
+    except OSError:
+        return 0.0

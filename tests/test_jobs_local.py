@@ -1,0 +1,267 @@
+"""Reintegration jobs on the local backend: planned ranges, results equal to `integrate` row for row,
+failures named with their range and reason, cancel, and the CLI (`reintegrate`, `jobs`) as a user
+runs it (real processes: the runner and its task processes are those the command starts)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline_core.cli import main as cli_main
+from pipeline_core.formats.nexus import read_merged
+from pipeline_core.jobs.config import JobsConfig, LocalConfig
+from pipeline_core.jobs.manager import JobManager
+from pipeline_core.jobs.plan import open_checked_sources, plan_job
+from pipeline_core.jobs.ranges import FrameLayout, plan_ranges
+from pipeline_core.jobs.slots import LocalSlots
+from pipeline_core.jobs.spec import FrameRange, JobSpec, provenance_path
+from pipeline_core.jobs.workdir import JOBS_FOLDER, WorkDir
+from pipeline_core.processing.integrate import IntegrationSettings
+
+from .helpers import REPO, SMALL_PONI, wait_for, write_small_acquisition
+
+#: generous: a task process imports pyFAI (~2 s idle, much more on a loaded 2-core machine)
+JOB_TIMEOUT_S = 180
+COMPARED = ("data", "frame_number", "binning", "pos_map", "file_map", "files", "input_files", "failed_files",
+            "failed_reasons", "failed_frames", "status", "radial_unit", "int_unit", "default_axis")  # fmt: skip
+
+
+def assert_same_rows(expected: dict, got: dict) -> None:
+    """Two merged files hold the same rows, axes, file maps, failures and status (read_merged)."""
+    for key in COMPARED + (("sigma",) if "sigma" in expected else ()):
+        a, b = expected[key], got[key]
+        if isinstance(a, np.ndarray):
+            assert a.dtype == b.dtype and np.array_equal(a, b), key
+        else:
+            assert a == b, (key, a, b)
+
+
+@pytest.fixture
+def setup(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    acq = write_small_acquisition(raw, n_parts=3, frames_per_part=4)
+    poni = tmp_path / "small.poni"
+    poni.write_text(SMALL_PONI)
+    config = JobsConfig(
+        state_directory=tmp_path / "state",
+        local=LocalConfig(workers=2),
+        data_roots=(str(raw),),
+        output_roots=(str(out),),
+        calibration_roots=(str(tmp_path),),
+    )
+    return {"tmp": tmp_path, "raw": raw, "out": out, "acq": acq, "poni": poni, "config": config}
+
+
+def leftovers(out: Path) -> list[str]:
+    """Anything in the output folder that is not a result or its job description."""
+    found = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
+    return sorted(str(p.relative_to(out)) for p in found if not p.name.endswith((".nxs", ".job.json")))
+
+
+# -- planning -----------------------------------------------------------------------------------------------
+def test_ranges_cover_every_frame_at_part_or_chunk_boundaries():
+    parts = FrameLayout(((1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12)), by_part=True)
+    by_part = plan_ranges(parts, 2)
+    assert [(r.first, r.last, r.frames, r.parts) for r in by_part] == [(1, 4, 4, (0,)), (5, 12, 8, (1, 2))]
+    shared = plan_ranges(parts, 5)  # more ranges than parts: cut inside parts at even offsets (chunk 2)
+    assert [(r.first, r.last) for r in shared] == [(1, 2), (3, 4), (5, 8), (9, 10), (11, 12)]
+    assert sum(r.frames for r in shared) == 12 and all((r.first - 1) % 2 == 0 for r in shared)
+    unknown = plan_ranges(FrameLayout(((1, 2), None, (5, 6)), by_part=True), 2)
+    assert [r.parts for r in unknown] == [(0, 1), (1, 2)]  # a part unreadable now is read by every range
+    assert plan_ranges(None, 4) == [FrameRange(0, 0, 2**31 - 1, 0, None)]  # images: one range
+    assert len(plan_ranges(FrameLayout(((3, 2, 1),), by_part=True), 3)) == 1  # numbers not increasing
+
+
+def test_a_job_description_round_trips_and_refuses_what_it_does_not_know(setup):
+    source = open_checked_sources([setup["acq"]["files"][0]], IntegrationSettings(setup["poni"]), setup["config"])[0]
+    spec = plan_job(source, IntegrationSettings(setup["poni"], bins=7), setup["out"], setup["config"], "local", 2)
+    assert JobSpec.from_json(spec.to_json()) == spec
+    assert spec.output == setup["out"] / "scan_00001.nxs" and (setup["out"] / "scan_00001.nxs.part").exists()
+    for change, message in (({"version": 2}, "version 2 is not known"), ({"job_id": "../x"}, "not a job id"),
+                            ({"type": "x"}, "not a reintegration job")):  # fmt: skip
+        with pytest.raises(Exception, match=message):
+            JobSpec.from_dict({**spec.to_dict(), **change})
+    with pytest.raises(Exception, match="overlaps"):
+        dataclasses.replace(spec, ranges=(FrameRange(0, 1, 6, 6), FrameRange(1, 5, 12, 6)))
+
+
+def test_the_jobs_configuration_refuses_what_could_inject_or_could_not_run(tmp_path):
+    from pipeline_core.errors import ConfigError
+    from pipeline_core.jobs.config import jobs_config_from_dict
+    from pipeline_core.jobs.slurm import batch_script
+    from pipeline_core.jobs.validate import job_name
+
+    good = jobs_config_from_dict({"backend": "slurm", "state_directory": "state", "local": {"workers": 3},
+                                  "slurm": {"partition": "allcpu", "time_limit": "1-00:00:00", "tasks": 16}},
+                                 tmp_path)  # fmt: skip
+    assert good.state_directory == tmp_path / "state" and good.slurm.tasks == 16 and good.local.workers == 3
+    bad = {"slurm": {"partition": "debug --wrap=reboot"}}
+    with pytest.raises(ConfigError, match="slurm partition 'debug --wrap=reboot' is not a Slurm name"):
+        jobs_config_from_dict(bad, tmp_path)
+    with pytest.raises(ConfigError, match="slurm time limit '2h' is not a Slurm time"):
+        jobs_config_from_dict({"slurm": {"time_limit": "2h"}}, tmp_path)
+    with pytest.raises(ConfigError, match="slurm.python .* contains white space"):
+        jobs_config_from_dict({"slurm": {"python": "/usr/bin/python3 -c evil"}}, tmp_path)
+    with pytest.raises(ConfigError, match=r"(?s)backends: unknown key.*local\.wrokers: unknown key"):
+        jobs_config_from_dict({"backends": "x", "local": {"wrokers": 2}}, tmp_path)
+    with pytest.raises(ConfigError, match="local.workers 0 is out of range; expected an integer 1 to 64"):
+        jobs_config_from_dict({"local": {"workers": 0}}, tmp_path)
+    assert job_name("a b;$(rm -rf ~)\n%j") == "xrd-a_b___rm_-rf_____j"
+    script = batch_script("/opt/venv/bin/python", tmp_path / "work")
+    assert script.startswith("#!/opt/venv/bin/python\n") and f"{str(tmp_path / 'work')!r}" in script
+    with pytest.raises(Exception, match="contains a NUL, newline or %"):
+        batch_script("/opt/venv/bin/python", tmp_path / "wo\nrk")
+
+
+def test_paths_outside_the_roots_are_refused_before_anything_is_written(setup, tmp_path):
+    elsewhere = write_small_acquisition(tmp_path / "elsewhere", n_parts=1)
+    manager = JobManager(setup["config"])
+    settings = IntegrationSettings(setup["poni"], bins=10)
+    with pytest.raises(Exception, match="source .* outside the allowed root"):
+        manager.submit([elsewhere["files"][0]], settings, setup["out"])
+    with pytest.raises(Exception, match="output .* outside the allowed root"):
+        manager.submit([setup["acq"]["files"][0]], settings, tmp_path / "not-out")
+    assert not setup["out"].exists() and manager.list() == []
+
+
+# -- results ------------------------------------------------------------------------------------------------
+def test_a_local_job_equals_integrate_row_for_row_failures_included(setup):
+    """q in 1/nm with sigma (the unit view's axis, data_errors), and a part whose module 3 is missing:
+    the job lists the failure exactly as integrate does, and its status is incomplete like integrate's."""
+    (setup["raw"] / "scan_00001_m3_part00001.nxs").unlink()
+    common = ["--poni", str(setup["poni"]), "--bins", "25", "--unit", "q_nm^-1", "--error-model", "poisson"]
+    assert cli_main(["integrate", str(setup["raw"]), *common, "-o", str(setup["tmp"] / "direct")]) == 1
+    expected = read_merged(setup["tmp"] / "direct" / "scan_00001.nxs")
+    settings = IntegrationSettings(setup["poni"], bins=25, unit="q_nm^-1", error_model="poisson")
+    manager = JobManager(setup["config"])
+    (record,) = manager.submit([setup["raw"]], settings, setup["out"])
+    assert record.state == "pending" and record.frames_total == 12 and record.output.endswith("scan_00001.nxs")
+    final = manager.wait(record.job_id, JOB_TIMEOUT_S)
+    assert final.state == "incomplete", final
+    assert final.frames_done == 8 and final.frames_failed == 4
+    assert "scan_00001_m3_part00001.nxs is missing" in final.reason
+    got = read_merged(final.output)
+    assert_same_rows(expected, got)
+    assert got["status"] == "incomplete" and got["failed_frames"] == ["5-8"]
+    provenance = JobSpec.read(provenance_path(final.output))
+    assert provenance.settings == settings and str(provenance.output) == final.output
+    assert len(provenance.ranges) == 2  # local.workers = 2
+    assert leftovers(setup["out"]) == [] and not (setup["out"] / JOBS_FOLDER).exists()
+
+
+def _submit_spec(manager: JobManager, spec: JobSpec) -> str:
+    WorkDir(spec.work_dir).write_spec(spec)
+    return manager.backend(spec.backend).submit(spec)
+
+
+def test_a_range_that_fails_is_retried_once_then_the_job_fails_naming_the_range(setup):
+    config = setup["config"]
+    source = open_checked_sources([setup["raw"]], IntegrationSettings(setup["poni"]), config)[0]
+    spec = plan_job(source, IntegrationSettings(setup["poni"], bins=10), setup["out"], config, "local", 1)
+    bad = dataclasses.replace(spec, ranges=(*spec.ranges, FrameRange(1, 100, 120, 21)))  # a range the files lack
+    manager = JobManager(config)
+    job_id = _submit_spec(manager, bad)
+    final = manager.wait(job_id, JOB_TIMEOUT_S)
+    assert final.state == "failed"
+    assert final.reason == (
+        "range 1 (frames 100-120) failed after 2 attempts: no frame of scan_00001 has a number in 100-120; "
+        "they hold frames 1-12"
+    )
+    record = WorkDir(spec.work_dir).task(1)
+    assert record is not None and record.state == "failed" and len(record.attempts) == 2
+    assert not Path(spec.output).exists() and not Path(f"{spec.output}.part").exists()
+    assert [p.name for p in spec.work_dir.glob("range_*.nxs*")] == []  # range 0's partial removed too
+    assert manager.list()[-1].state == "failed"  # another look agrees
+
+
+def test_a_corrupt_acquisition_fails_its_tasks_with_the_reader_s_reason(setup):
+    config = setup["config"]
+    acq = write_small_acquisition(setup["raw"], stem="one_00001", n_parts=1, frames_per_part=4)
+    source = open_checked_sources([acq["files"][0]], IntegrationSettings(setup["poni"]), config)[0]
+    spec = plan_job(source, IntegrationSettings(setup["poni"], bins=10), setup["out"], config, "local", 2)
+    assert [(r.first, r.last) for r in spec.ranges] == [(1, 2), (3, 4)]  # one part, shared at a chunk boundary
+    for f in acq["files"]:  # overwritten after planning: HDF5 no more
+        f.write_bytes(b"\x89HDF garbage " * 100)
+    manager = JobManager(config)
+    final = manager.wait(_submit_spec(manager, spec), JOB_TIMEOUT_S)
+    assert final.state == "failed"
+    first = r"range [01] \(frames (1-2|3-4)\) failed after 2 attempts: no part of one_00001 could be opened"
+    assert re.match(first, final.reason), final.reason  # whichever of the two failed first
+    assert "cannot be opened as HDF5" in final.reason and "1 more range(s) did not finish" in final.reason
+    assert not Path(spec.output).exists() and not Path(f"{spec.output}.part").exists()
+
+
+def test_a_cancelled_job_leaves_no_result_and_no_partial(setup):
+    """Pending (every slot of the pool held), then one cancelled as soon as it runs."""
+    config = setup["config"]
+    slots = LocalSlots(config.state_directory / "local-slots", config.local.workers)
+    held = [slots.try_acquire() for _ in range(config.local.workers)]
+    assert None not in held
+    manager = JobManager(config)
+    settings = IntegrationSettings(setup["poni"], bins=10)
+    (waiting,) = manager.submit([setup["raw"]], settings, setup["out"])
+    wait_for(lambda: manager.get(waiting.job_id).reason == "waiting for a free worker", 60, "the runner waiting")
+    cancelled = manager.cancel(waiting.job_id)
+    assert (cancelled.state, cancelled.reason) == ("cancelled", "cancelled")
+    for fd in held:
+        LocalSlots.release(fd)
+    (running,) = manager.submit([setup["raw"]], settings, setup["out"])
+    assert running.output == waiting.output  # the cancelled job gave its reserved name back
+    cancelled = manager.cancel(running.job_id)
+    assert cancelled.state == "cancelled"
+    assert list(setup["out"].glob("*")) == [] or leftovers(setup["out"]) == []
+    assert not any(setup["out"].glob("*.nxs")) and not (setup["out"] / JOBS_FOLDER).exists()
+    with pytest.raises(Exception, match="not in the job table"):
+        manager.cancel("20000101-000000-abcdef")
+
+
+# -- the command line, as a user runs it ----------------------------------------------------------------------
+def run_cli(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline_core.cli", *args], capture_output=True, text=True, env=env, cwd=REPO,
+        timeout=JOB_TIMEOUT_S,
+    )  # fmt: skip
+
+
+def test_reintegrate_and_jobs_on_the_command_line(setup):
+    tmp, raw, out, poni = setup["tmp"], setup["raw"], setup["out"], setup["poni"]
+    jobs_config = tmp / "jobs.yaml"
+    jobs_config.write_text(
+        f"state_directory: {tmp / 'state'}\nlocal:\n  workers: 2\ndata_roots: [{raw}]\noutput_roots: [{out}]\n"
+    )
+    env = {**os.environ, "XRD_PIPELINE_JOBS_CONFIG": str(jobs_config)}
+    options = ["--poni", str(poni), "--bins", "30", "-o", str(out)]
+    assert cli_main(["integrate", str(raw), *options]) == 0  # out/scan_00001.nxs: the reference
+    submitted = run_cli("reintegrate", str(raw / "scan_00001_m2_part00001.nxs"), *options, env=env)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()  # printed at once: the job id, alone on stdout
+    assert submitted.stderr.startswith(f"scan_00001: job {job_id} submitted (local, 12 frames); result {out}/")
+    watched = run_cli("jobs", "--watch", env=env)  # one table every 2 s until no job runs
+    assert watched.returncode == 0, watched.stderr
+    tables = watched.stdout.strip().split("\n\n")
+    last = tables[-1].splitlines()
+    assert last[0].split() == ["ID", "BACKEND", "STATE", "FRAMES", "OUTPUT", "REASON"]
+    assert last[1].split() == [job_id, "local", "complete", "12/12", str(out / "scan_00001_v001.nxs")]
+    waited = run_cli("reintegrate", str(raw), *options, "--wait", env=env)
+    assert waited.returncode == 0, waited.stderr
+    assert waited.stdout.strip() == str(out / "scan_00001_v002.nxs")
+    assert "complete: 12 frames integrated" in waited.stderr
+    listed = json.loads(run_cli("jobs", "--json", env=env).stdout)
+    assert [(j["state"], j["frames_done"], j["progress"]) for j in listed] == [("complete", 12, 1.0)] * 2
+    reference = read_merged(out / "scan_00001.nxs")
+    for name in ("scan_00001_v001.nxs", "scan_00001_v002.nxs"):
+        assert_same_rows(reference, read_merged(out / name))
+    refused = run_cli("reintegrate", str(tmp / "small.poni"), *options, env=env)
+    assert refused.returncode == 2
+    assert "xrd-pipeline reintegrate: error: source" in refused.stderr and "outside the allowed root" in refused.stderr
+    cancel = run_cli("jobs", "--cancel", job_id, env=env)
+    assert cancel.returncode == 2 and f"job {job_id} has ended (complete); there is nothing to cancel" in cancel.stderr
+    assert leftovers(out) == []
