@@ -194,12 +194,13 @@ class Stitcher(StitcherQueues, StitcherSettings, StitcherWork, StitcherScanView,
         c = self.stage.counters
         jobs = self.jobs_running()
         state = self.trigger.describe() if self.trigger is not None else f"no trigger (Trigger={self.Trigger!r})"
-        return (
-            f"{'Started' if self._running else 'Stopped'}, {state}; scan {self.stage.current_scan or '-'}: "
+        return (  # what changes first: an operator's panel may show only the first line's start
+            f"{'Started' if self._running else 'Stopped'}; scan {self.stage.current_scan or '-'}: "
             f"{c.parts_done} parts, {c.frames_processed} frames queued, {c.frames_failed} failed, "
             f"{self.stage.queue_depth} items waiting"
             + (f"; {jobs} reintegration job(s) not ended ({self.ReintegrationBackend})" if jobs else "")
             + ("" if self.stage.settings.current() else " (no PONI set in the chain: write poniPath)")
+            + f"; {state}"
         )
 
     @command(doc_in="", doc_out="")

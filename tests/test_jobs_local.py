@@ -171,10 +171,12 @@ def test_a_range_that_fails_is_retried_once_then_the_job_fails_naming_the_range(
     job_id = _submit_spec(manager, bad)
     final = manager.wait(job_id, JOB_TIMEOUT_S)
     assert final.state == "failed"
-    assert final.reason == (
+    reason = (
         "range 1 (frames 100-120) failed after 2 attempts: no frame of scan_00001 has a number in 100-120; "
         "they hold frames 1-12"
     )
+    # range 0 may still be running when range 1 has failed twice: the job then says it was cut short too
+    assert final.reason in (reason, reason + "; 1 more range(s) did not finish"), final.reason
     record = WorkDir(spec.work_dir).task(1)
     assert record is not None and record.state == "failed" and len(record.attempts) == 2
     assert not Path(spec.output).exists() and not Path(f"{spec.output}.part").exists()
