@@ -45,7 +45,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         poni, mask = write_calibration(tmp / "cal")
         acq = simulate_acquisition(
-            tmp / "acq", frames=args.frames, frames_per_file=args.frames_per_file, calibration=(poni, mask)
+            tmp / "raw", frames=args.frames, frames_per_file=args.frames_per_file, calibration=(poni, mask)
         )
         settings = IntegrationSettings(poni, bins=args.bins, mask_path=mask)
         offline = integrate_source(LambdaSource.from_file(acq.module_files[0][0]), settings, tmp / "offline.nxs")
