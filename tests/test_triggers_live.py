@@ -26,9 +26,9 @@ from pipeline_core.simulate import simulate_acquisition, write_calibration
 from tango_servers.demo import MERGER, SIMULATOR, STITCHER, layout_for
 from tango_servers.embedded_db import EmbeddedDatabase, free_port
 from tango_servers.launcher import start_servers, stop_servers
-from tango_servers.registration import load_layout, register
+from tango_servers.registration import DeviceSpec, load_layout, register
 
-from .helpers import readme_block, wait_for
+from .helpers import readme_block, real_servers, wait_for
 
 BINS = 400
 
@@ -285,18 +285,25 @@ def test_file_attribute_trigger_hears_each_file_path_and_equals_offline(tmp_path
         c.assert_equals_offline(c.merged(stem), stem, 20)
 
 
+@contextlib.contextmanager
+def stitcher_alone(tmp: Path, **properties):
+    """One Stitcher server on the embedded database (what a misconfiguration test needs)."""
+    spec = DeviceSpec("XrdStitcher/alone", "Stitcher", STITCHER, {k: list(v) for k, v in properties.items()})
+    with real_servers(tmp, [spec]) as host:
+        yield tango.DeviceProxy(f"tango://{host}/{STITCHER}")
+
+
 def test_a_bad_trigger_is_a_fault_that_names_it_and_the_device_still_answers(tmp_path):
-    with chain(tmp_path, Stitcher={"Trigger": ["inotify"]}) as c:
-        stitcher = c.proxy(STITCHER)
+    with stitcher_alone(tmp_path, Trigger=["inotify"], DataRoots=[str(tmp_path)]) as stitcher:
         assert stitcher.state() == tango.DevState.FAULT
         assert "Trigger 'inotify' is unknown; expected one of lambda, watch, file-attribute" in stitcher.status()
+        stitcher.bins = BINS
         assert stitcher.bins == BINS
 
 
 def test_a_detector_device_that_is_no_lambda_server_is_a_fault_that_names_what_it_lacks(tmp_path):
-    with chain(tmp_path, Stitcher={"DetectorDevice": [MERGER]}) as c:
-        stitcher = c.proxy(STITCHER)
+    with stitcher_alone(tmp_path, DetectorDevice=["dserver/XrdStitcher/alone"]) as stitcher:  # its admin device
         wait_for(lambda: stitcher.state() == tango.DevState.FAULT, 30, "the fault")
         status = stitcher.status()
-        assert f"DetectorDevice {MERGER} has no attribute SaveFilePath, FramesPerFile, FrameNumbers" in status
+        assert "DetectorDevice dserver/XrdStitcher/alone has no attribute SaveFilePath, FramesPerFile" in status
         assert "LatestImageNumber, SaveFileName or FilePrefix: is it a Lambda server?" in status
