@@ -159,13 +159,18 @@ class LambdaTrigger:
                     self._device.subscriptions.mark_delivering(self._what)  # reached; the fault is the news
                     return None
                 self._proxy = proxy
-            read = {a.name.lower(): a.value for a in self._proxy.read_attributes(self._present)}
+            values = self._proxy.read_attributes(self._present)
         except tango.DevFailed as exc:
-            reason = exc.args[0].desc.strip().splitlines()[0]
+            values, reason = [], exc.args[0].desc.strip().splitlines()[0]
+        else:  # half a snapshot would look like an acquisition that ended: wait for a whole one
+            failed = [a.name for a in values if a.has_failed or a.value is None]
+            reason = f"attribute(s) {', '.join(failed)} could not be read" if failed else ""
+        if reason:
             self._device.subscriptions.mark_waiting(
                 self._what, f"cannot read {self._trl} ({reason}); retrying every {self._poll_s:g} s"
             )
             return None
+        read = {a.name.lower(): a.value for a in values}
         self._device.subscriptions.mark_delivering(self._what)
         state, path, name, prefix, start_num, per_file, frames, latest = (
             read.get(a.lower()) for a in LAMBDA_ATTRIBUTES

@@ -197,7 +197,8 @@ BEFORE_A_SCAN = {
         "itemsRequeued": 0,
         "requeuesPending": 0,
         "reintegrationsPending": 0,
-        "detectorAnnouncement": lambda v: v.startswith(f"following Lambda {SIM} (change events + polling every 0.5 s;"),
+        # change events are subscribed once the simulator first answers: before that, polling alone
+        "detectorAnnouncement": lambda v: v.startswith(f"following Lambda {SIM} (") and "polling every 0.5 s;" in v,
         "jobs": "[]",  # ReintegrationBackend chain: no job (tests/test_jobs_device.py runs jobs)
         "lastJobState": "",
     },
