@@ -107,3 +107,18 @@ class Backend(ABC):
         if record.ended:
             raise JobError(f"job {record.job_id} has ended ({record.state}); there is nothing to cancel")
         return None
+
+
+def settled(store: JobStore, record: JobRecord, work: WorkDir) -> JobRecord | None:
+    """What every backend's refresh says first: the job's result once it has one, or what became of a
+    job whose work folder is gone (ended and cleaned up by another process, or lost); None otherwise."""
+    result = work.result()
+    if result is not None:
+        return apply_result(record, result, work)
+    if not work.exists():
+        stored = store.load(record.job_id)  # ended and cleaned up by another process meanwhile?
+        if stored.ended:
+            return stored
+        record.state, record.reason = "failed", f"its work folder {work.path} is gone"
+        return record
+    return None

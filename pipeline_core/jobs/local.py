@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from .backend import Backend, apply_progress, apply_result, record_for
+from .backend import Backend, apply_progress, apply_result, record_for, settled
 from .outcome import failure_reason, finish_cancelled, finish_failed
 from .records import now_iso
 from .slots import lock_held
@@ -56,15 +56,9 @@ class LocalBackend(Backend):
 
     def refresh(self, record: JobRecord) -> JobRecord:
         work = WorkDir(record.work_dir)
-        result = work.result()
-        if result is not None:
-            return apply_result(record, result, work)
-        if not work.exists():
-            stored = self.store.load(record.job_id)  # ended and cleaned up by another process meanwhile?
-            if stored.ended:
-                return stored
-            record.state, record.reason = "failed", f"its work folder {work.path} is gone"
-            return record
+        done = settled(self.store, record, work)
+        if done is not None:
+            return done
         spec = work.spec()
         alive = lock_held(work.lock_file)
         result = work.result()  # it may have ended between the two looks

@@ -23,6 +23,7 @@ from ..formats.nexus_failures import FailureList
 from ..formats.nexus_layout import open_layout, set_str
 from ..messages import FailedFrames
 from ..output import part_path
+from ..processing.offline import check_all_frames_accounted
 from ..signals import signals_deferred
 from .outcome import failure_reason, finish_failed
 from .records import JobResult, write_json
@@ -85,22 +86,6 @@ def _copy_rows(partial: Path, writer: MergedFileWriter) -> list[FailedFrames]:
         return list(FailureList.read(layout.proc["failed"]).items)
 
 
-def _check_all_frames_accounted(writer: MergedFileWriter, name: str, expected: int | None, failures) -> None:
-    """As ``integrate``: complete only when every frame the files announce is in the file or listed."""
-    if expected is None:
-        return
-    listed = {n for f in failures for n in f.frame_numbers}
-    whole_files = sum(1 for f in failures if not f.frame_numbers)
-    accounted = writer.n_frames + len(listed - set(writer.frame_numbers.tolist())) + whole_files
-    if accounted < expected:
-        failure = FailedFrames(
-            name,
-            f"the files announce {expected} frames but only {accounted} were integrated or reported as failed",
-        )
-        failures.append(failure)
-        writer.add_failure(failure)
-
-
 def merge_job(work: WorkDir) -> JobResult:
     """Write the job's result from its partial files (every range must be done), publish it, and say so."""
     spec = work.spec()
@@ -123,7 +108,7 @@ def merge_job(work: WorkDir) -> JobResult:
         failures = _merge_failures(per_range)
         for f in failures:
             writer.add_failure(f)
-        _check_all_frames_accounted(writer, source.name, source.expected_frames(), failures)
+        check_all_frames_accounted(writer, source.name, source.expected_frames(), failures)
         with signals_deferred():
             final = writer.close()
     except BaseException:

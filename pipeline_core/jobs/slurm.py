@@ -22,7 +22,7 @@ from pathlib import Path
 import pipeline_core
 
 from . import slurm_commands as slurm
-from .backend import Backend, apply_progress, apply_result, record_for
+from .backend import Backend, apply_progress, apply_result, record_for, settled
 from .outcome import failed_ranges, failure_reason, finish_cancelled, finish_failed, range_failure
 from .records import read_json, write_json
 from .spec import JobSpec
@@ -136,15 +136,9 @@ class SlurmBackend(Backend):
 
     def refresh(self, record: JobRecord) -> JobRecord:
         work = WorkDir(record.work_dir)
-        result = work.result()
-        if result is not None:
-            return apply_result(record, result, work)
-        if not work.exists():
-            stored = self.store.load(record.job_id)  # ended and cleaned up by another process meanwhile?
-            if stored.ended:
-                return stored
-            record.state, record.reason = "failed", f"its work folder {work.path} is gone"
-            return record
+        done = settled(self.store, record, work)
+        if done is not None:
+            return done
         spec = work.spec()
         if "array" not in record.native:  # the ids reach the work folder first (an entry saved meanwhile lacks them)
             record.native = dict(read_json(work.path / IDS_FILE) or {})

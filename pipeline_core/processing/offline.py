@@ -273,7 +273,7 @@ def integrate_source(
         if requested.is_set():
             writer.suspend("interrupted")
             return _report(writer, failures, "interrupted", expected, t0)
-        _check_all_frames_accounted(writer, source.name, expected, failures)
+        check_all_frames_accounted(writer, source.name, expected, failures)
         writer.close()
     return _report(writer, failures, "complete" if not failures else "incomplete", expected, t0)
 
@@ -318,7 +318,7 @@ def _shut_down(threads: list[threading.Thread], results: queue.Queue, handle, ab
         log.error("threads %s did not stop within %.0f s (a read hanging?)", ", ".join(stuck), SHUTDOWN_TIMEOUT_S)
 
 
-def _check_all_frames_accounted(writer: MergedFileWriter, name: str, expected: int | None, failures) -> None:
+def check_all_frames_accounted(writer: MergedFileWriter, name: str, expected: int | None, failures) -> None:
     """``complete`` only when every frame the source announced is in the file or listed as failed."""
     if expected is None:
         return
