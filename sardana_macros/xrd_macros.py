@@ -8,6 +8,7 @@ Put this folder on the MacroServer's ``MacroPath``. Device names default to the 
     xrd_settings /gpfs/.../L2.poni              # the chain's PONI; bins, mask and unit unchanged
     xrd_settings /gpfs/.../L2.poni 4038 -       # ... and 4038 bins, no user mask
     xrd_reintegrate /gpfs/.../ramp_00042_m1_part00000.nxs True   # wait for the new merged file
+                                                # (or the job's, with ReintegrationBackend local/slurm)
 
 The devices are reached with plain ``tango.DeviceProxy`` (Sardana's ``getDevice`` gives a Taurus
 device, whose ``state`` is a property and whose values are pint quantities: not what these verbs
@@ -35,6 +36,8 @@ SETTINGS = ("poniPath", "maskPath", "bins", "unit")
 NO_MASK = "-"
 #: a first PONI check may import pyFAI in the Stitcher: longer than Tango's 3 s default
 TIMEOUT_MS = 30_000
+#: states of a reintegration job that will not change (pipeline_core.jobs.records.FINAL_STATES, written out)
+JOB_FINAL_STATES = ("complete", "incomplete", "failed", "cancelled")
 
 
 def _device_names(macro: Macro) -> dict:
@@ -172,29 +175,65 @@ class xrd_settings(Macro):
 class xrd_reintegrate(Macro):
     """Reintegrate an acquisition with the chain's settings into a new file (earlier results stay).
 
-    Returns what the Stitcher queued; with ``wait`` True, waits for the Merger's next closed file
-    and returns its path (a scan the chain is merging meanwhile may close first).
+    Returns what the Stitcher answered: through the live chain (``ReintegrationBackend`` chain) what it
+    queued, otherwise the id of the job. With ``wait`` True it waits for the result and returns its
+    path: the Merger's next closed file (chain; a scan the chain is merging meanwhile may close
+    first), or the job's merged file, showing the job's progress (local, slurm). A job that fails or
+    is cancelled fails the macro with the job's reason.
     """
 
     param_def = [
         ["path", Type.String, None, "any file of the acquisition, or its directory"],
-        ["wait", Type.Boolean, False, "wait until the Merger has closed the new file"],
+        ["wait", Type.Boolean, False, "wait until the new merged file is closed"],
         ["timeout", Type.Float, 600.0, "seconds to wait at most"],
     ]
-    result_def = [["answer", Type.String, None, "what was queued, or (wait) the merged file"]]
+    result_def = [["answer", Type.String, None, "what was queued or submitted, or (wait) the merged file"]]
 
     def run(self, path, wait, timeout):
-        merger = _proxy(_device_names(self)["XrdMerger"])
+        names = _device_names(self)
+        merger, stitcher = _proxy(names["XrdMerger"]), _proxy(names["XrdStitcher"])
         before = merger.lastOutputFile if wait else None
-        answer = _proxy(_device_names(self)["XrdStitcher"]).command_inout("Reintegrate", path)
+        answer = stitcher.command_inout("Reintegrate", path)
         self.output(answer)
         if not wait:
             return answer
         deadline = time.monotonic() + timeout
+        if not answer.startswith("queued "):  # a job backend answers with the job's id(s)
+            return self._wait_for_jobs(stitcher, answer.split(), deadline, timeout)
         while (current := merger.lastOutputFile) == before:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no new merged file after {timeout:g} s:\n{merger.status()}")
-            self.checkPoint()  # an abort (Ctrl-C in spock) stops the wait here
-            time.sleep(0.2)
+            self._tick(deadline, timeout, merger)
         self.output(f"merged file: {current}")
         return current
+
+    def _tick(self, deadline: float, timeout: float, device: tango.DeviceProxy) -> None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no new merged file after {timeout:g} s:\n{device.status()}")
+        self.checkPoint()  # an abort (Ctrl-C in spock) stops the wait here
+        time.sleep(0.2)
+
+    def _wait_for_jobs(self, stitcher: tango.DeviceProxy, ids: list[str], deadline: float, timeout: float) -> str:
+        """Follow the Stitcher's ``jobs`` until every job in ``ids`` ended; their merged files."""
+        shown: dict[str, str] = {}
+        while True:
+            table = {job["id"]: job for job in json.loads(stitcher.jobs)}
+            missing = [i for i in ids if i not in table]
+            if missing:
+                raise RuntimeError(f"the Stitcher lists no job {', '.join(missing)}:\n{stitcher.status()}")
+            for job_id in ids:
+                job = table[job_id]
+                line = f"job {job_id}: {job['state']}, {job['frames_done']}/{job['frames_total'] or '?'} frames"
+                if shown.get(job_id) != line:
+                    self.output(line)
+                    shown[job_id] = line
+            if all(table[i]["state"] in JOB_FINAL_STATES for i in ids):
+                break
+            self._tick(deadline, timeout, stitcher)
+        bad = [table[i] for i in ids if table[i]["state"] not in ("complete", "incomplete")]
+        if bad:
+            raise RuntimeError("; ".join(f"job {j['id']} {j['state']}: {j['reason']}" for j in bad))
+        for job in (table[i] for i in ids):
+            self.output(
+                f"merged file: {job['output']}"
+                + (" (incomplete: see its failed frames)" if job["state"] == "incomplete" else "")
+            )
+        return " ".join(table[i]["output"] for i in ids)

@@ -7,8 +7,10 @@ starts without a PONI), then a refused change, a reintegration, and the status o
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,3 +158,39 @@ def test_the_environment_points_the_macros_at_other_devices(sardana):
         door.run("usenv", "XrdIntegrators")
     run = door.run("xrd_status")
     assert [s.split(":")[0] for s in run.output if s.startswith("p02/xrd/integrator")] == integrators, run.report
+
+
+def test_xrd_reintegrate_with_a_job_backend_waits_for_the_job_and_returns_its_file(sardana):
+    """ReintegrationBackend=local: the macro follows the job the Stitcher submitted (not the Merger)
+    and returns the job's merged file, equal row for row to the chain's reintegration of the same frames."""
+    from tango_servers.demo import MERGER, STITCHER
+
+    tmp, host, integrators, door = sardana
+    devices = _devices(host, integrators)
+    stitcher, chain_file = devices[STITCHER], devices[MERGER].lastOutputFile  # the chain's: ramp_00042, 40 bins
+    settings = _shown(devices)[STITCHER]
+    db = tango.Database(*host.split(":"))
+    db.put_device_property(STITCHER, {"ReintegrationBackend": ["local"]})
+    stitcher.Init()  # as an operator does in Jive after changing a property
+    try:
+        wait_for(lambda: stitcher.state() == tango.DevState.ON, 30, f"the Stitcher after Init: {stitcher.status()}")
+        assert _shown(devices)[STITCHER] == settings, "Init kept the chain's (memorized) settings"
+        run = door.run("xrd_reintegrate", str(tmp / "raw"), "True", "120", timeout_s=150)
+        assert (run.state, run.error) == (tango.DevState.ON, []), run.report
+        (job,) = json.loads(stitcher.jobs)
+        assert job["state"] == "complete" and run.result == [job["output"]], (job, run.report)
+        assert run.output[0] == job["id"], run.text  # what Reintegrate answered: the job's id
+        assert (
+            f"job {job['id']}: complete, 12/12 frames" in run.output and f"merged file: {job['output']}" in run.output
+        )
+        job_rows, chain_rows = read_merged(job["output"]), read_merged(chain_file)
+        assert job_rows["status"] == "complete" and job_rows["frame_number"].tolist() == list(range(1, 13))
+        assert Path(job["output"]).name != Path(chain_file).name  # a new file: the chain's result stays
+        np.testing.assert_allclose(job_rows["data"], chain_rows["data"], rtol=1e-6)
+        assert devices[MERGER].lastOutputFile == chain_file  # the job did not go through the chain
+
+        run = door.run("xrd_reintegrate", str(tmp / "raw" / "nothing_here.nxs"), "True", "30")
+        assert run.state != tango.DevState.ON and "XRD_InvalidValue" in "\n".join(run.error), run.report
+    finally:
+        db.put_device_property(STITCHER, {"ReintegrationBackend": ["chain"]})
+        stitcher.Init()

@@ -42,7 +42,7 @@ from ..messages import FailedFrames
 from ..output import part_path, publish
 from ..processing.integrate import IntegrationSettings
 from .nexus_failures import FailureList
-from .nexus_layout import create_layout, now_iso, open_layout, set_str
+from .nexus_layout import create_layout, now_iso, set_str
 from .nexus_rows import RowStore
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class MergedFileWriter:
     The bytes go to ``<path>.part`` (:attr:`file_path`); :meth:`close` publishes them under
     :attr:`path` (or the next free ``_vNNN`` if that name got taken), :meth:`suspend` leaves them.
     The layout is :mod:`nexus_layout`'s, the rows :class:`nexus_rows.RowStore`'s, the failure list
-    :class:`nexus_failures.FailureList`'s; this class owns the file's life: create or reopen, flush
+    :class:`nexus_failures.FailureList`'s; this class owns the file's life: create, flush
     after each change, end it as a result or leave it as a part.
     """
 
@@ -85,28 +85,6 @@ class MergedFileWriter:
         self._rows = RowStore(self.path, layout, settings.error_model, len(raw_files))
         self._failures = FailureList(layout.proc["failed"])
         self.h5.flush()
-
-    @classmethod
-    def reopen(cls, path: str | Path, settings: IntegrationSettings) -> MergedFileWriter:
-        """Continue a file that a killed process left open (the Merger's resume after kill -9).
-
-        ``path`` is the final name; the bytes are at ``<path>.part``. Rows are trusted up to the last
-        valid frame number (:meth:`RowStore.resume`): a row cut short by the kill is merged again.
-        """
-        self = cls.__new__(cls)
-        self.path = Path(path)
-        self.file_path = part_path(self.path)
-        self.settings = settings
-        try:
-            self.h5 = h5py.File(self.file_path, "r+")
-            layout = open_layout(self.h5)
-            self._rows = RowStore.resume(self.path, layout, settings.error_model)
-            self._failures = FailureList.read(layout.proc["failed"])
-        except (OSError, KeyError) as exc:
-            raise OutputError(f"{self.file_path} cannot be reopened to continue it ({exc})") from exc
-        set_str(layout.proc, "status", "running")
-        self.h5.flush()
-        return self
 
     # -- rows -----------------------------------------------------------------------------------
     @property
@@ -175,7 +153,8 @@ class MergedFileWriter:
 
     def suspend(self, status: str = "interrupted") -> None:
         """Close the file without finishing it: it stays at ``<path>.part`` with ``status``
-        (``interrupted``, or ``failed`` after a crash); :meth:`reopen` can continue it."""
+        (``interrupted``, or ``failed`` after a crash); a Merger's resume rebuilds it from its row log
+        (:mod:`pipeline_core.live.merge_log`)."""
         if not self.is_open:
             return
         self._end(status)

@@ -33,23 +33,6 @@ class RowStore:
         self.numbers = np.zeros(0, dtype=np.int64)
         self._file_index = np.zeros(0, dtype=np.int64)
 
-    @classmethod
-    def resume(cls, path: Path, datasets: ResultDatasets, error_model: str | None) -> RowStore:
-        """The rows a killed writer left, trusted up to the last valid frame number: ``frame_number``
-        is written after the data of each row, so a row cut short by the kill is dropped (and simply
-        merged again)."""
-        rows = cls(path, datasets, error_model, int(datasets.proc["files"].shape[0]))
-        numbers = datasets.frame_number[()]
-        valid = numbers > 0
-        ok = int(np.argmin(valid)) if not valid.all() else len(numbers)
-        if ok and np.any(np.diff(numbers[:ok]) <= 0):
-            ok = int(np.argmax(np.diff(numbers[:ok]) <= 0)) + 1
-        for ds in datasets.rows().values():
-            ds.resize(ok, axis=0)
-        rows.numbers = numbers[:ok].astype(np.int64)
-        rows._file_index = datasets.pos_map[:ok, 0].astype(np.int64)
-        return rows
-
     def add(
         self,
         frame_numbers: np.ndarray,

@@ -1,13 +1,17 @@
-"""The Merger's journal: a Merger killed with its file open resumes the same file on restart."""
+"""The Merger's journal and row log: a Merger killed with its file open resumes the same file on
+restart, rebuilt from its row log whatever the kill left in the HDF5 bytes."""
 
 import json
+import random
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 
 from pipeline_core.formats.nexus import read_merged
+from pipeline_core.live import merge_log
 from pipeline_core.live.merge_journal import journal_path
 from pipeline_core.live.merge_stage import MergeStage
 from pipeline_core.messages import PatternBatch
@@ -16,7 +20,7 @@ from pipeline_core.processing.integrate import IntegrationSettings
 from ..helpers import REPO, wait_for
 
 
-def _batch(settings, numbers, part=0, total=8):
+def _batch(settings, numbers, part=0, total=8, bins=4):
     n = len(numbers)
     return PatternBatch(
         f"scan:{part}:{numbers[0]}",
@@ -27,8 +31,8 @@ def _batch(settings, numbers, part=0, total=8):
         "fp",
         np.array(numbers),
         np.arange(n),
-        np.tile(np.array(numbers, np.float32)[:, None], (1, 4)),
-        np.arange(4.0),
+        np.tile(np.array(numbers, np.float32)[:, None], (1, bins)),
+        np.arange(float(bins)),
         settings=settings.to_dict(),
         raw_file=f"/raw/scan_m1_part{part:05d}.nxs",
         total_frames=total,
@@ -123,3 +127,96 @@ def test_a_merger_shut_down_mid_scan_suspends_and_the_next_one_resumes(tmp_path,
     second.stop()
     assert closed[0].path == tmp_path / "scan.nxs" and closed[0].complete
     assert read_merged(closed[0].path)["frame_number"].tolist() == list(range(1, 9))
+
+
+def test_a_resume_rebuilds_the_file_from_its_log_not_from_what_the_kill_left_in_the_hdf5(tmp_path, small_poni, ledger):
+    """A kill -9 in the middle of an HDF5 flush leaves bytes no reader can trust ("bad heap index",
+    rows whose numbers and intensities are from different moments): the resume never reads them."""
+    first = subprocess.Popen(
+        [sys.executable, "-c", FIRST_MERGER, str(tmp_path), str(small_poni)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert first.stdout.readline().strip() == "merged 4", first.stdout.read()
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(30)
+        first.stdout.close()
+    path = tmp_path / "scan.nxs"
+    part, rowlog = path.with_name("scan.nxs.part"), merge_log.log_path(path)
+    raw = bytearray(part.read_bytes())
+    raw[len(raw) // 3 :] = random.Random(7).randbytes(len(raw) - len(raw) // 3)  # a flush the kill cut short
+    part.write_bytes(bytes(raw))
+    whole = rowlog.stat().st_size
+    record = merge_log.Record("rows", arrays={"numbers": np.arange(5, 9), "data": np.zeros((4, 4), np.float32)})
+    rowlog.write_bytes(rowlog.read_bytes() + record.encode()[:-7])  # and a record the kill cut short
+    ledger.fault("kill -9 mid-flush: garbage in the HDF5 part and a torn row-log record")
+
+    settings = IntegrationSettings(small_poni, bins=4)
+    closed, errors = [], []
+    second = MergeStage(tmp_path, closed.append, errors.append)
+    second.add_batch(_batch(settings, [5, 6, 7, 8], part=1))
+    wait_for(lambda: len(closed) == 1)
+    second.stop()
+    assert errors == [] and closed[0].path == path and closed[0].complete
+    m = read_merged(path)
+    assert m["frame_number"].tolist() == list(range(1, 9)) and m["data"][:, 0].tolist() == list(range(1, 9))
+    assert m["files"] == ["/raw/scan_m1_part00000.nxs", "/raw/scan_m1_part00001.nxs"] and m["status"] == "complete"
+    assert m["file_map"].tolist() == [0, 4, 8]
+    assert not rowlog.exists() and not journal_path(path).exists(), "a finished file needs neither"
+    assert whole > 0
+    ledger.checked(8)
+
+
+#: A MergeStage in its own process, merging ``total`` frames (intensity = frame number, 2048 bins) in
+#: batches in a shuffled order, as fast as it can, until it is killed; a new one resumes what is there.
+BUSY_MERGER = """
+import random, sys, time
+import numpy as np
+from pipeline_core.processing.integrate import IntegrationSettings
+from pipeline_core.live.merge_stage import MergeStage
+from tests.reliability.test_merger_resume import _batch
+
+out, poni, total, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+settings = IntegrationSettings(poni, bins=2048)
+stage = MergeStage(out, print, print)
+chunks = [list(range(i, min(i + 6, total + 1))) for i in range(1, total + 1, 6)]
+random.Random(seed).shuffle(chunks)
+print("started", flush=True)
+for numbers in chunks:
+    stage.add_batch(_batch(settings, numbers, part=(numbers[0] - 1) // 60, total=total, bins=2048))
+time.sleep(600)
+"""
+
+
+def test_kill_9_at_random_moments_while_merging_never_mixes_rows_and_the_file_completes(tmp_path, small_poni, ledger):
+    """The fault CI found: a Merger killed while it writes. Killed five times at random moments while
+    merging out-of-order batches (2048 bins: flushes take time), each new process resuming; every
+    row of the file it finally closes holds its own frame's intensities, each frame exactly once."""
+    total, kills = 1200, 5
+    rng = random.Random(11)
+    closed = []
+    for attempt in range(kills + 1):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", BUSY_MERGER, str(tmp_path), str(small_poni), str(total), str(attempt)],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        try:
+            assert proc.stdout.readline().strip() == "started"
+            if attempt < kills:
+                time.sleep(rng.uniform(0.05, 1.0))  # merging all of it takes about 1.3 s
+                proc.send_signal(signal.SIGKILL)
+                ledger.fault("kill -9 of a busy Merger")
+            else:
+                wait_for(lambda: any(tmp_path.glob("scan*.nxs")), 60, "the last Merger to close the file")
+        finally:
+            proc.kill()
+            out, _ = proc.communicate(30)
+        assert "Traceback" not in out and "cannot resume" not in out, out[-3000:]
+        closed = sorted(tmp_path.glob("scan*.nxs"))
+    assert [p.name for p in closed] == ["scan.nxs"], "one file, resumed each time"
+    m = read_merged(closed[0])
+    assert m["status"] == "complete" and m["frame_number"].tolist() == list(range(1, total + 1))
+    assert (m["data"] == m["frame_number"][:, None]).all(), "a row holds another frame's intensities"
+    assert m["pos_map"][:, 0].tolist() == [(n - 1) // 60 for n in range(1, total + 1)]
+    ledger.checked(total)
