@@ -9,10 +9,11 @@ frozen value, and no attribute can be declared as evented and forgotten.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -77,6 +78,9 @@ class ChangePublisher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: guards _waiting against stop(): a publisher waiting for the monitor is not waited for
+        self._flag = threading.Lock()
+        self._waiting = False
 
     def watch(self, *names: str) -> None:
         """Declare ``names`` as pushed by the server (change events) and push them when they change."""
@@ -101,9 +105,11 @@ class ChangePublisher:
         self._wake.set()
 
     def stop(self) -> None:
-        self._stop.set()
+        with self._flag:
+            self._stop.set()
+            waiting = self._waiting  # for the device's monitor, which our caller (Init, shutdown) may hold
         self._wake.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
+        if self._thread is not None and self._thread is not threading.current_thread() and not waiting:
             self._thread.join(timeout=5.0)
 
     def _run(self) -> None:
@@ -129,18 +135,47 @@ class ChangePublisher:
                 log.debug("%s: before-publish hook failed", self._device.get_name(), exc_info=True)
         for name in self.names:
             try:
-                value = self.read(name)
-            except Exception:  # e.g. the stage not built yet, the Stitcher not reachable: next time
-                log.debug("%s/%s: not readable now", self._device.get_name(), name, exc_info=True)
-                continue
-            if name in self._last and _same(self._last[name], value):
-                continue
-            self._last[name] = value  # a push that fails is not retried with the same value (no log flood)
-            try:
-                self._follow_set_point(name, value)
-                self._device.push_change_event(name, value)
-            except (tango.DevFailed, TypeError, ValueError):
-                log.warning("%s/%s: change event not pushed", self._device.get_name(), name, exc_info=True)
+                with self._device_monitor() as live:
+                    if not live:
+                        return
+                    self._publish_one(name)
+            except tango.DevFailed:  # the monitor not had within Tango's timeout (a long request): next time
+                log.debug("%s/%s: device busy, not compared now", self._device.get_name(), name, exc_info=True)
+
+    @contextlib.contextmanager
+    def _device_monitor(self) -> Iterator[bool]:
+        """Hold the device's monitor, as a client's request does, while one attribute is read, its
+        set-point followed and its event pushed. Without it the set-point could be changed in the middle
+        of a client's write of that attribute: the write would then be memorized (or forwarded) with
+        the value shown before it, not the one written. Yields False once :meth:`stop` was called."""
+        with self._flag:
+            if self._stop.is_set():
+                yield False
+                return
+            self._waiting = True
+        try:
+            with tango.AutoTangoMonitor(self._device):  # pytango releases the GIL while it waits
+                with self._flag:
+                    self._waiting = False
+                yield not self._stop.is_set()
+        finally:
+            with self._flag:
+                self._waiting = False
+
+    def _publish_one(self, name: str) -> None:
+        try:
+            value = self.read(name)
+        except Exception:  # e.g. the stage not built yet, the Stitcher not reachable: next time
+            log.debug("%s/%s: not readable now", self._device.get_name(), name, exc_info=True)
+            return
+        if name in self._last and _same(self._last[name], value):
+            return
+        self._last[name] = value  # a push that fails is not retried with the same value (no log flood)
+        try:
+            self._follow_set_point(name, value)
+            self._device.push_change_event(name, value)
+        except (tango.DevFailed, TypeError, ValueError):
+            log.warning("%s/%s: change event not pushed", self._device.get_name(), name, exc_info=True)
 
     def _follow_set_point(self, name: str, value: Any) -> None:
         """State/Status: the value Tango pushes is the device's stored one (set it); a READ_WRITE

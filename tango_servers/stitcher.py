@@ -130,6 +130,7 @@ class Stitcher(StitcherQueues, StitcherSettings, StitcherWork, StitcherScanView,
         self._scan_json = ""
         self.trigger = None
         self.stage = self.create_stage()
+        self.restore_memorized()  # after Init too (Tango restores memorized values at a server start only)
         try:
             self.trigger = make_trigger(self)
         except PipelineError as exc:  # a bad Trigger/WatchDirectories...: the device says why and serves on

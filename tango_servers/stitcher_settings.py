@@ -23,7 +23,7 @@ from pipeline_core.processing.integrate import UNITS
 from pipeline_core.processing.units import DEFAULT_UNIT
 
 from .dev_failed import throw
-from .setting_attributes import ATTRIBUTE_NAMES, setting_attribute
+from .setting_attributes import ATTRIBUTE_NAMES, SETTING_ATTRIBUTES, setting_attribute
 
 
 def _shown_field(device, field: str):
@@ -116,6 +116,32 @@ class StitcherSettings:
         if not r.initial:
             self._memorize(r.changes())
         return self._settings_json()
+
+    def restore_memorized(self) -> None:
+        """Take the memorized settings from the database into a new stage.
+
+        Tango writes memorized attributes when the server starts, but not after the ``Init``
+        command, which builds a new stage: without this, an operator's Init in Jive would leave the
+        chain without its PONI. At a server start Tango writes the same values again afterwards.
+        A value that no longer holds (a PONI file since removed) is reported and left out."""
+        if not tango.Util._UseDb:
+            return
+        try:
+            stored = tango.Util.instance().get_database().get_device_attribute_property(
+                self.get_name(), list(ATTRIBUTE_NAMES.values())  # type: ignore[attr-defined]
+            )
+        except tango.DevFailed as exc:
+            self.report_error(f"memorized settings not read: {exc}")  # type: ignore[attr-defined]
+            return
+        for field, name in ATTRIBUTE_NAMES.items():
+            value = stored.get(name, {}).get("__value")
+            if not value:
+                continue
+            convert = SETTING_ATTRIBUTES[field][0]
+            try:
+                self.stage.set_settings({field: convert(value[0])})
+            except (PipelineError, ValueError) as exc:
+                self.report_error(f"memorized {name} {value[0]!r} not restored: {exc}")  # type: ignore[attr-defined]
 
     def _memorize(self, changes: dict) -> None:
         """Store forwarded values as Tango stores a memorized attribute write (the ``__value`` attribute

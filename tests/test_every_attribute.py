@@ -338,3 +338,16 @@ def test_a_settings_write_shows_in_status_events_and_radial_axis_follows_the_uni
         assert devices[name].get_attribute_config("radialAxis").unit == "1/nm", name
         assert len(devices[name].radialAxis) == BINS
     devices[STITCHER].unit = "2th_deg"
+
+
+def test_the_stitcher_memorized_what_was_written_so_a_restart_restores_it(scanned):
+    """The values Tango stored for a restart (and an Init) are the ones written, not the set-point the
+    publisher showed a moment before the write (seen once: maskPath memorized as '' while the chain
+    integrated with the mask, so a restarted Stitcher dropped it)."""
+    db = tango.Database(*scanned["host"].split(":"))
+    stored = db.get_device_attribute_property(STITCHER, ["poniPath", "maskPath", "bins"])
+    assert {name: list(props.get("__value", [])) for name, props in stored.items()} == {
+        "poniPath": [str(scanned["poni"])],
+        "maskPath": [str(scanned["mask"])],
+        "bins": [str(BINS)],
+    }

@@ -174,9 +174,7 @@ def test_xrd_reintegrate_with_a_job_backend_waits_for_the_job_and_returns_its_fi
     stitcher.Init()  # as an operator does in Jive after changing a property
     try:
         wait_for(lambda: stitcher.state() == tango.DevState.ON, 30, f"the Stitcher after Init: {stitcher.status()}")
-        # Tango writes memorized attributes at a server start, not after Init: the operator sets them again
-        poni, mask, bins, unit = settings
-        stitcher.poniPath, stitcher.maskPath, stitcher.bins, stitcher.unit = poni, mask, bins, unit
+        assert _shown(devices)[STITCHER] == settings, "Init kept the chain's (memorized) settings"
         run = door.run("xrd_reintegrate", str(tmp / "raw"), "True", "120", timeout_s=150)
         assert (run.state, run.error) == (tango.DevState.ON, []), run.report
         (job,) = json.loads(stitcher.jobs)
