@@ -10,6 +10,10 @@ data (tilted geometry; the P02.2 module offsets and others). Each engine is buil
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pyFAI
@@ -383,3 +387,46 @@ def test_the_integrator_device_takes_its_engine_default_from_the_core():
     from tango_servers.integrator import Integrator
 
     assert Integrator.Engine.default_value == DEFAULT_ENGINE == "auto"
+
+
+class _SlowDecoders(ThreadPoolExecutor):
+    """Decoder threads on a loaded machine: every inflate but the corrupt one's starts late."""
+
+    def __init__(self, corrupt_frame: int, module: Path):
+        super().__init__(4)
+        self._corrupt = (module, corrupt_frame)
+
+    def submit(self, fn, /, *args, **kwargs):
+        job = getattr(fn, "__self__", args[0] if args else None)
+        late = (job.path, job.frame) != self._corrupt
+
+        def run():
+            if late:
+                time.sleep(0.3)
+            return fn(*args, **kwargs)
+
+        return super().submit(run)
+
+
+def test_a_corrupt_deflate_chunk_fails_only_after_every_other_inflate_of_the_read_has_finished(tmp_path):
+    """Seen in CI under load: a frame next to a corrupt one got pixels of the corrupt frame's other
+    modules, because the read raised at the first failure while the other inflates still wrote into
+    the buffer the caller then reused. Nothing may write into the buffer once the read has returned."""
+    from pipeline_core.errors import SourceError
+    from pipeline_core.formats.lambda_part import open_part
+
+    acq = write_small_acquisition(tmp_path, n_parts=1, frames_per_part=3, compression="gzip", dtype=np.uint16)
+    victim = Path(acq["files"][0])  # module 1, frame 0: the first inflate of the read
+    with h5py.File(victim, "r") as h5:
+        offset = h5["entry/instrument/detector/data"].id.get_chunk_info(0).byte_offset
+    blob = bytearray(victim.read_bytes())
+    blob[offset + 40 : offset + 80] = bytes(40)
+    victim.write_bytes(bytes(blob))
+    with open_part(acq["files"]) as part, _SlowDecoders(0, victim) as decoders:
+        buffer = np.zeros((3, part.layout.module_pixels), part.module_dtype)
+        with pytest.raises(SourceError, match="cannot be read"):
+            part.read_modules(0, 3, buffer, decoders)
+        after_raise = buffer.copy()
+        time.sleep(0.6)  # longer than the late inflates take
+        np.testing.assert_array_equal(buffer, after_raise)
+    assert after_raise[1:].any(), "the other frames were inflated before the read raised"

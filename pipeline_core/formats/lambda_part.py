@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import zlib
 from collections.abc import Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,8 +152,13 @@ class OpenPart:
                 for i in range(n):
                     m.read(start + i, start + i + 1, view[i : i + 1])
         if decoders is not None and len(jobs) > 1:
-            for _ in decoders.map(_Inflate.run, jobs):
-                pass
+            # wait for every job before raising the first failure: a job still inflating after this
+            # returns would write into ``out`` while the caller reads other frames into it (a corrupt
+            # frame's neighbours got pixels of it under load: Executor.map raises at the first failure)
+            futures = [decoders.submit(job.run) for job in jobs]
+            wait(futures)
+            for future in futures:
+                future.result()
         else:
             for job in jobs:
                 job.run()
