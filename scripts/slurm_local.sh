@@ -61,6 +61,10 @@ start_munge() {
     if alive "$MUNGE_PID"; then
         return 0
     fi
+    if munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1; then  # one without our pid file answers
+        log "a munged is already running: using it"
+        return 0
+    fi
     su -s /bin/sh munge -c munged
     touch "$DIR/munged.ours"  # stop stops only a munged this script started
     log "started munged"
