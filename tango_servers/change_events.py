@@ -149,10 +149,11 @@ class ChangePublisher:
         of a client's write of that attribute: the write would then be memorized (or forwarded) with
         the value shown before it, not the one written. Yields False once :meth:`stop` was called."""
         with self._flag:
-            if self._stop.is_set():
-                yield False
-                return
-            self._waiting = True
+            stopped = self._stop.is_set()
+            self._waiting = not stopped
+        if stopped:
+            yield False
+            return
         try:
             with tango.AutoTangoMonitor(self._device):  # pytango releases the GIL while it waits
                 with self._flag:
