@@ -122,9 +122,10 @@ class StitcherSettings:
 
         Tango writes memorized attributes when the server starts, but not after the ``Init``
         command, which builds a new stage: without this, an operator's Init in Jive would leave the
-        chain without its PONI. At a server start Tango writes the same values again afterwards.
-        A value that no longer holds (a PONI file since removed) is reported and left out."""
-        if not tango.Util._UseDb:
+        chain without its PONI. At a server start Tango writes them itself (parsing the PONI and the
+        mask twice would only slow the start). A value that no longer holds (a PONI file since
+        removed) is reported and left out."""
+        if not tango.Util._UseDb or tango.Util.instance().is_svr_starting():
             return
         try:
             stored = tango.Util.instance().get_database().get_device_attribute_property(

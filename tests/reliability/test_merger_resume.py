@@ -147,7 +147,6 @@ def test_a_resume_rebuilds_the_file_from_its_log_not_from_what_the_kill_left_in_
     raw = bytearray(part.read_bytes())
     raw[len(raw) // 3 :] = random.Random(7).randbytes(len(raw) - len(raw) // 3)  # a flush the kill cut short
     part.write_bytes(bytes(raw))
-    whole = rowlog.stat().st_size
     record = merge_log.Record("rows", arrays={"numbers": np.arange(5, 9), "data": np.zeros((4, 4), np.float32)})
     rowlog.write_bytes(rowlog.read_bytes() + record.encode()[:-7])  # and a record the kill cut short
     ledger.fault("kill -9 mid-flush: garbage in the HDF5 part and a torn row-log record")
@@ -164,7 +163,6 @@ def test_a_resume_rebuilds_the_file_from_its_log_not_from_what_the_kill_left_in_
     assert m["files"] == ["/raw/scan_m1_part00000.nxs", "/raw/scan_m1_part00001.nxs"] and m["status"] == "complete"
     assert m["file_map"].tolist() == [0, 4, 8]
     assert not rowlog.exists() and not journal_path(path).exists(), "a finished file needs neither"
-    assert whole > 0
     ledger.checked(8)
 
 
