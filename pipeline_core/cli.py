@@ -35,6 +35,17 @@ def _polarization(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number or none") from None
 
 
+def _modules(text: str) -> tuple[int, ...]:
+    """``--modules 1,2``: module numbers, each once, 1 to 99 (a Lambda file name holds two digits)."""
+    try:
+        numbers = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of module numbers such as 1,2") from None
+    if not numbers or len(set(numbers)) != len(numbers) or not all(1 <= n <= 99 for n in numbers):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected distinct module numbers 1 to 99, such as 1,2")
+    return tuple(sorted(numbers))
+
+
 def build_parser(add_commands: Callable[[Any], None] | None = None) -> argparse.ArgumentParser:
     """The command line; ``add_commands(subparsers)`` adds more subcommands (the Tango layer's demo,
     register, database) with ``subparsers.add_parser`` like the ones here."""
@@ -80,6 +91,12 @@ def build_parser(add_commands: Callable[[Any], None] | None = None) -> argparse.
     )
     p.add_argument("--workers", type=int, help="integration threads (default 1, or the config's)")
     p.add_argument(
+        "--modules",
+        type=_modules,
+        help="the Lambda modules that are on, e.g. 1,2 when module 3 is switched off (default: all three; "
+        "a part lacking a module that is on fails, naming the file); recorded in the result",
+    )
+    p.add_argument(
         "--engine",
         choices=list(ENGINES),
         help="auto (default): the sparse csr engine where it equals pyFAI exactly, else pyFAI's own path; "
@@ -117,7 +134,7 @@ def cmd_integrate(args) -> int:
     run = resolve_integrate_options(args)
     settings = run.settings
     calibration = [settings.poni_path] + ([settings.mask_path] if settings.mask_path else [])
-    sources = open_sources(args.sources, dataset=run.dataset, calibration_files=calibration)
+    sources = open_sources(args.sources, dataset=run.dataset, calibration_files=calibration, modules=run.modules)
     output = run.output
     if output.suffix == ".nxs" and len(sources) > 1:
         raise PipelineError(f"{len(sources)} acquisitions given but one output file {output}; give a directory")
@@ -157,6 +174,8 @@ class IntegrateRun:
     workers: int
     output: Path
     dataset: str | None
+    #: the Lambda modules that are on (None: every module of a Lambda 2M)
+    modules: tuple[int, ...] | None = None
 
 
 def settings_from_args(args) -> tuple[IntegrationSettings, int]:
@@ -204,7 +223,7 @@ def resolve_integrate_options(args) -> IntegrateRun:
     else:
         output = config.output_directory if config else Path(".")
     dataset = args.dataset if args.dataset is not None else (detector.dataset if detector else None)
-    return IntegrateRun(settings, workers, output, dataset)
+    return IntegrateRun(settings, workers, output, dataset, getattr(args, "modules", None))
 
 
 def cmd_heatmap(args) -> int:

@@ -36,6 +36,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from .errors import PipelineError
+from .paths import file_name_problem
 from .processing.integrate import MAX_BINS  # one bound for bins: what an engine accepts
 
 VERSION = 1
@@ -186,8 +187,19 @@ def _item_settings(value: Any, where: str) -> dict[str, Any]:
 _FRAME = _int(0, MAX_FRAME_NUMBER)
 _FRAMES = _list(_FRAME, MAX_FRAMES)
 _FILES = _list(_str(MAX_PATH, path=True), MAX_FILES, min_len=1)
+_MODULES = _list(_int(1, 99), MAX_FILES)
 _NAME = _str(MAX_NAME)
 _EPOCH = _float(0.0, 1e11)
+
+
+def _file_name(value: Any, where: str) -> str:
+    """A stem or scan name: it becomes a file name in the Merger's output folder, so exactly one
+    file-name component (``../outside/x`` from a detector's SaveFileName would write elsewhere)."""
+    _NAME(value, where)
+    problem = file_name_problem(value)
+    if problem is not None:
+        raise _bad(where, f"one file name (no '/', not empty, '.' or '..', no NUL), but it {problem}", value)
+    return value
 
 
 def _object(text: str | bytes, what: str) -> dict:
@@ -256,12 +268,18 @@ class ScanInfo(_Message):
     reintegration: bool = False
 
     FIELDS: ClassVar[dict[str, Check]] = {
-        "scan": _NAME,
+        "scan": _file_name,
         "detector": _NAME,
-        "stem": _NAME,
+        "stem": _file_name,
         "total_frames": _int(0, MAX_FRAME_NUMBER, optional=True),
         "reintegration": _bool,
     }
+
+    def __post_init__(self) -> None:
+        """Checked where it is built too (the Stitcher builds it from the detector's SaveFileName), so a
+        stem that is not one file name is refused at its source, not first at the Merger."""
+        _file_name(self.scan, "scan.scan")
+        _file_name(self.stem, "scan.stem")
 
 
 @dataclass(frozen=True)
@@ -282,10 +300,12 @@ class WorkItem(_Message):
     #: when its first part was queued, and their fingerprint; empty while the chain has none
     settings: dict[str, Any] = field(default_factory=dict)
     settings_hash: str = ""
+    #: modules switched off for the scan (no file): stitched as gaps in their places, recorded in the file
+    modules_off: list[int] = field(default_factory=list)
 
     FIELDS: ClassVar[dict[str, Check]] = {
         "item_id": _NAME,
-        "scan": _NAME,
+        "scan": _file_name,
         "detector": _NAME,
         "part": _int(0, MAX_FRAME_NUMBER),
         "module_files": _FILES,
@@ -297,6 +317,7 @@ class WorkItem(_Message):
         "announced_at": _EPOCH,
         "settings": _item_settings,
         "settings_hash": _str(64),
+        "modules_off": _MODULES,
     }
 
     def check(self) -> None:
@@ -371,7 +392,7 @@ class RequeueRequest(_Message):
     raw_file: str = ""
 
     FIELDS: ClassVar[dict[str, Check]] = {
-        "scan": _NAME,
+        "scan": _file_name,
         "frames": _list(_int(1, MAX_FRAME_NUMBER), MAX_FRAMES, min_len=1),
         "raw_file": _str(MAX_PATH, path=True),
     }
@@ -406,7 +427,7 @@ _MAGIC = b"XRDP"
 #: Header of a pattern batch: field -> checker (``n`` and ``bins`` give the arrays' shapes).
 _BATCH_HEADER: dict[str, Check] = {
     "item_id": _NAME,
-    "scan": _NAME,
+    "scan": _file_name,
     "detector": _NAME,
     "integrator": _NAME,
     "part": _int(0, MAX_FRAME_NUMBER),
@@ -426,6 +447,7 @@ _BATCH_OPTIONAL: dict[str, tuple[Check, Any]] = {
     "announced_at": (_EPOCH, 0.0),
     "engine": (_str(16), ""),
     "engine_note": (_str(MAX_REASON), ""),
+    "modules_off": (_MODULES, []),
 }
 
 
@@ -464,6 +486,8 @@ class PatternBatch:
     #: what integrated the rows (csr or pyfai) and why, for the merged file's provenance
     engine: str = ""
     engine_note: str = ""
+    #: modules switched off for the scan (the Stitcher's switched-off rule), recorded in the merged file
+    modules_off: list[int] = field(default_factory=list)
 
     def encode(self) -> tuple[str, bytes]:
         n, bins = self.intensities.shape if self.intensities.ndim == 2 else (0, len(self.radial))
@@ -487,6 +511,7 @@ class PatternBatch:
             "announced_at": self.announced_at,
             "engine": self.engine,
             "engine_note": self.engine_note,
+            "modules_off": list(self.modules_off),
         }
         head = json.dumps(header, separators=(",", ":")).encode()
         body = [
@@ -553,4 +578,5 @@ class PatternBatch:
             h["announced_at"],
             h["engine"],
             h["engine_note"],
+            h["modules_off"],
         )

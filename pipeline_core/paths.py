@@ -11,6 +11,7 @@ are symbolic links to anywhere, and a sibling found by globbing was never announ
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,3 +54,38 @@ def inside(path: str | Path, roots: Sequence[str | Path]) -> bool:
     except OutsideRootsError:
         return False
     return True
+
+
+def file_name_problem(name: object) -> str | None:
+    """Why ``name`` is not exactly one file-name component (None when it is).
+
+    Stems and scan names come from outside (a Lambda server's ``SaveFileName``, a client's message)
+    and become file names in the Merger's output folder: ``../x`` or ``a/b`` would put a file
+    elsewhere, so anything but one plain component is refused, never cleaned up into something else.
+    """
+    if type(name) is not str:
+        return f"is a {type(name).__name__}, not a string"
+    if not name:
+        return "is empty"
+    if name in (".", ".."):
+        return "is a folder reference"
+    if "/" in name:
+        return "contains '/' (it would name a file in another folder)"
+    if "\0" in name:
+        return "contains a NUL character"
+    return None
+
+
+def check_file_name(name: object, what: str) -> str:
+    """``name`` when it is one file-name component; ConfigError naming ``what``, the value and why not."""
+    problem = file_name_problem(name)
+    if problem is not None:
+        raise ConfigError(f"{what} {name!r} {problem}; expected one file name, without '/', not '.' or '..'")
+    return str(name)
+
+
+def open_new_file(path: Path) -> int:
+    """A file descriptor for writing ``path`` from its start (created, or truncated), never through a
+    symbolic link: a link planted at the name (to ``/etc/...``, out of the output folder) is refused
+    with OSError (ELOOP) instead of being followed."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)

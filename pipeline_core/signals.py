@@ -5,6 +5,13 @@ SIGINT. Python only turns SIGINT into ``KeyboardInterrupt``; the other two would
 on the spot, leaving result files ``running`` and child processes orphaned. Raising the same kind
 of exception for all three means one shutdown path (stop workers, close files, stop children) runs
 whatever stopped us, and the exit status says which signal it was (128 + number, as shells do).
+
+A handler that raises can do so between any two bytecodes, inside a lock's or a queue's own code
+too; a second signal 0.1 ms after the first then unwinds that code half-way ("release unlocked
+lock", measured: Ctrl-C then SIGTERM during ``integrate --workers 2``). So only the first stop
+signal raises; later ones are recorded for the stop already under way. Code that waits on locks
+and queues runs inside :func:`signals_deferred` and raises a recorded signal itself, where it is
+safe (:func:`raise_if_stopped`).
 """
 
 from __future__ import annotations
@@ -35,25 +42,39 @@ def exit_code(exc: KeyboardInterrupt) -> int:
     return exc.exit_code if isinstance(exc, Interrupted) else 128 + signal.SIGINT
 
 
+#: Stop signals received inside the active :func:`stop_signals_raise` block (None: no block active);
+#: only the first one was raised.
+_received: list[int] | None = None
+
+
 def _raise(signum, _frame) -> None:
+    if _received:  # a stop is under way: a second raise could cut its unwinding short
+        _received.append(signum)
+        return
+    if _received is not None:
+        _received.append(signum)
     raise Interrupted(signum)
 
 
 @contextlib.contextmanager
 def stop_signals_raise() -> Iterator[None]:
-    """Within this block, SIGINT/SIGTERM/SIGHUP raise :class:`Interrupted` in the main thread.
+    """Within this block, the first SIGINT/SIGTERM/SIGHUP raises :class:`Interrupted` in the main
+    thread; later ones are recorded, never raised while the first one unwinds.
 
     Outside the main thread (where Python cannot install handlers) this does nothing.
     """
+    global _received
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    outer, _received = _received, []
     previous = {s: signal.signal(s, _raise) for s in STOP_SIGNALS}
     try:
         yield
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        _received = outer
 
 
 #: Signals recorded by the outermost active :func:`signals_deferred` block (None: none active).
@@ -86,3 +107,11 @@ def signals_deferred() -> Iterator[list[int]]:
         _deferred = None
     if got:
         raise Interrupted(got[0])
+
+
+def raise_if_stopped() -> None:
+    """Raise the first stop signal the active :func:`signals_deferred` block recorded, as
+    :class:`Interrupted`: for a point where unwinding is safe (no lock or queue half-way). Does nothing
+    when no block is active or nothing was recorded."""
+    if _deferred:
+        raise Interrupted(_deferred[0])

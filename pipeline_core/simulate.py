@@ -162,11 +162,19 @@ class _Scene:
 
 
 def _compression(name: str) -> dict:
-    if name == "bslz4":
-        return dict(hdf5plugin.Bitshuffle(cname="lz4"))
-    if name == "gzip":
-        return {"compression": "gzip", "compression_opts": 2}
-    raise OutputError(f"compression {name!r} is unknown; expected bslz4 or gzip")
+    """h5py's filter arguments for ``bslz4`` or ``gzip``, each optionally ``+fletcher32``: HDF5's
+    checksum filter, which some detector writers add (the only thing that catches a flipped bit
+    inside a bitshuffle-LZ4 chunk)."""
+    base, plus, check = name.partition("+")
+    if plus and check != "fletcher32":
+        raise OutputError(f"compression {name!r}: {check!r} is unknown; expected {base}+fletcher32")
+    if base == "bslz4":
+        filters = dict(hdf5plugin.Bitshuffle(cname="lz4"))
+    elif base == "gzip":
+        filters = {"compression": "gzip", "compression_opts": 2}
+    else:
+        raise OutputError(f"compression {name!r} is unknown; expected bslz4 or gzip (optionally +fletcher32)")
+    return {**filters, "fletcher32": True} if plus else filters
 
 
 #: How a module file appears under its name: written elsewhere and renamed into place (atomic, our
@@ -244,6 +252,7 @@ def simulate_acquisition(
     names carry ``_part<NNNNN>`` (True), never (False), or as the Lambda server does (None: only when
     the acquisition has more frames than a file holds). ``modules_on``: a module switched off writes
     no file; ``write_lag_s``: a part's files appear this long after its last frame (a slow writer).
+    ``compression``: ``bslz4`` or ``gzip``, either with ``+fletcher32`` (HDF5's checksum filter).
     Existing files of the same stem are never overwritten (OutputError).
     """
     if frames < 1 or frames_per_file < 1:

@@ -14,7 +14,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -47,6 +50,37 @@ def layout_for(workdir: Path, integrators: int):
     ], names
 
 
+def demo_calibration(directory: Path) -> tuple[Path, Path]:
+    """The simulation's PONI and mask in ``directory``, each written only when missing or different.
+
+    Why: ``demo --workdir SAME`` resumes a scan an interrupted demo left open, with the settings it was
+    queued with; a PONI written again (pyFAI stamps the date in a comment) or a mask saved again must
+    stay the file it was, so nothing that watches the calibration sees a change that is none. Files are
+    compared by what integration reads (:func:`poni_digest`, :func:`mask_digest`); a changed one is
+    replaced atomically.
+    """
+    from pipeline_core.processing.integrate import mask_digest, poni_digest
+    from pipeline_core.simulate import write_calibration
+
+    directory.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".calibration-", dir=directory))
+    try:
+        fresh = write_calibration(staging)
+        return (
+            _keep_or_replace(fresh[0], directory / fresh[0].name, poni_digest),
+            _keep_or_replace(fresh[1], directory / fresh[1].name, mask_digest),
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _keep_or_replace(fresh: Path, target: Path, digest) -> Path:
+    """``target`` untouched when it holds what ``fresh`` holds (by ``digest``), else ``fresh`` moved there."""
+    if not (target.is_file() and digest(target) == digest(fresh)):
+        os.replace(fresh, target)
+    return target
+
+
 def run_demo(
     workdir: Path,
     frames: int = 300,
@@ -56,8 +90,6 @@ def run_demo(
     timeout_s: float = 600.0,
     endpoint: str = LOOPBACK_ADDRESS,
 ) -> Path:
-    from pipeline_core.simulate import write_calibration
-
     workdir = workdir.absolute()
     check_local_address(endpoint)  # before anything starts
     if tango_host is not None and not database_answers(tango_host):
@@ -70,7 +102,7 @@ def run_demo(
         specs, integrator_names = layout_for(workdir, integrators)
         for line in register(specs, tango.Database(host, int(port))):
             say(f"  {line}")
-        poni, mask = write_calibration(workdir / "calibration")
+        poni, mask = demo_calibration(workdir / "calibration")
         say(f"starting {len({s.server for s in specs})} device servers on TANGO_HOST={tango_host} ...")
         servers = start_servers(specs, tango_host, workdir / "logs", endpoint=endpoint)
 

@@ -16,9 +16,10 @@ import tango
 from tango.server import command, device_property, run
 
 from pipeline_core.live.merge_stage import DEFAULT_GAP_CHECK_S, DEFAULT_SCAN_TIMEOUT_S, MergeStage, ScanSummary
-from pipeline_core.messages import MessageError, PatternBatch, RequeueRequest, ScanInfo
+from pipeline_core.messages import MessageError, PatternBatch, RequeueRequest, ScanInfo, SettingsRequest
 
 from .chain_settings import ChainSettingsClient, ChainSettingsDevice
+from .dev_failed import throw
 from .merger_attributes import MergerAttributes
 
 
@@ -74,9 +75,15 @@ class Merger(MergerAttributes, ChainSettingsDevice):
     # -- callbacks: decode (small) and enqueue --------------------------------------------------------
     def _scan(self, event) -> None:
         text = event.attr_value.value if event.attr_value is not None else ""
-        if text:
-            self.stage.scan_started(ScanInfo.from_json(text))
-            self.publisher.wake()
+        if not text:
+            return
+        try:
+            info = ScanInfo.from_json(text)
+        except MessageError as exc:  # e.g. a stem that is not one file name: refused, and said
+            self.report_error(f"undecodable scan announcement from {event.device}: {exc}")
+            return
+        self.stage.scan_started(info)
+        self.publisher.wake()
 
     def _batch(self, event) -> None:
         value = event.attr_value.value if event.attr_value is not None else None
@@ -111,6 +118,22 @@ class Merger(MergerAttributes, ChainSettingsDevice):
         self.push_progress()  # lastOutputFile, Status, State back to ON: from the publisher
         if not summary.complete:
             self.report_error(f"scan {summary.scan}: {summary.frames_failed} frame(s) failed; listed in {summary.path}")
+
+    def _apply(self, **changes) -> None:
+        """Forward a write to the Stitcher, which checks it against its CalibrationRoots *before* it
+        opens a file. The Merger has no roots and sees no frames: checking here first opened any path
+        a client named, and the answer told whether it exists ('/etc/shadow cannot be read', '...
+        does not exist'). Without a Stitcher the Merger holds the settings itself (no roots: anywhere)."""
+        client = self.chain_settings
+        where = f"{self.get_name()} write"
+        if client.proxy is None:
+            client.write(changes, None, where)
+            return
+        try:
+            client.proxy.command_inout("SetSettings", SettingsRequest(**changes).to_json())
+        except tango.DevFailed as exc:
+            throw(exc.args[0].reason, exc.args[0].desc.strip(), where)
+        client.shown()
 
     # -- interface --------------------------------------------------------------------------------------
     def counters(self):

@@ -3,6 +3,7 @@ no process a test started is left behind. Helpers tests import are in ``tests/he
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -27,6 +28,11 @@ def small_poni(tmp_path) -> Path:
 
 # -- no process left behind (issue 7): checked once for the whole session ---------------------------
 _SESSION_T0 = time.time()
+#: Inherited by every process this session starts: an orphan (re-parented to init) is ours only when it
+#: carries it. Without it a session ending SIGKILLed another session's or a user's detached job runner
+#: ("the local runner stopped before the job ended (killed?)", issue 17, item 9).
+_SESSION_MARK = ("XRD_TEST_SESSION", f"{os.getpid()}-{_SESSION_T0}")
+os.environ[_SESSION_MARK[0]] = _SESSION_MARK[1]
 #: Command-line fragments of every long-running process the suite starts.
 _OUR_PROCESSES = (
     "tango_servers.",
@@ -56,7 +62,11 @@ def _leftover_processes():
     for proc in psutil.process_iter(["pid", "ppid", "cmdline", "create_time"]):
         try:
             cmd = " ".join(proc.info["cmdline"] or ())
-            ours = proc.pid in descendants or (proc.info["ppid"] == 1 and proc.info["create_time"] >= _SESSION_T0)
+            ours = proc.pid in descendants or (
+                proc.info["ppid"] == 1
+                and proc.info["create_time"] >= _SESSION_T0
+                and proc.environ().get(_SESSION_MARK[0]) == _SESSION_MARK[1]
+            )
             if proc.pid != me and ours and any(s in cmd for s in _OUR_PROCESSES):
                 if proc.status() != psutil.STATUS_ZOMBIE:
                     found.append(proc)

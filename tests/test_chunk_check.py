@@ -5,6 +5,7 @@ before HDF5 sees them (random bytes through the real command are tests/reliabili
 """
 
 import struct
+from concurrent.futures import ThreadPoolExecutor
 
 import h5py
 import hdf5plugin
@@ -12,8 +13,10 @@ import numpy as np
 import pytest
 
 from pipeline_core.errors import SourceError
-from pipeline_core.formats.chunk_check import CorruptChunk, check_bitshuffle_lz4
+from pipeline_core.formats.chunk_check import CorruptChunk, check_bitshuffle_lz4, fletcher32, strip_fletcher32
 from pipeline_core.formats.lambda_files import ModuleFile
+from pipeline_core.formats.lambda_part import open_part
+from pipeline_core.processing.sources import read_part_range
 
 DATA = "entry/instrument/detector/data"
 
@@ -197,3 +200,180 @@ def test_filters_without_a_validating_decoder_are_refused_at_open(tmp_path, filt
     with pytest.raises(SourceError, match=message) as err:
         ModuleFile.open(path)
     assert str(path) in str(err.value)
+
+
+# -- Fletcher-32 -----------------------------------------------------------------------------------
+# A bit flipped inside an LZ4 literal keeps the stream valid: only a checksum catches it. HDF5's
+# Fletcher-32 filter appends one to every chunk; we read chunks raw (the check above, the DEFLATE
+# path of lambda_part), so we verify it ourselves, and must accept and refuse exactly as HDF5 does.
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 359, 360, 361, 721, 4095, 4096, 8193, 100_001])
+@pytest.mark.parametrize("fill", ["random", "ones", "zeros"])
+def test_fletcher32_gives_the_checksum_hdf5_stores(tmp_path, n, fill):
+    data = {
+        "random": np.random.default_rng(n).integers(0, 256, n, dtype=np.uint8),
+        "ones": np.full(n, 255, np.uint8),  # every word 0xffff: sums ≡ 0 mod 65535, HDF5 keeps 0xffff
+        "zeros": np.zeros(n, np.uint8),
+    }[fill]
+    with h5py.File(tmp_path / "f.h5", "w") as h5:
+        ds = h5.create_dataset("d", data=data, chunks=(n,), fletcher32=True)
+        raw = ds.id.read_direct_chunk((0,))[1]
+    assert fletcher32(raw[:-4]) == struct.unpack("<I", raw[-4:])[0]
+    assert strip_fletcher32(raw).tobytes() == data.tobytes()
+
+
+def test_fletcher32_refuses_exactly_the_checksums_hdf5_refuses(tmp_path):
+    rng = np.random.default_rng(5)
+    verdicts = []
+    with h5py.File(tmp_path / "f.h5", "w") as h5:
+        for i in range(120):
+            n = int(rng.integers(1, 40))
+            payload = rng.bytes(n) if i % 2 else b"\xff\xff" * n  # the second: sums that are multiples of 65535
+            good = fletcher32(payload)
+            swapped = (good & 0x00FF00FF) << 8 | (good >> 8) & 0x00FF00FF  # HDF5 <= 1.6.2 wrote this one
+            stored = [good, swapped, good ^ (1 << int(rng.integers(32))), 0, 0xFFFF, 0xFFFF0000][i % 6]
+            ds = h5.create_dataset(f"d{i}", shape=(n,), dtype=np.uint8, chunks=(n,), fletcher32=True)
+            ds.id.write_direct_chunk((0,), payload + struct.pack("<I", stored))
+            try:
+                ds[...]
+                hdf5_accepts = True
+            except OSError:  # "filter returned failure during read": fletcher32 is the only filter
+                hdf5_accepts = False
+            try:
+                strip_fletcher32(payload + struct.pack("<I", stored))
+                we_accept = True
+            except CorruptChunk as exc:
+                assert str(exc).startswith(f"Fletcher-32 checksum mismatch: stored {stored:#010x}")
+                we_accept = False
+            verdicts.append((hdf5_accepts, we_accept))
+    assert all(hdf5 == ours for hdf5, ours in verdicts), verdicts
+    assert {hdf5 for hdf5, _ in verdicts} == {True, False}
+
+
+FLETCHER_FILTERS = {
+    "bslz4+fletcher32": {**hdf5plugin.Bitshuffle(cname="lz4"), "fletcher32": True},
+    "gzip+fletcher32": {"compression": "gzip", "fletcher32": True},
+}
+
+
+def _part(tmp_path, filters, n=5, shape=(20, 30)):
+    """Two module files of one part (``x_m1``, ``x_m2``, side by side) and their frames."""
+    frames = [_frames(n, shape, np.uint16, seed=k) for k in range(2)]
+    paths = []
+    for k in range(2):
+        path = _module(tmp_path / f"x_m{k + 1}_part00000.nxs", frames[k], (1, *shape), filters)
+        with h5py.File(path, "r+") as h5:
+            h5["entry/instrument/detector/translation/distance"][...] = [k * (shape[1] + 5), 0, 0]
+        paths.append(path)
+    return paths, frames
+
+
+def _flip_bit(path, frame, where=0.5, bit=3):
+    """Flip one bit on disk inside the stored chunk of ``frame`` (``where``: fraction into the chunk)."""
+    with h5py.File(path, "r") as h5:
+        info = h5[DATA].id.get_chunk_info_by_coord((frame, 0, 0))
+    pos = info.byte_offset + min(int(where * info.size), info.size - 1)
+    with open(path, "r+b") as fh:
+        fh.seek(pos)
+        byte = fh.read(1)[0]
+        fh.seek(pos)
+        fh.write(bytes([byte ^ (1 << bit)]))
+
+
+def _read_each_frame(paths, reader):
+    """Read frames one by one as ``reader`` does: {frame: module-1 pixels} and {frame: error message}."""
+    got, errors = {}, {}
+    with ThreadPoolExecutor(2) as pool, open_part(paths) as part:
+        for i in range(part.n_frames):
+            try:
+                if reader == "ModuleFile.read":
+                    out = np.empty((1, *part.modules[0].module_shape), np.uint16)
+                    part.modules[0].read(i, i + 1, out)
+                    got[i] = out[0]
+                    continue
+                if reader == "read_part_range":  # the live Integrator's read
+                    rows = read_part_range(paths, i, i + 1).modules.data
+                else:  # the offline source's read (DEFLATE frames inflated on threads)
+                    rows = part.read_modules(i, i + 1, decoders=pool if reader == "read_modules+threads" else None)
+                got[i] = part.layout.module_views(rows)[0][0]
+            except SourceError as exc:
+                errors[i] = str(exc)
+    return got, errors
+
+
+@pytest.mark.parametrize("reader", ["ModuleFile.read", "read_modules", "read_modules+threads", "read_part_range"])
+@pytest.mark.parametrize("compression", list(FLETCHER_FILTERS))
+def test_a_flipped_bit_in_a_fletcher32_chunk_fails_exactly_that_frame(tmp_path, compression, reader):
+    paths, frames = _part(tmp_path, FLETCHER_FILTERS[compression])
+    _flip_bit(paths[0], 2)
+    got, errors = _read_each_frame(paths, reader)
+    assert list(errors) == [2], errors
+    assert errors[2].startswith(
+        f"{paths[0]}: frames 2..2 are corrupt: chunk at (2, 0, 0): Fletcher-32 checksum mismatch"
+    )
+    for i in (0, 1, 3, 4):
+        np.testing.assert_array_equal(got[i], frames[0][i])
+
+
+@pytest.mark.parametrize("compression", list(FLETCHER_FILTERS))
+def test_a_chunk_stored_without_its_fletcher32_checksum_is_refused(tmp_path, compression):
+    paths, frames = _part(tmp_path, FLETCHER_FILTERS[compression])
+    with h5py.File(paths[0], "r+") as h5:
+        _, raw = h5[DATA].id.read_direct_chunk((1, 0, 0))
+        h5[DATA].id.write_direct_chunk((1, 0, 0), raw[:-4], filter_mask=0b10)  # the checksum filter "skipped"
+    for reader in ("ModuleFile.read", "read_modules"):
+        got, errors = _read_each_frame(paths, reader)
+        assert list(errors) == [1], (reader, errors)
+        assert "chunk at (1, 0, 0) has filter mask 0x2: stored without its Fletcher-32 checksum" in errors[1]
+        np.testing.assert_array_equal(got[0], frames[0][0])
+
+
+def _lz4_valid_flip(raw: bytes, expected: int) -> tuple[int, bytes]:
+    """The first bit flip (from the middle of the chunk on) after which the bitshuffle-LZ4 stream still passes."""
+    for pos in range(len(raw) // 2, len(raw)):
+        flipped = bytearray(raw)
+        flipped[pos] ^= 0x08
+        try:
+            check_bitshuffle_lz4(bytes(flipped), expected, 2)
+        except CorruptChunk:
+            continue
+        return pos, bytes(flipped)
+    raise AssertionError("no bit flip keeps the stream valid")
+
+
+def test_without_fletcher32_a_bit_flip_that_keeps_the_lz4_stream_valid_is_read_as_data(tmp_path):
+    """README's limit: LZ4 block streams carry no checksum, so such a flip is integrated unnoticed."""
+    frames = _frames(3, (40, 61), np.uint16)
+    path = _module(tmp_path / "m.nxs", frames, (1, 40, 61))
+    with h5py.File(path, "r+") as h5:
+        _, raw = h5[DATA].id.read_direct_chunk((1, 0, 0))
+        _pos, flipped = _lz4_valid_flip(raw, 40 * 61 * 2)
+        h5[DATA].id.write_direct_chunk((1, 0, 0), flipped)
+    module = ModuleFile.open(path)
+    try:
+        out = np.empty((1, 40, 61), np.uint16)
+        module.read(1, 2, out)  # no error: the check passes, HDF5 decodes
+        assert (out[0] != frames[1]).any()
+    finally:
+        module.close()
+
+
+@pytest.mark.parametrize("compression", ["gzip", *FLETCHER_FILTERS])
+def test_with_deflate_or_fletcher32_every_bit_flip_in_a_chunk_is_refused(tmp_path, compression):
+    """What does catch such flips: DEFLATE's Adler-32 and HDF5's Fletcher-32 (25 flips spread over the chunk)."""
+    filters = {"compression": "gzip"} if compression == "gzip" else FLETCHER_FILTERS[compression]
+    readers = ["ModuleFile.read"] + (["read_modules"] if compression.startswith("gzip") else [])
+    paths, _ = _part(tmp_path, filters, n=1)
+    with h5py.File(paths[0], "r") as h5:
+        _, raw = h5[DATA].id.read_direct_chunk((0, 0, 0))
+    for j in range(25):
+        flipped = bytearray(raw)
+        flipped[2 + j * (len(raw) - 3) // 25] ^= 1 << (j % 8)  # past the 2-byte zlib header
+        with h5py.File(paths[0], "r+") as h5:
+            h5[DATA].id.write_direct_chunk((0, 0, 0), bytes(flipped))
+        for reader in readers:
+            _, errors = _read_each_frame(paths, reader)
+            assert list(errors) == [0], (j, reader)
+            if compression != "gzip":
+                assert "Fletcher-32 checksum mismatch" in errors[0], (j, reader, errors)

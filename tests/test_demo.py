@@ -91,3 +91,25 @@ def test_ctrl_c_stops_everything_cleanly(tmp_path):
     assert proc.returncode == 130, err[-3000:]
     assert "stopping the device servers" in err and "interrupted" in err
     assert not _left(children)  # stopped and waited for before the demo exited: no grace period needed
+
+
+def test_the_demo_writes_its_calibration_again_only_when_it_changed(tmp_path):
+    """`demo --workdir SAME` after an interrupted demo: the PONI (whose comment pyFAI dates) and the mask
+    are left as they are, so the resumed scan's settings are those it was queued with."""
+    from pipeline_core.processing.integrate import IntegrationSettings
+    from tango_servers.demo import demo_calibration
+
+    poni, mask = demo_calibration(tmp_path / "calibration")
+    settings = IntegrationSettings(poni, mask_path=mask)
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (poni, mask)}
+    fingerprint = settings.fingerprint()
+    assert demo_calibration(tmp_path / "calibration") == (poni, mask)
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (poni, mask)} == before  # not written again
+    assert sorted(p.name for p in poni.parent.iterdir()) == sorted([poni.name, mask.name])  # no staging left
+    text = poni.read_text()
+    poni.write_text(text.replace("Calibration done", "Calibrated"))  # a comment: still the demo's geometry
+    demo_calibration(tmp_path / "calibration")
+    assert "Calibrated" in poni.read_text() and settings.fingerprint() == fingerprint
+    poni.write_text(text.replace("Distance: 0.3", "Distance: 0.25"))  # another geometry: the demo's again
+    demo_calibration(tmp_path / "calibration")
+    assert "Distance: 0.3\n" in poni.read_text() and settings.fingerprint() == fingerprint

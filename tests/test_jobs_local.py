@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -267,3 +268,115 @@ def test_reintegrate_and_jobs_on_the_command_line(setup):
     cancel = run_cli("jobs", "--cancel", job_id, env=env)
     assert cancel.returncode == 2 and f"job {job_id} has ended (complete); there is nothing to cancel" in cancel.stderr
     assert leftovers(out) == []
+
+
+# -- a detached runner outlives whatever stops the command that submitted it (issue 17, item 9) -----------------
+def _jobs_yaml(setup) -> dict:
+    tmp, raw, out = setup["tmp"], setup["raw"], setup["out"]
+    jobs_config = tmp / "jobs.yaml"
+    jobs_config.write_text(
+        f"state_directory: {tmp / 'state'}\nlocal:\n  workers: 2\ndata_roots: [{raw}]\noutput_roots: [{out}]\n"
+    )
+    return {**os.environ, "XRD_PIPELINE_JOBS_CONFIG": str(jobs_config)}
+
+
+def test_sighup_to_a_waiting_reintegrate_leaves_its_job_to_complete(setup):
+    """Both pool slots held (as by two other jobs); `reintegrate --wait` in a terminal that hangs up: the
+    terminal's SIGHUP goes to its foreground process group, and a stray one to the runner itself."""
+    config, raw, out, poni = setup["config"], setup["raw"], setup["out"], setup["poni"]
+    slots = LocalSlots(config.state_directory / "local-slots", config.local.workers)
+    held = [slots.try_acquire() for _ in range(config.local.workers)]
+    assert None not in held
+    manager = JobManager(config)
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "pipeline_core.cli", "reintegrate", str(raw), "--poni", str(poni), "--bins", "30",
+         "-o", str(out), "--wait"],
+        env=_jobs_yaml(setup), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # its own process group, as a shell gives a foreground job
+    )  # fmt: skip
+    try:
+        wait_for(lambda: [r.reason for r in manager.list()] == ["waiting for a free worker"], 60, "the job waiting")
+        (record,) = manager.list()
+        runner = int(WorkDir(record.work_dir).pid_file.read_text())
+        os.killpg(cli.pid, signal.SIGHUP)  # the terminal closes
+        _, err = cli.communicate(timeout=60)
+        os.kill(runner, signal.SIGHUP)  # and a hang-up reaching the runner by any other way
+    finally:
+        for fd in held:
+            LocalSlots.release(fd)
+        if cli.poll() is None:
+            cli.kill()
+            cli.communicate()
+    assert cli.returncode == 129, err
+    assert f"stopped waiting; job {record.job_id} goes on" in err and "Traceback" not in err
+    final = manager.wait(record.job_id, JOB_TIMEOUT_S)
+    assert (final.state, final.reason, final.frames_done) == ("complete", "", 12)
+    merged = read_merged(final.output)
+    assert merged["status"] == "complete" and merged["frame_number"].tolist() == list(range(1, 13))
+    assert Path(final.output) == out / "scan_00001.nxs" and leftovers(out) == []
+
+
+def test_a_look_at_the_lock_does_not_make_a_starting_runner_give_up(setup):
+    """`lock_held` (a waiting `reintegrate --wait`, the Stitcher) takes the job's lock for an instant to see
+    whether a runner holds it; a runner trying right then must wait for it, not leave the job unrun."""
+    import fcntl
+    import threading
+
+    from pipeline_core.jobs import local_runner
+
+    config = setup["config"]
+    manager = JobManager(config)
+    (spec,) = manager.plan([setup["raw"]], IntegrationSettings(setup["poni"], bins=10), setup["out"])
+    work = WorkDir(spec.work_dir)
+    looking = os.open(work.lock_file, os.O_CREAT | os.O_RDWR, 0o644)
+    fcntl.flock(looking, fcntl.LOCK_EX)
+    done_looking = threading.Timer(0.3, os.close, (looking,))
+    done_looking.start()
+    try:
+        rc = local_runner.main(
+            [str(work.path), "--slots", str(config.state_directory / "local-slots"), "--workers", "2"]
+        )
+    finally:
+        done_looking.join()
+    assert rc == 0
+    final = manager.get(spec.job_id)
+    assert (final.state, final.frames_done) == ("complete", 12), final.reason
+
+
+_ORPHAN = """
+import os, sys
+if os.fork() == 0:
+    os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(60)", "pipeline_core.jobs.runner"])
+"""
+
+
+def test_the_suite_claims_only_the_orphans_it_started(setup):
+    """A test session that ends kills the processes it left behind; orphans (re-parented to init) of
+    another session or of a user, such as a detached job runner, are not its own (it killed them)."""
+    import psutil
+
+    from .conftest import _SESSION_MARK, _leftover_processes
+
+    def orphan(session: str) -> psutil.Process:
+        subprocess.run([sys.executable, "-c", _ORPHAN], env={**os.environ, _SESSION_MARK[0]: session}, check=True)
+        found: list[psutil.Process] = []
+
+        def started() -> bool:
+            found[:] = [
+                p for p in psutil.process_iter(["cmdline", "environ"])
+                if "pipeline_core.jobs.runner" in (p.info["cmdline"] or ())
+                and (p.info["environ"] or {}).get(_SESSION_MARK[0]) == session
+            ]  # fmt: skip
+            return bool(found)
+
+        wait_for(started, 30, f"the orphan of session {session}")
+        return found[0]
+
+    theirs, ours = orphan("another session"), orphan(_SESSION_MARK[1])
+    try:
+        claimed = {p.pid for p in _leftover_processes()}
+        assert theirs.pid not in claimed
+        assert ours.pid in claimed  # what this session leaves behind is still found
+    finally:
+        for p in (theirs, ours):
+            p.kill()

@@ -123,7 +123,19 @@ def test_mismatched_module_shape_fails_that_part(tmp_path):
     failures: list[FailedFrames] = []
     numbers = [n for c in source.chunks(8, failures.append) for n in c.frame_numbers]
     assert numbers == [1, 2, 3]
-    assert "unlike the first part" in failures[0].reason
+    assert "module frames differ in shape" in failures[0].reason
+    assert "scan_00001_m2_part00001.nxs 21 x 30" in failures[0].reason
+
+
+def test_a_part_placed_unlike_the_first_part_fails(tmp_path):
+    acq = write_small_acquisition(tmp_path, n_parts=2)
+    moved = (SMALL_OFFSETS[1][0] + 1, SMALL_OFFSETS[1][1])  # module 2 one column to the right in part 1
+    write_module(tmp_path / "scan_00001_m2_part00001.nxs", acq["modules"][2][1], moved, 4)
+    source = LambdaSource.from_file(tmp_path / "scan_00001_m1_part00000.nxs")
+    failures: list[FailedFrames] = []
+    numbers = [n for c in source.chunks(8, failures.append) for n in c.frame_numbers]
+    assert numbers == [1, 2, 3]
+    assert "unlike the first part" in failures[0].reason and failures[0].frame_numbers == [4, 5, 6]
 
 
 def test_one_extra_frame_in_one_module_uses_the_minimum(tmp_path):

@@ -79,3 +79,12 @@ def test_lambda_naming_follows_the_file_it_was_learned_from(tmp_path):
     assert naming.module_file(tmp_path, "scan", 3, 7) == tmp_path / "scan_m03.nxs"
     assert LambdaNaming.from_name("a_m2_part00004.nxs").module_file("/d", "a", 1, 5).name == "a_m1_part00005.nxs"
     assert LambdaNaming.from_name("scan_master.nxs") is None
+
+
+def test_a_module_with_fewer_rows_fails_the_live_part_check(tmp_path):
+    """Issue 17: the Stitcher refused no part whose module is shorter (its pixels would be misplaced)."""
+    acq = write_small_acquisition(tmp_path, n_parts=1, frames_per_part=2)
+    write_module(tmp_path / "scan_00001_m3_part00000.nxs", acq["modules"][3][0][:, 3:, :], SMALL_OFFSETS[2])
+    state = PartChecker(retries=0).check(acq["files"])
+    assert isinstance(state, PartFailed) and state.frame_numbers == [1, 2]
+    assert f"scan_00001_m3_part00000.nxs {SMALL_MODULE[0] - 3} x {SMALL_MODULE[1]}" in state.reason

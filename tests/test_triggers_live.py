@@ -14,11 +14,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import tango
 
 from pipeline_core.formats.nexus import read_merged
+from pipeline_core.formats.nexus_modules import read_modules
 from pipeline_core.processing.integrate import IntegrationSettings
 from pipeline_core.processing.offline import integrate_source
 from pipeline_core.processing.sources import LambdaSource
@@ -75,13 +77,16 @@ class Chain:
         wait_for(lambda: Path(merger.lastOutputFile).name.startswith(stem), timeout_s, f"the merged file of {stem}")
         return read_merged(merger.lastOutputFile)
 
-    def assert_equals_offline(self, merged: dict, stem: str, frames: int) -> None:
-        """Every frame once, and row for row what `xrd-pipeline integrate` gives on the same files."""
+    def assert_equals_offline(self, merged: dict, stem: str, frames: int, modules=None) -> None:
+        """Every frame once, and row for row what `xrd-pipeline integrate` gives on the same files
+        (``modules``: its --modules, the modules that are on)."""
         assert merged["frame_number"].tolist() == list(range(1, frames + 1))
         first = sorted(self.raw.glob(f"{stem}_m*.nxs"))[0]
         out = self.tmp / "offline" / f"{stem}.nxs"
         report = integrate_source(
-            LambdaSource.from_file(first), IntegrationSettings(self.poni, bins=BINS, mask_path=self.mask), out
+            LambdaSource.from_file(first, modules),
+            IntegrationSettings(self.poni, bins=BINS, mask_path=self.mask),
+            out,
         )
         ref = read_merged(report.output)
         np.testing.assert_allclose(merged["data"], ref["data"], rtol=1e-6)
@@ -173,12 +178,16 @@ def test_lambda_trigger_stitches_without_a_module_switched_off(lambda_chain):
         stem = _acquire(sim, 20, 10, 40.0)
         assert stem == "m2off_00001"
         m = c.merged(stem)
+        path = c.proxy(MERGER).lastOutputFile
     finally:
         db.put_device_property(SIMULATOR, {"ModulesOn": ["1", "2", "3"]})
         sim.Init()
     assert not list(c.raw.glob(f"{stem}_m2*")) and len(list(c.raw.glob(f"{stem}_m*.nxs"))) == 4
-    c.assert_equals_offline(m, stem, 20)
+    c.assert_equals_offline(m, stem, 20, modules=(1, 3))  # integrate --modules 1,3 gives the same rows
     assert len(m["input_files"]) == 4
+    with h5py.File(path, "r") as h5:  # the file says which modules made it, not only Status (issue 17)
+        on, off, note = read_modules(h5)
+    assert (on, off) == ([1, 3], [2]) and "m2 off (they wrote no file: the Stitcher's switched-off rule)" in note
     status = stitcher.status()
     assert "m2off_00001: module(s) m2 wrote no file 5 s after part 0 was written: taken as switched off" in status
     stitcher.ClearErrors()

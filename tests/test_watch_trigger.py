@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 
 from pipeline_core.errors import ConfigError
+from pipeline_core.live.stitch_stage import StitchConfig, StitchStage
 from pipeline_core.live.triggers.watch import CompletionTracker, DirectoryWatch, WatchConfig, watch_config
+from pipeline_core.messages import ClaimRequest
 from pipeline_core.simulate import simulate_acquisition
 
-from .helpers import wait_for
+from .helpers import wait_for, write_small_acquisition
 
 
 class Seen:
@@ -183,3 +185,162 @@ def test_the_completion_rule_without_threads():
     assert t.closed("/r/b_m1.nxs") and not t.closed("/r/b_m1.nxs")
     assert not t.closed("/r/b_m1.nxs.tmp")  # not a module file name
     assert not t.swept("/r/c_m1.nxs", 10, 5 * s, 5 * s) and not t.swept("/r/c_m1.nxs", 10, 5 * s, 5 * s + 1)
+
+
+def test_a_file_moved_in_from_an_unwatched_folder_is_taken_on_its_event_not_left_to_the_sweep(tmp_path, watching):
+    """IN_MOVED_TO without its IN_MOVED_FROM (the file came from elsewhere) is a complete file too."""
+    raw, elsewhere = tmp_path / "raw", tmp_path / "staging"
+    raw.mkdir()
+    elsewhere.mkdir()
+    _write_in_place(elsewhere / "s_00004_m1.nxs", 2)
+    seen = watching(raw, stable_s=600, sweep_s=600)  # the sweep could not take it within the test
+    time.sleep(0.3)  # the observer is running
+    os.rename(elsewhere / "s_00004_m1.nxs", raw / "s_00004_m1.nxs")
+    wait_for(lambda: seen.names() == ["s_00004_m1.nxs"], 5, "the file moved in, from its inotify event")
+    assert seen.errors == []
+
+
+def _burst_of_acquisitions(staging: Path) -> None:
+    """Three acquisitions of 4 parts x 3 modules: one good, one with module 3 truncated in every part,
+    one with module 1 of part 0 not HDF5 and module 2 of part 1 never written (its other parts good)."""
+    acqs = {
+        stem: write_small_acquisition(staging, stem=stem, n_parts=4, frames_per_part=4, seed=i)["files"]
+        for i, stem in enumerate(("good_00001", "trunc_00002", "mixed_00003"))
+    }
+    for f in acqs["trunc_00002"][2::3]:
+        f.write_bytes(f.read_bytes()[:2000])
+    acqs["mixed_00003"][0].write_bytes(b"not an HDF5 file" * 100)
+    acqs["mixed_00003"][4].unlink()
+
+
+def test_good_parts_moved_in_with_broken_ones_at_once_are_all_queued_and_only_broken_parts_fail(tmp_path):
+    """Issue 17 item 5: complete parts failed as "not written (or not closed) within ModuleTimeout"
+    when broken acquisitions arrived with them: a broken part's opening retries held the Stitcher's
+    thread, and the timeout ran out while the good parts' own announcements waited in its queue."""
+    staging, raw = tmp_path / "staging", tmp_path / "raw"
+    raw.mkdir()
+    _burst_of_acquisitions(staging)
+    errors: list[str] = []
+    config = StitchConfig(
+        frames_per_item=4, module_timeout_s=1.0, open_retries=3, open_retry_delay_s=0.25,
+        require_announced=True, data_roots=(str(tmp_path),),
+    )  # fmt: skip
+    stage = StitchStage(config, on_scan=lambda info: None, on_work=lambda n: None, on_error=errors.append)
+    watch = DirectoryWatch(
+        WatchConfig((str(raw),), (str(tmp_path),), stable_s=0.4, sweep_s=0.2), stage.announce, errors.append
+    )
+    watch.start()
+    try:
+        time.sleep(0.3)  # the observer is running
+        for f in sorted(staging.iterdir(), key=lambda p: p.name.split("_")[2]):  # every module 1, then 2, then 3
+            os.rename(f, raw / f.name)
+        wait_for(lambda: stage.counters.parts_done == 12, 20, "all 12 parts queued, as work or as failures")
+    finally:
+        watch.stop()
+        stage.stop()
+    items = []
+    while (item := stage.claim(ClaimRequest("test"))) is not None:
+        items.append(item)
+    failed = {(i.scan, i.part): i.error for i in items if i.error}
+    assert sorted(failed) == [("mixed_00003", 0), ("mixed_00003", 1)] + [("trunc_00002", p) for p in range(4)]
+    assert "mixed_00003_m1_part00000.nxs cannot be opened as HDF5" in failed["mixed_00003", 0]
+    never_written = "module file(s) mixed_00003_m2_part00001.nxs not written (or not closed) within 1 s"
+    assert failed["mixed_00003", 1] == never_written
+    assert all("is truncated: 2000 bytes on disk" in failed["trunc_00002", p] for p in range(4))
+    good = sorted((i.scan, n) for i in items if not i.error for n in i.frame_numbers)
+    assert good == [("good_00001", n) for n in range(1, 17)] + [("mixed_00003", n) for n in range(9, 17)]
+    assert stage.counters.frames_failed == 6 * 4 and stage.counters.frames_processed == 24
+
+
+class _Clock:
+    """The stage's monotonic clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _watch_stage(clock: _Clock, errors: list[str], on_scan=lambda info: None, **config) -> StitchStage:
+    """A Stitcher's stage as Trigger=watch makes it: a part is opened once each file was announced."""
+    cfg = StitchConfig(**{"frames_per_item": 4, "module_timeout_s": 10.0, "require_announced": True, **config})
+    return StitchStage(cfg, on_scan, lambda n: None, errors.append, clock=clock)
+
+
+def _claim_all(stage: StitchStage) -> list:
+    items = []
+    while (item := stage.claim(ClaimRequest("test"))) is not None:
+        items.append(item)
+    return items
+
+
+def test_no_part_times_out_while_its_files_announcements_wait_in_the_stitchers_queue(tmp_path):
+    """The module timeout runs out while the thread is held elsewhere; the announcements of the part's
+    other files came in time and wait in the queue: they are handled before any part is timed out."""
+    good = write_small_acquisition(tmp_path / "raw", stem="good_00001", n_parts=1, frames_per_part=4)["files"]
+    other = write_small_acquisition(tmp_path / "raw", stem="other_00002", n_parts=1, frames_per_part=4)["files"]
+    clock, errors, held, holding = _Clock(), [], threading.Event(), threading.Event()
+
+    def on_scan(info) -> None:  # runs on the stage's thread: holds it while the second scan starts
+        if info.scan == "other_00002":
+            holding.set()
+            held.wait(10)
+
+    stage = _watch_stage(clock, errors, on_scan)
+    try:
+        stage.announce(str(good[0]))
+        wait_for(lambda: stage.current_scan == "good_00001", 5, "module 1 of good_00001 handled")
+        stage.announce(str(other[0]))
+        wait_for(holding.is_set, 5, "the stage's thread held")
+        stage.announce(str(good[1]))
+        stage.announce(str(good[2]))  # in time, but queued behind the held job
+        clock.now += 60  # far past ModuleTimeout meanwhile
+        held.set()
+        wait_for(lambda: stage.counters.parts_done == 1 and stage.pending_announcements == 0, 5, "good_00001 queued")
+        items = _claim_all(stage)
+    finally:
+        held.set()
+        stage.stop()
+    assert [(i.scan, i.frame_numbers, i.error) for i in items] == [("good_00001", [1, 2, 3, 4], None)]
+    assert errors == []
+
+
+def test_a_broken_part_does_not_hold_the_stitcher_in_opening_retries_before_its_timeout(tmp_path):
+    """Retries of a part that does not open yet are the idle checks until ModuleTimeout, not sleeps on
+    the stage's thread: the good part announced after it is queued meanwhile."""
+    broken = write_small_acquisition(tmp_path / "raw", stem="broken_00001", n_parts=1, frames_per_part=4)["files"]
+    good = write_small_acquisition(tmp_path / "raw", stem="good_00002", n_parts=1, frames_per_part=4)["files"]
+    broken[2].write_bytes(broken[2].read_bytes()[:2000])
+    clock, errors = _Clock(), []
+    stage = _watch_stage(clock, errors, open_retries=3, open_retry_delay_s=60.0)  # a retry would hold it 3 min
+    try:
+        for f in broken + good:
+            stage.announce(str(f))
+        wait_for(lambda: stage.counters.parts_done == 1, 10, "good_00002 queued while broken_00001 waits")
+        items = _claim_all(stage)
+    finally:
+        stage.stop()
+    assert [(i.scan, i.frame_numbers, i.error) for i in items] == [("good_00002", [1, 2, 3, 4], None)]
+    assert errors == []
+
+
+def test_a_part_that_never_opens_fails_at_its_timeout_after_the_bounded_retries_naming_them(tmp_path):
+    files = write_small_acquisition(tmp_path / "raw", stem="broken_00001", n_parts=1, frames_per_part=4)["files"]
+    files[2].write_bytes(files[2].read_bytes()[:2000])
+    clock, errors = _Clock(), []
+    stage = _watch_stage(clock, errors, open_retries=2, open_retry_delay_s=0.01)
+    try:
+        for f in files:
+            stage.announce(str(f))
+        wait_for(lambda: stage.pending_announcements == 0, 5, "the announcements handled")
+        assert stage.counters.parts_done == 0  # waiting: it may still be being written
+        clock.now += 11
+        wait_for(lambda: stage.counters.parts_done == 1, 5, "the part failed at its timeout")
+        (item,) = _claim_all(stage)
+    finally:
+        stage.stop()
+    assert item.frame_numbers == [1, 2, 3, 4]
+    assert "broken_00001_m3_part00000.nxs is truncated: 2000 bytes on disk" in item.error
+    assert item.error.endswith("[after 3 attempts over 0.0 s]")
+    assert errors == [f"part 0 of broken_00001: {item.error}"]

@@ -14,9 +14,17 @@ of ``block_size`` elements a uint32 BE compressed size and an LZ4 block, then on
 remaining elements rounded down to a multiple of 8 (if any), then the last ``n_elements % 8`` elements
 copied raw.
 
-DEFLATE (gzip), shuffle and Fletcher-32 need no such check: zlib's inflate is bounds-checked and HDF5
-reports a corrupt stream as an error (tests/reliability/test_corrupt_data.py corrupts gzip files for
-real). Any other filter has no validating decoder here and is refused when the file is opened.
+DEFLATE (gzip) and shuffle need no such check: zlib's inflate is bounds-checked and HDF5 reports a
+corrupt stream as an error (tests/reliability/test_corrupt_data.py corrupts gzip files for real). Any
+other filter has no validating decoder here and is refused when the file is opened.
+
+A valid stream is not a correct one: a bit flipped inside an LZ4 literal keeps the stream valid and
+decodes to other counts, and LZ4 block streams carry no checksum. Only a checksum catches that:
+DEFLATE's Adler-32 (zlib checks it) or HDF5's Fletcher-32 filter. Where the pipeline ends with
+Fletcher-32, every chunk's checksum is verified here too (:func:`strip_fletcher32`), before the
+stream is parsed: HDF5 would verify it as well, but only after the bitshuffle decoder had run, and
+with a message that names neither file nor frame; our own DEFLATE path (``lambda_part``) reads raw
+chunks and never passes through HDF5's filter, so it verifies with the same function.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import lz4.block
 import numpy as np
 
 BITSHUFFLE_FILTER = 32008
+FLETCHER32_FILTER = h5py.h5z.FILTER_FLETCHER32
 BITSHUFFLE_NO_COMPRESSION = 0
 BITSHUFFLE_LZ4 = 2
 # HDF5's built-in filters whose decoders are bounds-checked (deflate, shuffle, fletcher32).
@@ -37,6 +46,13 @@ SAFE_FILTERS = {h5py.h5z.FILTER_DEFLATE, h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTE
 _BLOCKED_MULT = 8  # bitshuffle works on groups of 8 elements
 _HEADER = struct.Struct(">QI")
 _BLOCK_SIZE = struct.Struct(">I")
+_FLETCHER = struct.Struct("<I")  # HDF5 appends the checksum little-endian (UINT32ENCODE)
+_FLETCHER_LEN = _FLETCHER.size
+#: Fletcher-32 sums are taken over blocks of this many 16-bit words with one BLAS product: every
+#: partial sum stays an integer below 2**53 (≤ 65535 · 4096² / 2), so float64 adds it exactly.
+_FLETCHER_BLOCK = 4096
+_FLETCHER_WEIGHTS = np.stack([np.ones(_FLETCHER_BLOCK), np.arange(_FLETCHER_BLOCK, dtype=np.float64)], axis=1)
+_MOD = 65535
 
 
 class CorruptChunk(ValueError):
@@ -99,6 +115,57 @@ def check_bitshuffle_lz4(chunk: bytes | memoryview, expected_bytes: int, elem_si
         )
 
 
+def fletcher32(data: bytes | memoryview) -> int:
+    """HDF5's Fletcher-32 of ``data`` (``H5_checksum_fletcher32``), bit for bit.
+
+    The words are the big-endian 16-bit pairs of bytes (an odd last byte is the high byte of a last
+    word); sum1 = Σ words, sum2 = Σ of the running sum1, both kept by end-around carry, i.e. modulo
+    65535 but never reduced to 0 once positive (HDF5 then holds 0xffff): the result is
+    ``sum2 << 16 | sum1``. Summed per block of 4096 words with one BLAS product (~0.6 ms per MB
+    measured), not word by word, so verifying costs less than decoding the chunk.
+    """
+    view = memoryview(data).cast("B")
+    n_bytes = len(view)
+    n_words = (n_bytes + 1) // 2
+    n_blocks = max(1, -(-n_words // _FLETCHER_BLOCK))
+    words = np.zeros(n_blocks * _FLETCHER_BLOCK, np.float64)
+    words[: n_bytes // 2] = np.frombuffer(view, ">u2", count=n_bytes // 2)
+    if n_bytes % 2:
+        words[n_bytes // 2] = view[-1] << 8
+    sums = (words.reshape(n_blocks, _FLETCHER_BLOCK) @ _FLETCHER_WEIGHTS).astype(np.int64)
+    block_sums, local_weighted = sums[:, 0], sums[:, 1]
+    sum1 = int(block_sums.sum())
+    if sum1 == 0:  # all words zero: both sums stay 0
+        return 0
+    # sum2 = Σ_i (n_words - i) · word_i; a block starting at word o adds (n_words - o) · its sum - Σ j · word_{o+j}
+    remaining = (n_words - np.arange(n_blocks, dtype=np.int64) * _FLETCHER_BLOCK) % _MOD
+    sum2 = int((remaining * (block_sums % _MOD) % _MOD).sum()) - int((local_weighted % _MOD).sum())
+    return ((sum2 - 1) % _MOD + 1) << 16 | ((sum1 - 1) % _MOD + 1)
+
+
+def strip_fletcher32(chunk: bytes | memoryview) -> memoryview:
+    """The chunk without its last 4 bytes, once they are its Fletcher-32 checksum; CorruptChunk otherwise.
+
+    HDF5's Fletcher-32 filter (always the last one in the pipeline h5py and the detector writers
+    build) appends the checksum of the filtered bytes, little-endian. Like HDF5 (``H5Zfletcher32.c``)
+    the checksum of files written by HDF5 ≤ 1.6.2, with the bytes of each 16-bit half swapped, is
+    accepted too: we refuse exactly what HDF5 refuses.
+    """
+    view = memoryview(chunk).cast("B")
+    if len(view) < _FLETCHER_LEN:
+        raise CorruptChunk(f"chunk is {len(view)} bytes, shorter than its 4-byte Fletcher-32 checksum")
+    payload = view[: len(view) - _FLETCHER_LEN]
+    (stored,) = _FLETCHER.unpack_from(view, len(payload))
+    computed = fletcher32(payload)
+    swapped = (computed & 0x00FF00FF) << 8 | (computed >> 8) & 0x00FF00FF  # the bytes of each half swapped
+    if stored not in (computed, swapped):
+        raise CorruptChunk(
+            f"Fletcher-32 checksum mismatch: stored {stored:#010x}, the chunk's {len(payload)} bytes give "
+            f"{computed:#010x}; the stored bytes changed after they were written"
+        )
+    return payload
+
+
 def filter_pipeline(dataset: h5py.Dataset) -> list[tuple[int, tuple[int, ...], str]]:
     """(filter id, client values, name) of each filter of the dataset, in pipeline order."""
     plist = dataset.id.get_create_plist()
@@ -116,11 +183,16 @@ class ChunkChecker:
     Works for any chunk shape: one frame per chunk, several frames per chunk (a bad chunk then costs
     every frame it holds) or tiles (every tile of the frames is checked). A chunk checked once is not
     checked again (Lambda module files never change once published).
+
+    ``needs_check``: the chunks are bitshuffle-LZ4 streams, parsed to the last byte.
+    ``fletcher32``: the pipeline ends with Fletcher-32; every chunk's checksum is verified (any
+    compression), so a flipped bit fails its frames instead of being integrated.
     """
 
     dataset: h5py.Dataset
     needs_check: bool
     elem_size: int = 0
+    fletcher32: bool = False
     _checked: set[tuple[int, ...]] = field(default_factory=set)
     _buffer: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint8))  # raw chunks, reused
 
@@ -128,25 +200,29 @@ class ChunkChecker:
     def for_dataset(cls, dataset: h5py.Dataset) -> ChunkChecker:
         """Decide how the dataset must be checked; UncheckableFilters when it cannot be made safe."""
         filters = filter_pipeline(dataset)
-        ids = [fid for fid, _, _ in filters]
+        itemsize = dataset.dtype.itemsize
+        # a trailing Fletcher-32 covers the stored bytes: we verify it ourselves, before any decoder runs
+        fletcher = bool(filters) and filters[-1][0] == FLETCHER32_FILTER
+        inner = filters[:-1] if fletcher else filters
+        ids = [fid for fid, _, _ in inner]
         if all(fid in SAFE_FILTERS for fid in ids):
-            return cls(dataset, needs_check=False)
+            return cls(dataset, needs_check=False, elem_size=itemsize, fletcher32=fletcher)
         described = ", ".join(f"{fid} ({name or 'unnamed'}) {values}" for fid, values, name in filters)
         if ids != [BITSHUFFLE_FILTER]:
             raise UncheckableFilters(
                 f"filter pipeline [{described}] cannot be validated: expected DEFLATE (gzip) or bitshuffle "
-                "(32008) alone, whose corrupt chunks can be caught without crashing the process"
+                "(32008) alone, optionally followed by Fletcher-32 (3), whose corrupt chunks can be caught "
+                "without crashing the process"
             )
-        values = filters[0][1]
-        itemsize = dataset.dtype.itemsize
+        values = inner[0][1]
         if len(values) < 3 or values[2] != itemsize:
             raise UncheckableFilters(
                 f"bitshuffle parameters {values} give element size {values[2] if len(values) > 2 else '?'}; "
                 f"the dataset's {dataset.dtype} has {itemsize}-byte elements"
             )
         compression = values[4] if len(values) > 4 else BITSHUFFLE_NO_COMPRESSION
-        if compression == BITSHUFFLE_NO_COMPRESSION:
-            return cls(dataset, needs_check=False)  # a fixed-size transposition: nothing to trust
+        if compression == BITSHUFFLE_NO_COMPRESSION:  # a fixed-size transposition: nothing to trust
+            return cls(dataset, needs_check=False, elem_size=itemsize, fletcher32=fletcher)
         if compression != BITSHUFFLE_LZ4:
             raise UncheckableFilters(
                 f"bitshuffle with compression {compression} (parameters {values}) cannot be validated; "
@@ -154,7 +230,7 @@ class ChunkChecker:
             )
         if dataset.chunks is None:
             raise UncheckableFilters("a filtered dataset without chunks: the file is inconsistent")
-        return cls(dataset, needs_check=True, elem_size=itemsize)
+        return cls(dataset, needs_check=True, elem_size=itemsize, fletcher32=fletcher)
 
     def chunk_offsets(self, start: int, stop: int) -> list[tuple[int, ...]]:
         """Offsets of every chunk that holds part of frames ``start:stop``."""
@@ -166,41 +242,70 @@ class ChunkChecker:
 
     def check(self, start: int, stop: int) -> None:
         """Raise CorruptChunk naming the chunk and what is wrong, unless frames ``start:stop`` are safe to decode."""
-        if not self.needs_check:
+        if not (self.needs_check or self.fletcher32):
             return
         expected = int(np.prod(self.dataset.chunks)) * self.elem_size
-        # No valid stream is larger (LZ4's worst case is n + n/255 + 16 per block); a bigger size in the
-        # chunk index is corruption, and must not make us allocate it.
-        limit = 2 * expected + 4096
         for offset in self.chunk_offsets(start, stop):
             if offset in self._checked:
                 continue
-            try:
-                info = self.dataset.id.get_chunk_info_by_coord(offset)
-            except Exception as exc:  # h5py raises RuntimeError/OSError/KeyError depending on what broke
-                raise CorruptChunk(f"chunk at {offset}: the chunk index cannot be read ({_first_line(exc)})") from exc
-            if info.byte_offset is None:
-                raise CorruptChunk(f"chunk at {offset} was never written")
-            if info.filter_mask:
-                raise CorruptChunk(
-                    f"chunk at {offset} has filter mask {info.filter_mask:#x}: stored without the bitshuffle-LZ4 filter"
-                )
-            if not 0 < info.size <= limit:
-                raise CorruptChunk(
-                    f"chunk at {offset} is {info.size} bytes in the chunk index; a bitshuffle-LZ4 stream of "
-                    f"{expected} bytes takes 12..{limit}"
-                )
-            if self._buffer.size < info.size:
-                self._buffer = np.empty(limit, np.uint8)
-            try:
-                _mask, raw = self.dataset.id.read_direct_chunk(offset, out=self._buffer)
-            except Exception as exc:
-                raise CorruptChunk(f"chunk at {offset} cannot be read ({_first_line(exc)})") from exc
-            try:
-                check_bitshuffle_lz4(raw, expected, self.elem_size)
-            except CorruptChunk as exc:
-                raise CorruptChunk(f"chunk at {offset}: {exc}") from None
+            raw = self._raw_chunk(offset, expected)
+            if raw is not None:
+                self._check_chunk(offset, raw, expected)
             self._checked.add(offset)
+
+    def _raw_chunk(self, offset: tuple[int, ...], expected: int) -> memoryview | None:
+        """The stored bytes of one chunk (None: never written, and only a checksum to verify: HDF5 fills
+        it with the fill value, as it always did for DEFLATE files)."""
+        # No valid stream is larger (LZ4's worst case is n + n/255 + 16 per block, DEFLATE's less); a
+        # bigger size in the chunk index is corruption, and must not make us allocate it.
+        limit = 2 * expected + 4096 + (_FLETCHER_LEN if self.fletcher32 else 0)
+        try:
+            info = self.dataset.id.get_chunk_info_by_coord(offset)
+        except Exception as exc:  # h5py raises RuntimeError/OSError/KeyError depending on what broke
+            raise CorruptChunk(f"chunk at {offset}: the chunk index cannot be read ({_first_line(exc)})") from exc
+        if info.byte_offset is None:
+            if not self.needs_check:
+                return None
+            raise CorruptChunk(f"chunk at {offset} was never written")
+        self._check_filter_mask(offset, info.filter_mask)
+        if not 0 < info.size <= limit:
+            what, least = ("bitshuffle-LZ4 stream", 12) if self.needs_check else ("compressed chunk", 1)
+            raise CorruptChunk(
+                f"chunk at {offset} is {info.size} bytes in the chunk index; a {what} of {expected} bytes "
+                f"takes {least}..{limit}"
+            )
+        if self._buffer.size < info.size:
+            self._buffer = np.empty(limit, np.uint8)
+        try:
+            _mask, raw = self.dataset.id.read_direct_chunk(offset, out=self._buffer)
+        except Exception as exc:
+            raise CorruptChunk(f"chunk at {offset} cannot be read ({_first_line(exc)})") from exc
+        return memoryview(raw)
+
+    def _check_filter_mask(self, offset: tuple[int, ...], filter_mask: int) -> None:
+        """Refuse a chunk stored without a filter we rely on: the bitshuffle-LZ4 stream, or the checksum
+        (a skipped Fletcher-32 would leave the chunk unprotected, HDF5 reading it unchecked)."""
+        if not filter_mask:
+            return
+        last = 1 << (len(filter_pipeline(self.dataset)) - 1)  # Fletcher-32's bit, when it ends the pipeline
+        if self.fletcher32 and filter_mask & last:
+            raise CorruptChunk(
+                f"chunk at {offset} has filter mask {filter_mask:#x}: stored without its Fletcher-32 checksum"
+            )
+        if self.needs_check and filter_mask:
+            raise CorruptChunk(
+                f"chunk at {offset} has filter mask {filter_mask:#x}: stored without the bitshuffle-LZ4 filter"
+            )
+
+    def _check_chunk(self, offset: tuple[int, ...], raw: memoryview, expected: int) -> None:
+        """The checksum first (it covers the stream's bytes), then the bitshuffle-LZ4 stream."""
+        try:
+            if self.fletcher32:
+                raw = strip_fletcher32(raw)
+            if self.needs_check:
+                check_bitshuffle_lz4(raw, expected, self.elem_size)
+        except CorruptChunk as exc:
+            raise CorruptChunk(f"chunk at {offset}: {exc}") from None
 
 
 def _first_line(exc: Exception) -> str:

@@ -8,6 +8,7 @@ accept module numbers of any width, so ``_m01`` does not silently become "module
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,14 +67,18 @@ class LambdaAcquisition:
     stem: str
     modules: tuple[int, ...]
     parts: tuple[LambdaPart, ...]
+    #: modules the user said are off (``--modules``): left out of every frame, recorded in the result
+    modules_off: tuple[int, ...] = ()
 
     @classmethod
-    def from_file(cls, path: str | Path, expected_modules: tuple[int, ...] | None = None) -> LambdaAcquisition:
+    def from_file(cls, path: str | Path, expected_modules: Sequence[int] | None = None) -> LambdaAcquisition:
         """Find every module and part of the acquisition that ``path`` belongs to.
 
-        A module missing from *every* part is a module switched off (no file written) and is left out,
-        unless ``expected_modules`` says it must be there; a module missing from *some* parts is kept,
-        and those parts fail when read, naming the missing file.
+        ``expected_modules``: the modules that are on (the user's ``--modules``). Without it every
+        module of a Lambda 2M (:data:`lambda_layout.DEFAULT_MODULES`) and every module that wrote a
+        file is expected: a module file that is missing fails its part, naming the file, and never
+        quietly makes a frame of fewer modules (the radial range and every intensity would move).
+        A module left out by ``expected_modules`` is :attr:`modules_off`, recorded in the result.
         """
         path = Path(path).absolute()
         name = parse_lambda_name(path)
@@ -86,7 +91,7 @@ class LambdaAcquisition:
 
     @classmethod
     def from_stem(
-        cls, directory: Path, stem: str, expected_modules: tuple[int, ...] | None = None
+        cls, directory: Path, stem: str, expected_modules: Sequence[int] | None = None
     ) -> LambdaAcquisition:
         directory = Path(directory).absolute()
         found: dict[tuple[int, int], Path] = {}
@@ -102,9 +107,10 @@ class LambdaAcquisition:
             found[key] = candidate
         if not found:
             raise SourceError(f"no module files <stem>_m<k>*.nxs for stem {stem!r} in {directory}")
-        modules = tuple(sorted(expected_modules or {m for _, m in found}))
-        part_numbers = sorted({p for p, _ in found})
-        # a missing module file is named like the files that exist
+        known = {m for _, m in found} | set(L.DEFAULT_MODULES)
+        modules = tuple(sorted(set(expected_modules))) if expected_modules else tuple(sorted(known))
+        off = tuple(sorted(known - set(modules)))
+        part_numbers = sorted(_parts_of(found, modules))
         naming = LambdaNaming.from_name(next(iter(found.values()))) or LambdaNaming()
         parts = tuple(
             LambdaPart(
@@ -112,11 +118,20 @@ class LambdaAcquisition:
             )
             for p in part_numbers
         )
-        return cls(directory, stem, modules, parts)
+        if not parts:
+            raise SourceError(
+                f"no module files of module(s) {', '.join(map(str, modules))} for stem {stem!r} in {directory}"
+            )
+        return cls(directory, stem, modules, parts, off)
 
     @property
     def files(self) -> list[Path]:
         return [f for part in self.parts for f in part.files]
+
+
+def _parts_of(found: dict[tuple[int, int], Path], modules: tuple[int, ...]) -> set[int]:
+    """Part numbers that have a file of any of ``modules`` (a part only an off module wrote is none)."""
+    return {p for p, m in found if m in modules}
 
 
 def glob_escape(text: str) -> str:
@@ -164,6 +179,9 @@ class ModuleFile:
     frame_numbers: np.ndarray
     pixel_mask: np.ndarray | None
     checker: ChunkChecker
+    #: the module shape the file's ``layout`` says (rows, columns; written ``<cols>X<rows>``), None when
+    #: the file has none or it cannot be parsed: a data shape that disagrees with it is a damaged file
+    declared_shape: tuple[int, int] | None = None
 
     @classmethod
     def open(cls, path: Path, retries: int = 3, delay_s: float = 0.5) -> ModuleFile:
@@ -211,7 +229,7 @@ class ModuleFile:
         if L.PIXEL_MASK in h5:
             raw = np.asarray(h5[L.PIXEL_MASK][()])
             mask = raw.reshape(raw.shape[-2:]) != 0 if raw.size == np.prod(data.shape[1:]) else None
-        return cls(path, h5, data, offset, numbers, mask, checker)
+        return cls(path, h5, data, offset, numbers, mask, checker, _declared_shape(h5))
 
     @property
     def n_frames(self) -> int:
@@ -241,6 +259,23 @@ class ModuleFile:
         self.h5.close()
 
 
+_LAYOUT_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+
+
+def _declared_shape(h5: h5py.File) -> tuple[int, int] | None:
+    """(rows, columns) from ``detector/layout`` (``b'1554X516'`` in P02.2 files: columns X rows)."""
+    if L.LAYOUT not in h5:
+        return None
+    try:
+        raw = np.asarray(h5[L.LAYOUT][()]).ravel()
+        text = raw[0] if raw.size else ""
+        text = text.decode("ascii", "replace") if isinstance(text, bytes) else str(text)
+    except Exception:  # an unreadable optional field says nothing
+        return None
+    m = _LAYOUT_RE.match(text)
+    return (int(m.group(2)), int(m.group(1))) if m else None
+
+
 def _first_line(exc: Exception) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
@@ -256,7 +291,10 @@ def open_modules(files, retries: int = 3, delay_s: float = 0.5, roots=()) -> lis
     try:
         for path in (confine(f, roots, "module file") if roots else Path(f) for f in files):
             if not path.exists():
-                raise SourceError(f"module file {path} is missing (module switched off or not yet written?)")
+                raise SourceError(
+                    f"module file {path} is missing: not written (yet), or its module is switched off "
+                    "(then say which modules are on, e.g. --modules 1,2)"
+                )
             opened.append(ModuleFile.open(path, retries=retries, delay_s=delay_s))
     except BaseException:
         for m in opened:

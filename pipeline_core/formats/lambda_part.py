@@ -22,8 +22,8 @@ import numpy as np
 from ..errors import SourceError
 from ..processing.stitch import StitchLayout
 from . import lambda_layout as L
-from .chunk_check import filter_pipeline
-from .lambda_files import ModuleFile, open_modules
+from .chunk_check import FLETCHER32_FILTER, CorruptChunk, filter_pipeline, strip_fletcher32
+from .lambda_files import ModuleFile, open_modules, parse_lambda_name
 
 
 def _optional_libdeflate() -> Any:
@@ -47,13 +47,19 @@ class PartMismatch(SourceError):
         self.frame_numbers = frame_numbers
 
 
-def check_part_modules(modules: Sequence[ModuleFile]) -> tuple[StitchLayout, int]:
+def check_part_modules(modules: Sequence[ModuleFile], modules_off: Sequence[int] = ()) -> tuple[StitchLayout, int]:
     """Layout and usable frame count of one part's module files, or SourceError saying what disagrees.
 
     One module may log one extra frame (lambda-format.md): the shortest count is used; more than one
     frame of difference, or sequence numbers that differ, mean the files do not belong together.
+    The modules of one detector are alike: a module whose frames have another shape than the others',
+    or than its own ``layout`` field says, is a damaged or foreign file (stitched, its pixels would
+    land on the wrong places and the pattern would be wrong without any sign).
     """
-    layout = StitchLayout.from_offsets([m.offset for m in modules], [m.module_shape for m in modules])
+    check_module_shapes(modules)
+    layout = StitchLayout.from_offsets(
+        [m.offset for m in modules], [m.module_shape for m in modules], off_module_places(modules, modules_off)
+    )
     counts = [m.n_frames for m in modules]
     n = min(counts)
     if max(counts) - n > 1:
@@ -63,6 +69,52 @@ def check_part_modules(modules: Sequence[ModuleFile]) -> tuple[StitchLayout, int
         if not np.array_equal(m.frame_numbers[:n], ref):
             raise SourceError(f"{m.path}: sequence numbers differ from {modules[0].path.name}'s")
     return layout, n
+
+
+def check_module_shapes(modules: Sequence[ModuleFile]) -> None:
+    """SourceError naming the module whose frame shape disagrees with its ``layout`` or the others'."""
+    for m in modules:
+        if m.declared_shape is not None and m.declared_shape != m.module_shape:
+            rows, cols = m.declared_shape
+            raise SourceError(
+                f"{m.path.name}: frames of {m.module_shape[0]} x {m.module_shape[1]} pixels, but its layout says "
+                f"{cols}X{rows} ({rows} x {cols}); a damaged module file"
+            )
+    shapes = [m.module_shape for m in modules]
+    if len(set(shapes)) > 1:
+        listed = ", ".join(f"{m.path.name} {s[0]} x {s[1]}" for m, s in zip(modules, shapes, strict=True))
+        raise SourceError(f"module frames differ in shape ({listed}); every module of a detector has the same shape")
+
+
+def off_module_places(
+    modules: Sequence[ModuleFile], modules_off: Sequence[int]
+) -> list[tuple[tuple[float, float], tuple[int, int]]]:
+    """Where the modules that are off would be, so the frame keeps its shape (see StitchLayout.from_offsets).
+
+    A module that is off wrote no file, so its translation is the Lambda 2M's (the P02.2 offsets,
+    which every real file carries) taken relative to the first module that is on, and its shape that
+    of the modules that are on. A module number the Lambda 2M does not have is refused: its place
+    in the frame is unknown, and guessing it would move every pixel.
+    """
+    if not modules_off:
+        return []
+    standard = dict(enumerate(L.P02_2_OFFSETS, start=1))
+    anchor = modules[0]
+    name = parse_lambda_name(anchor.path)
+    if name is None or name.module not in standard:
+        raise SourceError(f"{anchor.path.name}: module number unknown; cannot place the modules that are off")
+    ax, ay = anchor.offset
+    sx, sy = standard[name.module]
+    places = []
+    for k in modules_off:
+        if k not in standard:
+            raise SourceError(
+                f"module {k} is off, but a Lambda 2M has modules {', '.join(map(str, standard))}: "
+                "its place in the frame is unknown"
+            )
+        x, y = standard[k]
+        places.append(((ax + x - sx, ay + y - sy), anchor.module_shape))
+    return places
 
 
 @dataclass
@@ -165,11 +217,13 @@ class OpenPart:
         return out
 
     def _inflate_here(self, k: int) -> bool:
-        """Module ``k``'s frames are one-frame chunks with DEFLATE as the only filter (we can inflate them)."""
+        """Module ``k``'s frames are one-frame chunks with DEFLATE as the only filter, or followed by
+        Fletcher-32 (we can inflate them, verifying the checksum: :class:`_Inflate`)."""
         if k not in self._deflate:
             m = self.modules[k]
             ids = [fid for fid, _, _ in filter_pipeline(m.data)]
-            self._deflate[k] = ids == [h5py.h5z.FILTER_DEFLATE] and m.data.chunks == (1, *m.module_shape)
+            inflatable = ids in ([h5py.h5z.FILTER_DEFLATE], [h5py.h5z.FILTER_DEFLATE, FLETCHER32_FILTER])
+            self._deflate[k] = inflatable and m.data.chunks == (1, *m.module_shape)
         return self._deflate[k]
 
     def _raw_chunks(self, m: ModuleFile, start: int, stop: int, view: np.ndarray) -> list[_Inflate]:
@@ -182,7 +236,11 @@ class OpenPart:
             except Exception:
                 m.read(start + i, start + i + 1, view[i : i + 1])
                 continue
-            jobs.append(_Inflate(m.path, start + i, bytes(raw), bool(filter_mask & 1), m.data.dtype, view[i]))
+            if filter_mask & ~1:  # the checksum skipped: ModuleFile.read's checker refuses it, naming it
+                m.read(start + i, start + i + 1, view[i : i + 1])
+                continue
+            fletcher = m.checker.fletcher32
+            jobs.append(_Inflate(m.path, start + i, bytes(raw), bool(filter_mask & 1), m.data.dtype, view[i], fletcher))
         return jobs
 
     def close(self) -> None:
@@ -206,17 +264,25 @@ class _Inflate:
     stored: bool  # the filter was skipped for this chunk (HDF5 does when compressing did not help)
     dtype: np.dtype
     dest: np.ndarray  # (rows, cols) view of the buffer
+    fletcher32: bool = False  # the chunk ends with HDF5's Fletcher-32 checksum, verified before inflating
 
     def run(self) -> None:
         """Inflate (zlib or libdeflate: both release the GIL, both check the stream's Adler-32)."""
         nbytes = self.dest.size * self.dtype.itemsize
+        raw: bytes | memoryview = self.raw
+        if self.fletcher32:  # HDF5's filter would verify it; reading the chunk raw, we must
+            try:
+                raw = strip_fletcher32(raw)
+            except CorruptChunk as exc:
+                where = f"frames {self.frame}..{self.frame} are corrupt: chunk at ({self.frame}, 0, 0)"
+                raise SourceError(f"{self.path}: {where}: {exc}") from exc
         try:
             if self.stored:
-                data: bytes | bytearray = self.raw
+                data: bytes | bytearray | memoryview = raw
             elif _libdeflate is not None:
-                data = _libdeflate.zlib_decompress(self.raw, nbytes)
+                data = _libdeflate.zlib_decompress(raw, nbytes)
             else:
-                data = zlib.decompress(self.raw, bufsize=nbytes)
+                data = zlib.decompress(raw, bufsize=nbytes)
         except Exception as exc:  # zlib.error, deflate.DeflateError: a corrupt or truncated stream
             raise SourceError(f"{self.path}: frames {self.frame}..{self.frame} cannot be read ({exc})") from exc
         if len(data) != nbytes:
@@ -228,16 +294,21 @@ class _Inflate:
 
 
 def open_part(
-    files: Sequence[str | Path], retries: int = 3, retry_delay_s: float = 0.5, roots: Sequence[str | Path] = ()
+    files: Sequence[str | Path],
+    retries: int = 3,
+    retry_delay_s: float = 0.5,
+    roots: Sequence[str | Path] = (),
+    modules_off: Sequence[int] = (),
 ) -> OpenPart:
     """Open and check one part's module files (all or none stay open).
 
     ``roots``: every file must resolve inside them (OutsideRootsError, a SourceError, if not).
+    ``modules_off``: module numbers switched off (no file): their pixels are gaps of the full frame.
     Raises SourceError when a file is missing or unreadable, PartMismatch when they disagree.
     """
     modules = open_modules(files, retries, retry_delay_s, roots)
     try:
-        layout, n = check_part_modules(modules)
+        layout, n = check_part_modules(modules, modules_off)
     except SourceError as exc:
         numbers = [int(v) for v in modules[0].frame_numbers]
         for m in modules:

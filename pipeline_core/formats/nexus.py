@@ -26,23 +26,30 @@ final name only when the run ends by itself (``complete``, or ``incomplete`` wit
 listed). A run that is stopped keeps the part name with status ``interrupted`` (``failed`` when it
 crashed); one killed outright leaves it ``running``. Readers that open ``*.nxs`` (Dioptas) never
 see those, and :func:`read_merged` reports the status so our own tools can refuse them.
+
+A full disk is refused before HDF5 meets it (HDF5 does not survive ENOSPC: the process segfaults
+when the file is closed): every write first checks the folder's free space against what it needs
+plus a reserve (:class:`hdf5_io.SpaceGuard`) and raises :class:`~pipeline_core.errors.NoSpaceError`,
+leaving the file as it was after the last write and room to end it (``failed``, ``interrupted``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from ..errors import OutputError
+from ..errors import NoSpaceError, OutputError
 from ..messages import FailedFrames
 from ..output import part_path, publish
 from ..processing.integrate import IntegrationSettings
-from .nexus_failures import FailureList
-from .nexus_layout import create_layout, now_iso, set_str
+from .hdf5_io import METADATA_PER_WRITE, FreeBytes, SpaceGuard, is_no_space
+from .nexus_failures import FailureList, format_ranges
+from .nexus_layout import create_layout, now_iso, record_engine, set_str
 from .nexus_rows import RowStore
 
 log = logging.getLogger(__name__)
@@ -50,6 +57,22 @@ log = logging.getLogger(__name__)
 #: Statuses of a file that ended by itself (published under its final name).
 FINISHED_STATUSES = ("complete", "incomplete")
 
+#: A new file before its first row: groups, object headers, the scalar fields and the PONI text
+#: (measured ~40 kB), with room to spare.
+NEW_FILE_BYTES = 256 << 10
+#: What ending a file writes (status, end times, the last metadata flush): taken from the reserve
+#: every earlier write left (:data:`hdf5_io.END_RESERVE`).
+END_BYTES = 128 << 10
+
+
+def text_bytes(texts: Sequence[str]) -> int:
+    """Room for strings written to the file (variable-length: global heap objects, one write's metadata)."""
+    return METADATA_PER_WRITE + sum(len(t.encode()) + 32 for t in texts)
+
+
+def _describe(numbers: np.ndarray) -> str:
+    text = format_ranges(np.asarray(numbers).ravel().tolist())
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class MergedFileWriter:
@@ -71,10 +94,18 @@ class MergedFileWriter:
         input_files: Sequence[str],
         source_name: str = "",
         chunk_rows: int = 64,
+        free_bytes: FreeBytes | None = None,
     ):
         self.path = Path(path)
         self.file_path = part_path(self.path)
         self.settings = settings
+        #: every write asks it first (``free_bytes``: the file system's, or a test's)
+        self.space = SpaceGuard(self.file_path.parent, free_bytes)
+        #: HDF5 met ENOSPC all the same (another writer took the room after the check)
+        self._damaged = False
+        poni_bytes = settings.poni_path.stat().st_size if settings.poni_path.exists() else 0
+        needed = NEW_FILE_BYTES + poni_bytes + text_bytes([*raw_files, *input_files])
+        self.space.require(needed, f"the new result file {self.file_path}")
         try:
             self.h5 = h5py.File(self.file_path, "w")
         except OSError as exc:
@@ -84,7 +115,24 @@ class MergedFileWriter:
         )
         self._rows = RowStore(self.path, layout, settings.error_model, len(raw_files))
         self._failures = FailureList(layout.proc["failed"])
-        self.h5.flush()
+        with self._writing("its layout"):
+            self.h5.flush()
+
+    @contextlib.contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """Turn an ENOSPC that HDF5 met all the same (the check raced another writer) into a
+        NoSpaceError naming the file, and remember that the file may be damaged."""
+        try:
+            yield
+        except (RuntimeError, OSError) as exc:
+            if isinstance(exc, NoSpaceError) or not is_no_space(exc):
+                raise
+            self._damaged = True
+            free = self.space.free(self.space.folder)
+            raise NoSpaceError(
+                self.space.folder, 0, free, f"{what} of {self.file_path}",
+                "HDF5 met the full disk (another writer took the room after the check)",
+            ) from exc  # fmt: skip
 
     # -- rows -----------------------------------------------------------------------------------
     @property
@@ -107,6 +155,10 @@ class MergedFileWriter:
     def duplicates_ignored(self) -> int:
         return self._rows.duplicates_ignored
 
+    def row_bytes(self, n: int) -> int:
+        """Most bytes ``n`` more rows can add to the file (:meth:`nexus_rows.RowStore.bytes_for`)."""
+        return self._rows.bytes_for(n)
+
     @property
     def failures(self) -> list[FailedFrames]:
         return self._failures.items
@@ -119,10 +171,16 @@ class MergedFileWriter:
         file_index: np.ndarray | None = None,
         index_in_file: np.ndarray | None = None,
     ) -> int:
-        """Insert patterns at their place by frame number; returns how many were new."""
-        added = self._rows.add(frame_numbers, intensities, sigma, file_index, index_in_file)
-        if added:
-            self.h5.flush()
+        """Insert patterns at their place by frame number; returns how many were new.
+
+        NoSpaceError (nothing written) when the folder has no room for them."""
+        numbers = np.asarray(frame_numbers).ravel()
+        what = f"{numbers.size} row(s) (frames {_describe(numbers)}) of {self.file_path}"
+        self.space.require(self._rows.bytes_for(numbers.size), what)
+        with self._writing(what):
+            added = self._rows.add(frame_numbers, intensities, sigma, file_index, index_in_file)
+            if added:
+                self.h5.flush()
         return added
 
     def set_raw_file(self, index: int, path: str, module_files: Sequence[str] = ()) -> None:
@@ -130,12 +188,26 @@ class MergedFileWriter:
 
         ``module_files`` (all files of the part) are added to ``input_files`` for provenance.
         """
-        self._rows.set_raw_file(index, path, module_files)
+        what = f"the raw file name {path} in {self.file_path}"
+        self.space.require(text_bytes([path, *module_files]), what)
+        with self._writing(what):
+            self._rows.set_raw_file(index, path, module_files)
 
     def add_failure(self, failure: FailedFrames) -> None:
         """List frames that could not be integrated, with the reason, in the file itself."""
-        self._failures.add(failure)
-        self.h5.flush()
+        frames = _describe(np.asarray(failure.frame_numbers))
+        what = f"the failure of {failure.file or 'frames'} {frames} in {self.file_path}"
+        self.space.require(text_bytes([failure.file, failure.reason, format_ranges(failure.frame_numbers)]), what)
+        with self._writing(what):
+            self._failures.add(failure)
+            self.h5.flush()
+
+    def record_engine(self, name: str, note: str) -> None:
+        """``process/engine`` and ``engine_note`` (:func:`nexus_layout.record_engine`), space checked."""
+        what = f"the engine's name in {self.file_path}"
+        self.space.require(text_bytes([name, note]), what)
+        with self._writing(what):
+            record_engine(self.h5, name, note)
 
     # -- end ------------------------------------------------------------------------------------
     @property
@@ -143,13 +215,38 @@ class MergedFileWriter:
         return bool(self.h5)
 
     def _end(self, status: str) -> None:
-        proc = self._rows.ds.proc
-        set_str(proc, "end_time", now_iso())
-        set_str(proc, "status", status)
-        set_str(self.h5["processed"], "end_time", now_iso())
-        self.h5.attrs["frames_merged"] = self.n_frames
-        self.h5.flush()
+        """Write the status and close. With no room even for that (the reserve was taken by someone
+        else), close without writing and raise NoSpaceError: the file keeps what its last flush wrote
+        (status ``running``); the caller decides whether to keep it."""
+        what = f"the status {status!r} of {self.file_path}"
+        if self._damaged:
+            self._flush_again(what)
+        try:
+            self.space.require(END_BYTES, what, keep_reserve=False)
+        except NoSpaceError:
+            self.h5.close()  # nothing changed since the last flush: closing writes nothing new
+            raise
+        with self._writing(what):
+            proc = self._rows.ds.proc
+            set_str(proc, "end_time", now_iso())
+            set_str(proc, "status", status)
+            set_str(self.h5["processed"], "end_time", now_iso())
+            self.h5.attrs["frames_merged"] = self.n_frames
+            self.h5.flush()
         self.h5.close()
+
+    def _flush_again(self, what: str) -> None:
+        """A file HDF5 failed to flush can be closed only once the flush succeeds (room came back);
+        until then it stays open: closing it would crash the process."""
+        try:
+            self.h5.flush()
+        except (RuntimeError, OSError) as exc:
+            free = self.space.free(self.space.folder)
+            raise NoSpaceError(
+                self.space.folder, END_BYTES, free, what,
+                "HDF5 could not flush it after the full disk; it stays open until room comes back",
+            ) from exc  # fmt: skip
+        self._damaged = False
 
     def suspend(self, status: str = "interrupted") -> None:
         """Close the file without finishing it: it stays at ``<path>.part`` with ``status``

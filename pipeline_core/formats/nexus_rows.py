@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OutputError
+from .hdf5_io import METADATA_PER_WRITE
 from .nexus_layout import ResultDatasets
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,22 @@ class RowStore:
         self.duplicates_ignored = 0
         self.numbers = np.zeros(0, dtype=np.int64)
         self._file_index = np.zeros(0, dtype=np.int64)
+
+    def bytes_for(self, n: int) -> int:
+        """Most bytes ``n`` new rows can add to the file, for the free-space check before a write.
+
+        HDF5 allocates whole chunks (measured on tmpfs: a chunk's full size at its first row, nothing
+        for the rows after it): ``n`` more rows take the chunks of ``c`` rows that the row count
+        newly reaches, in every row dataset; rows inserted out of order rewrite chunks that exist
+        already, in place."""
+        old = int(self.numbers.size)
+        total = METADATA_PER_WRITE
+        for ds in self.ds.rows().values():
+            rows_per_chunk = int(ds.chunks[0])
+            chunk = ds.dtype.itemsize * int(np.prod(ds.chunks, dtype=np.int64))
+            new_chunks = -(-(old + n) // rows_per_chunk) - -(-old // rows_per_chunk)
+            total += new_chunks * chunk
+        return total
 
     def add(
         self,

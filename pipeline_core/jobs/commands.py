@@ -81,6 +81,7 @@ def cmd_reintegrate(args) -> int:
     records = manager.submit(
         args.sources, run.settings, run.output, backend=args.backend, dataset=run.dataset,
         engine=getattr(args, "engine", None),  # integrate's --engine, where this version has it
+        modules=run.modules,
     )  # fmt: skip
     for record in records:
         print(

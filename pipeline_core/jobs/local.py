@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from .backend import Backend, apply_progress, apply_result, record_for, settled
 from .outcome import failure_reason, finish_cancelled, finish_failed
@@ -45,13 +46,15 @@ class LocalBackend(Backend):
             sys.executable, "-m", "pipeline_core.jobs.local_runner", str(spec.work_dir),
             "--slots", str(self.slots_directory), "--workers", str(self.config.local.workers), "--detach",
         ]  # fmt: skip
+        log = WorkDir(spec.work_dir).path / "runner.log"
         try:  # returns once the runner has detached itself (a fraction of a second)
-            subprocess.run(command, check=True, timeout=60, stdin=subprocess.DEVNULL, capture_output=True)
+            _start_runner(command, log)
         except (OSError, subprocess.SubprocessError) as exc:
-            record.state, record.reason = "failed", f"the local runner did not start ({exc})"
+            why = f"the local runner did not start ({exc}); see {log}"
+            record.state, record.reason = "failed", why
             record.finished = now_iso()
             self.store.save(record)
-            raise JobError(f"job {spec.job_id}: the local runner did not start ({exc})") from exc
+            raise JobError(f"job {spec.job_id}: {why}") from exc
         return spec.job_id
 
     def refresh(self, record: JobRecord) -> JobRecord:
@@ -112,6 +115,21 @@ class LocalBackend(Backend):
             record.state, record.reason = "cancelled", "cancelled"
         self.store.save(record)
         return record
+
+
+def _start_runner(command: list[str], log: Path) -> None:
+    """Start the runner in a session of its own, its output in its log from the first byte.
+
+    Why: the command that submits may be stopped right after (Ctrl-C, a closed terminal's SIGHUP goes
+    to the terminal's whole foreground process group); a runner still in that group, before it has
+    detached itself, would die with it and leave nothing saying why. In its own session it never gets
+    the terminal's signals, and whatever it prints (an import error, a refusal) is in ``runner.log``.
+    """
+    with open(log, "ab") as out:
+        subprocess.run(
+            command, check=True, timeout=60, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
 
 
 def _runner_pid(work: WorkDir) -> int | None:

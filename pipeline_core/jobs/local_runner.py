@@ -9,7 +9,8 @@ tells a running job from one whose runner was killed.
 A range that fails (after its retries) stops the others and fails the job with that range's reason.
 SIGTERM (a cancel) stops the tasks, removes the partial files, gives the reserved name back and
 records the job as cancelled. The tasks die with the runner even when it is killed outright
-(``PR_SET_PDEATHSIG``).
+(``PR_SET_PDEATHSIG``). SIGHUP is ignored: the runner has detached from every terminal, so a hang-up
+is not a request to stop the job (``reintegrate --wait`` may be waiting for it in a terminal that closes).
 """
 
 from __future__ import annotations
@@ -143,11 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work = WorkDir(args.work_dir)
     if args.detach:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # no terminal of ours from here on: see the module's doc
         _detach(work.path / "runner.log")
     lock = os.open(work.lock_file, os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not _take_lock(lock):
+        os.close(lock)
         print(f"another runner runs job {work.path.name}", file=sys.stderr)
         return 0
     if work.result() is not None:  # cancelled before this runner got going
@@ -156,18 +157,46 @@ def main(argv: list[str] | None = None) -> int:
     work.pid_file.write_text(f"{os.getpid()}\n")
     runner: Runner | None = None
     try:
-        with stop_signals_raise():
-            runner = Runner(work, LocalSlots(args.slots, args.workers))
-            return runner.run()
-    except KeyboardInterrupt as exc:
+        with stop_signals_raise():  # SIGTERM/SIGINT cancel the job; a second one never cuts the cancel short
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # detached: a hang-up is not a cancel
+            try:
+                runner = Runner(work, LocalSlots(args.slots, args.workers))
+                return runner.run()
+            except KeyboardInterrupt as exc:
+                _cancel(work, runner)
+                return exit_code(exc)
+    finally:
+        os.close(lock)
+
+
+#: seconds a starting runner tries for its lock: ``lock_held`` (a waiting ``reintegrate --wait``, the
+#: Stitcher) takes it for an instant to see whether a runner holds it
+LOCK_PATIENCE_S = 2.0
+
+
+def _take_lock(fd: int) -> bool:
+    """The job's lock, or False when another runner holds it. Retried for LOCK_PATIENCE_S: a look by
+    ``lock_held`` that lands on our first try must not make the job's only runner give up."""
+    deadline = time.monotonic() + LOCK_PATIENCE_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+
+
+def _cancel(work: WorkDir, runner: Runner | None) -> None:
+    """Stop the tasks and record the job as cancelled; a stop signal meanwhile is the same stop."""
+    try:
         with signals_deferred():
             if runner is not None:
                 runner.stop_all()
-            spec = work.spec()
-            finish_cancelled(spec, work, "cancelled")
-        return exit_code(exc)
-    finally:
-        os.close(lock)
+            finish_cancelled(work.spec(), work, "cancelled")
+    except KeyboardInterrupt:  # recorded during the clean-up, raised after it: nothing more to stop
+        pass
 
 
 if __name__ == "__main__":

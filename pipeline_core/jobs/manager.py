@@ -50,13 +50,14 @@ class JobManager:
         backend: str | None = None,
         dataset: str | None = None,
         engine: str | None = None,
+        modules: Sequence[int] | None = None,
     ) -> list[JobSpec]:
         """Check and plan one job per acquisition of ``paths`` (names reserved, entries saved as pending);
         nothing runs until :meth:`start`. Every refusal (roots, unreadable files, bad PONI/mask) comes
         from here, before anything is submitted. ``engine``: integrate's --engine (None: its default)."""
         runner = self.backend(backend)
         settings = absolute_settings(settings)
-        sources = open_checked_sources(paths, settings, self.config, dataset)
+        sources = open_checked_sources(paths, settings, self.config, dataset, modules)
         check_one_output(Path(output), sources)
         specs: list[JobSpec] = []
         try:
@@ -99,9 +100,10 @@ class JobManager:
         backend: str | None = None,
         dataset: str | None = None,
         engine: str | None = None,
+        modules: Sequence[int] | None = None,
     ) -> list[JobRecord]:
         """Plan and start one job per acquisition of ``paths``; returns their entries at once."""
-        specs = self.plan(paths, settings, output, backend, dataset, engine)
+        specs = self.plan(paths, settings, output, backend, dataset, engine, modules)
         records = []
         for i, spec in enumerate(specs):
             try:

@@ -10,6 +10,7 @@ existing file) only at the end; the job description goes beside it (``<stem>.job
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from pathlib import Path
@@ -17,10 +18,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..errors import OutputError
+from ..errors import NoSpaceError, OutputError
 from ..formats.nexus import MergedFileWriter
 from ..formats.nexus_failures import FailureList
 from ..formats.nexus_layout import open_layout, set_str
+from ..formats.nexus_modules import record_modules
 from ..messages import FailedFrames
 from ..output import part_path
 from ..processing.offline import check_all_frames_accounted
@@ -104,6 +106,9 @@ def merge_job(work: WorkDir) -> JobResult:
     try:
         for name, value in recorded.items():  # which engine integrated the rows, as integrate records it
             set_str(writer.h5["processed/process"], name, value)
+        modules = source.module_record()
+        if modules is not None:
+            record_modules(writer.h5, *modules)
         per_range = [_copy_rows(work.partial(r.index), writer) for r in spec.ranges]
         failures = _merge_failures(per_range)
         for f in failures:
@@ -112,7 +117,8 @@ def merge_job(work: WorkDir) -> JobResult:
         with signals_deferred():
             final = writer.close()
     except BaseException:
-        writer.suspend("interrupted")
+        with contextlib.suppress(NoSpaceError):  # a full disk: the file goes anyway, the first error says why
+            writer.suspend("interrupted")
         part_path(spec.output).unlink(missing_ok=True)  # a half merge is never left, even under the part name
         raise
     write_json(provenance_path(final), dataclasses.replace(spec, output=final).to_dict())

@@ -41,14 +41,18 @@ def absolute_settings(settings: IntegrationSettings) -> IntegrationSettings:
 
 
 def open_checked_sources(
-    paths: Sequence[str | Path], settings: IntegrationSettings, config: JobsConfig, dataset: str | None = None
+    paths: Sequence[str | Path],
+    settings: IntegrationSettings,
+    config: JobsConfig,
+    dataset: str | None = None,
+    modules: Sequence[int] | None = None,
 ) -> list[FrameSource]:
     """The acquisitions of ``paths`` (as ``integrate`` groups them), each prepared and confined."""
     for p in paths:
         confine(p, config.data_roots, "source")
     check_settings(settings, roots=config.calibration_roots)
     calibration = [settings.poni_path] + ([settings.mask_path] if settings.mask_path else [])
-    sources = open_sources(paths=list(paths), dataset=dataset, calibration_files=calibration)
+    sources = open_sources(paths=list(paths), dataset=dataset, calibration_files=calibration, modules=modules)
     for source in sources:
         for f in source.input_files:
             confine(f, config.data_roots, "input file")

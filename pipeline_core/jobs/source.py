@@ -19,7 +19,8 @@ from .validate import JobError
 def input_spec_for(source: FrameSource, dataset: str | None = None) -> InputSpec:
     """What a job records about ``source`` to open it again anywhere."""
     if isinstance(source, LambdaSource):
-        return InputSpec("lambda", tuple(source.input_files))
+        acq = source.acquisition
+        return InputSpec("lambda", tuple(source.input_files), modules=acq.modules if acq.modules_off else None)
     if isinstance(source, Hdf5Source):
         return InputSpec("hdf5", tuple(source.input_files), source.dataset or dataset)
     if isinstance(source, ImageSource):
@@ -35,7 +36,7 @@ def open_job_source(spec: JobSpec) -> FrameSource:
     if spec.input.kind == "lambda":  # any one file finds the acquisition; a part's missing module is listed later
         files = [next((f for f in files if Path(f).exists()), files[0])]
     dataset = spec.input.dataset if spec.input.kind == "hdf5" else None
-    sources = open_sources(paths=files, dataset=dataset)
+    sources = open_sources(paths=files, dataset=dataset, modules=spec.input.modules)
     if len(sources) != 1:
         raise JobError(
             f"job {spec.job_id}: its files make {len(sources)} acquisitions ({', '.join(s.name for s in sources)}); "

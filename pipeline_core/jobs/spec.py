@@ -76,6 +76,8 @@ class InputSpec:
     kind: str
     files: tuple[str, ...]
     dataset: str | None = None
+    #: the Lambda modules that are on (``--modules``; None: every module)
+    modules: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in SOURCE_KINDS:
@@ -83,6 +85,10 @@ class InputSpec:
         if not self.files:
             raise JobError("a job's input names no file")
         object.__setattr__(self, "files", tuple(str(f) for f in self.files))
+        if self.modules is not None:
+            if not self.modules or not all(type(m) is int and 1 <= m <= 99 for m in self.modules):
+                raise JobError(f"input modules {self.modules!r}: expected module numbers 1 to 99")
+            object.__setattr__(self, "modules", tuple(self.modules))
 
 
 @dataclass(frozen=True)
@@ -142,7 +148,12 @@ class JobSpec:
             "job_id": self.job_id,
             "backend": self.backend,
             "name": self.name,
-            "input": {"kind": self.input.kind, "files": list(self.input.files), "dataset": self.input.dataset},
+            "input": {
+                "kind": self.input.kind,
+                "files": list(self.input.files),
+                "dataset": self.input.dataset,
+                "modules": None if self.input.modules is None else list(self.input.modules),
+            },
             "settings": self.settings.to_dict(),
             "output": str(self.output),
             "work_dir": str(self.work_dir),
@@ -173,7 +184,10 @@ class JobSpec:
                 job_id=data["job_id"],
                 backend=data["backend"],
                 name=str(data["name"]),
-                input=InputSpec(inp["kind"], tuple(inp["files"]), inp.get("dataset")),
+                input=InputSpec(
+                    inp["kind"], tuple(inp["files"]), inp.get("dataset"),
+                    None if inp.get("modules") is None else tuple(inp["modules"]),
+                ),  # fmt: skip
                 settings=IntegrationSettings.from_dict(data["settings"]),
                 output=Path(data["output"]),
                 work_dir=Path(data["work_dir"]),

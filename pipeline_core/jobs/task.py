@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import PipelineError
+from ..errors import NoSpaceError, PipelineError
 from ..output import part_path
 from ..paths import confine
 from ..processing.offline import DEFAULT_CHUNK_SIZE, integrate_source
@@ -95,6 +95,11 @@ def attempt_range(spec: JobSpec, work: WorkDir, frame_range: FrameRange, record:
             **engine,
         )
     except PipelineError as exc:
+        # a failed attempt's partial is never used, and its room is what a full disk needs back (to
+        # record the reason, and for the next attempt)
+        _remove_partial(work, frame_range.index)
+        if isinstance(exc, NoSpaceError):  # its text says where the partial was left: it is gone now
+            return f"{NoSpaceError(exc.folder, exc.needed, exc.free, exc.what)} (the attempt's partial result removed)"
         return str(exc)
     except Exception as exc:  # a bug or an unreadable file h5py reports its own way: recorded, then retried
         return f"crashed: {exc!r}"

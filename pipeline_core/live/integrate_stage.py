@@ -153,7 +153,9 @@ class IntegrateStage:
         if item.error:
             return item.error
         try:
-            return read_part_range(item.module_files, item.start, item.stop, roots=self.data_roots)
+            return read_part_range(
+                item.module_files, item.start, item.stop, roots=self.data_roots, modules_off=item.modules_off
+            )
         except PipelineError as exc:
             return str(exc)
 
@@ -251,6 +253,7 @@ def failed_batch(item: WorkItem, integrator: str, reason: str, bins: int) -> Pat
         intensities=np.zeros((0, bins), np.float32),
         radial=np.zeros(bins),
         failed=[FailedFrames(item.module_files[0], reason, list(item.frame_numbers))],
+        settings=dict(item.settings),  # the scan's: a Merger writes a file even when every frame fails
     )
 
 
@@ -266,5 +269,6 @@ def item_batch(item: WorkItem, integrator: str, **results) -> PatternBatch:
         module_files=list(item.module_files),
         total_frames=item.total_frames,
         announced_at=item.announced_at,
+        modules_off=list(item.modules_off),
         **results,
     )

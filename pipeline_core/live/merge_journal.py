@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..paths import open_new_file
+
 JOURNAL_SUFFIX = ".journal"
 
 
@@ -40,7 +42,8 @@ class JournalEntry:
         """Write the journal of the result file ``path`` (its final name), replacing any before."""
         target = journal_path(path)
         tmp = target.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self)))
+        with os.fdopen(open_new_file(tmp), "w") as f:  # a link planted at the name is refused, not followed
+            f.write(json.dumps(asdict(self)))
         os.replace(tmp, target)
 
     @classmethod

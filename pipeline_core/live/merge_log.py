@@ -14,10 +14,17 @@ is ``magic, payload length, CRC-32 of the payload`` and the payload; reading sto
 that is short or whose checksum does not match, and the log is cut back to the last whole record
 before it is appended to again. A record lost that way is a batch the Merger had not acknowledged
 into its file: its frames count as missing, and the gap check asks for them again.
+
+A full disk shows here first: before a record is appended, the folder's free space is checked for
+the record *and* the change it makes to the HDF5 file (:func:`file_bytes`), plus the writer's
+reserve; an append that fails all the same (ENOSPC) is cut back to the last whole record. Either way
+:class:`~pipeline_core.errors.NoSpaceError` says so before anything of the change reached the file,
+so the log and the file stay in step and the scan can be rebuilt from the log once room is back.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -29,7 +36,10 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ..errors import PipelineError
+from ..errors import NoSpaceError, PipelineError
+from ..formats.hdf5_io import FreeBytes, SpaceGuard, is_no_space
+from ..formats.nexus import MergedFileWriter, text_bytes
+from ..paths import open_new_file
 
 log = logging.getLogger(__name__)
 
@@ -116,35 +126,90 @@ def read(path: Path) -> tuple[list[Record], int]:
     return records, good
 
 
-class RowLog:
-    """Appends records to one scan's log; each record reaches the kernel before the file is touched."""
+def file_bytes(record: Record, writer: MergedFileWriter) -> int:
+    """Most bytes applying ``record`` can add to ``writer``'s HDF5 file (checked with the record)."""
+    if record.kind == "rows":
+        return writer.row_bytes(len(record.arrays["numbers"]))
+    numbers = record.arrays.get("frame_numbers")
+    ranges = 12 * (0 if numbers is None else len(numbers))  # at most "1234567890," per frame
+    return text_bytes([json.dumps(record.fields)]) + ranges
 
-    def __init__(self, path: Path, handle: BinaryIO):
+
+class RowLog:
+    """Appends records to one scan's log; each record reaches the kernel before the file is touched.
+
+    The handle is unbuffered: a failed write leaves nothing pending in a buffer to reach the log
+    later, behind the cut-back."""
+
+    def __init__(self, path: Path, handle: BinaryIO, free_bytes: FreeBytes | None = None):
         self.path = path
         self._f = handle
+        self._size = handle.tell()  # the end of the last whole record
+        self.space = SpaceGuard(path.parent, free_bytes)
 
     @classmethod
-    def create(cls, path: Path, radial: np.ndarray, source: str, engine: str = "", engine_note: str = "") -> RowLog:
-        """A new log for the file ``path`` (final name), starting with the ``open`` record."""
+    def create(
+        cls, path: Path, radial: np.ndarray, source: str, engine: str = "", engine_note: str = "",
+        free_bytes: FreeBytes | None = None,
+    ) -> RowLog:  # fmt: skip
+        """A new log for the file ``path`` (final name), starting with the ``open`` record; no log is
+        left when that record cannot be written (NoSpaceError)."""
         target = log_path(path)
-        rowlog = cls(target, target.open("wb"))
-        rowlog.append(Record("open", {"source": source, "engine": engine, "engine_note": engine_note},
-                             {"radial": np.asarray(radial, np.float64)}))  # fmt: skip
+        handle = os.fdopen(open_new_file(target), "wb", buffering=0)  # never through a planted link
+        rowlog = cls(target, handle, free_bytes)
+        opened = Record("open", {"source": source, "engine": engine, "engine_note": engine_note},
+                        {"radial": np.asarray(radial, np.float64)})  # fmt: skip
+        try:
+            rowlog.append(opened)
+        except BaseException:
+            rowlog.remove()
+            raise
         return rowlog
 
     @classmethod
-    def resume(cls, path: Path) -> tuple[RowLog, list[Record]]:
+    def resume(cls, path: Path, free_bytes: FreeBytes | None = None) -> tuple[RowLog, list[Record]]:
         """The log of ``path`` (final name) cut back to its last whole record, and its records."""
         target = log_path(path)
         records, good = read(target)
-        handle = target.open("r+b")
+        handle = target.open("r+b", buffering=0)
         handle.truncate(good)
         handle.seek(good)
-        return cls(target, handle), records
+        return cls(target, handle, free_bytes), records
 
-    def append(self, record: Record) -> None:
-        self._f.write(record.encode())
-        self._f.flush()  # in the kernel's hands: a kill -9 of this process no longer loses it
+    def append(self, record: Record, then: int = 0) -> None:
+        """Append one record (in the kernel's hands when this returns: a kill -9 no longer loses it).
+
+        ``then``: bytes the change will take in the HDF5 file, checked with the record's own
+        (:func:`file_bytes`). NoSpaceError, with the log as it was, when they are not free."""
+        data = record.encode()
+        what = f"a {record.kind!r} change to {self.path.name[: -len(LOG_SUFFIX)]} (row log and file)"
+        self.space.require(len(data) + then, what)
+        try:
+            self._write_all(data)
+        except OSError as exc:
+            self._cut_back()
+            if is_no_space(exc):
+                free = self.space.free(self.space.folder)
+                note = "the row log met the full disk; cut back to its last whole record"
+                raise NoSpaceError(self.space.folder, len(data) + then, free, what, note) from exc
+            raise
+        self._size += len(data)
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = self._f.write(view)
+            if not written:  # a regular file writes something or raises; never spin
+                raise OSError(errno.ENOSPC, f"{self.path}: the write wrote nothing")
+            view = view[written:]
+
+    def _cut_back(self) -> None:
+        """Drop what a failed append wrote of its record (a torn record would end the log there)."""
+        try:
+            self._f.truncate(self._size)
+            self._f.seek(self._size)
+        except OSError:  # the torn tail is dropped by the next read in any case
+            log.exception("%s: cannot cut back to %d bytes", self.path, self._size)
 
     def close(self) -> None:
         self._f.close()
@@ -160,3 +225,65 @@ def set_aside(path: Path) -> None:
     target = log_path(path)
     if target.exists():
         target.rename(target.with_name(target.name + ".broken"))
+
+
+# -- scans waiting for room ---------------------------------------------------------------------------
+@dataclass
+class SetAside:
+    """A scan whose folder ran out of room: its file is suspended (or was never created), its frames
+    arriving meanwhile are dropped, and it comes back once ``error.needed`` bytes are free again."""
+
+    scan: str
+    error: NoSpaceError
+    #: the journal of its suspended file (a resume rebuilds the file from the row log); None when
+    #: the file could not be created at all: ``first_batch`` then opens it
+    journal: Path | None = None
+    first_batch: Any = None
+    #: frames that arrived while it waited (not merged: the gap check asks for them again)
+    dropped: int = 0
+
+
+class WaitingForRoom:
+    """The scans set aside for a full disk, and the check that tells when each can come back.
+
+    Kept apart from the stage so the rule is in one place: a full disk never ends a scan and never
+    starts a second file for it (the name stays reserved by its ``.part``); it waits, and is
+    rebuilt from its row log when the folder has room for the write that failed (plus the reserve
+    that check asked for, already in ``error.needed``)."""
+
+    def __init__(self, free_bytes: FreeBytes | None = None):
+        self._free = free_bytes
+        self._scans: dict[str, SetAside] = {}
+
+    def __contains__(self, scan: object) -> bool:
+        return scan in self._scans
+
+    def __len__(self) -> int:
+        return len(self._scans)
+
+    def add(self, scan: str, error: NoSpaceError, journal: Path | None = None, first_batch: Any = None) -> SetAside:
+        """Set ``scan`` aside (again: what it waited with is kept, the new error replaces the old)."""
+        before = self._scans.get(scan)
+        entry = SetAside(scan, error, journal, first_batch)
+        if before is not None:
+            entry.journal = journal or before.journal
+            entry.first_batch = first_batch or before.first_batch
+            entry.dropped = before.dropped
+        self._scans[scan] = entry
+        return entry
+
+    def drop(self, scan: str, frames: int) -> None:
+        """Frames of a waiting scan arrived: not merged (asked again once it is back)."""
+        self._scans[scan].dropped += frames
+
+    def ready(self) -> list[SetAside]:
+        """The waiting scans whose folder has room again, now."""
+        out = []
+        for entry in self._scans.values():
+            guard = SpaceGuard(Path(str(entry.error.folder)), self._free, reserve=0)
+            if guard.room(entry.error.needed):
+                out.append(entry)
+        return out
+
+    def pop(self, scan: str) -> SetAside:
+        return self._scans.pop(scan)

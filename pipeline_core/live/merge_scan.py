@@ -14,11 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import PipelineError
+from ..errors import NoSpaceError, OutputError, PipelineError
+from ..formats.lambda_files import parse_lambda_name
 from ..formats.nexus import MergedFileWriter
 from ..formats.nexus_layout import record_engine
+from ..formats.nexus_modules import off_note, record_modules
 from ..messages import FailedFrames, PatternBatch, ScanInfo
 from ..output import part_path, reserve_output
+from ..paths import check_file_name
 from ..processing.integrate import IntegrationSettings
 from . import merge_journal, merge_log
 from .merge_gaps import GapState
@@ -37,6 +40,8 @@ class ScanSummary:
     duplicates_ignored: int
     complete: bool
     settings: IntegrationSettings | None = None
+    #: latest announcement (Stitcher's clock) of a batch in the file: what a later batch is told apart by
+    last_announced: float = 0.0
 
 
 @dataclass
@@ -55,18 +60,41 @@ class OpenScan:
     failed_numbers: set[int] = field(default_factory=set)
     gaps: GapState = field(default_factory=GapState)
     rowlog: RowLog | None = None
+    #: the detector modules whose files made the rows, and those switched off (``process/modules``)
+    modules_on: set[int] = field(default_factory=set)
+    modules_off: set[int] = field(default_factory=set)
+    #: latest ``announced_at`` of the batches in the file (the Stitcher's clock): a batch of this scan
+    #: announced later is a new processing of it, one announced earlier a late or re-delivered one
+    last_announced: float = 0.0
 
     @classmethod
-    def create(cls, directory: Path, batch: PatternBatch, info: ScanInfo | None) -> OpenScan:
-        """Open the scan's file at its first batch with patterns (its radial axis and settings)."""
-        stem = info.stem if info else batch.scan.split("#", 1)[0]
+    def create(
+        cls, directory: Path, batch: PatternBatch, info: ScanInfo | None, radial: np.ndarray | None = None
+    ) -> OpenScan:
+        """Open the scan's file at its first batch with patterns (its radial axis and settings); with
+        ``radial``, the file of a scan where nothing integrated (no pattern gave an axis).
+
+        The file is created in ``directory`` itself: its stem must be one file name (ConfigError
+        otherwise), and no name is followed through a symbolic link (OutputError)."""
+        check_file_name(batch.scan, "scan name")
+        stem = check_file_name(info.stem if info else batch.scan.split("#", 1)[0], f"stem of scan {batch.scan!r}")
         settings = IntegrationSettings.from_dict(batch.settings)
-        path = reserve_output(directory / f"{stem}.nxs")
-        rowlog = RowLog.create(path, batch.radial, stem, batch.engine, batch.engine_note)
-        writer = MergedFileWriter(path, batch.radial, settings, [], [], stem)
+        axis = batch.radial if radial is None else radial
+        path = reserve_output(Path(directory) / f"{stem}.nxs")
+        rowlog = None
+        try:
+            rowlog = RowLog.create(path, axis, stem, batch.engine, batch.engine_note)
+            entry = JournalEntry(batch.scan, batch.settings, batch.settings_hash, batch.total_frames, batch.raw_file)
+            entry.write(path)
+            writer = MergedFileWriter(path, axis, settings, [], [], stem)
+        except OSError as exc:  # e.g. a symbolic link planted at the row log's or journal's name: refused
+            _abandon(path, rowlog)
+            raise OutputError(f"scan {batch.scan}: cannot create {path} and its row log and journal ({exc})") from exc
+        except BaseException:
+            _abandon(path, rowlog)
+            raise
         if batch.engine:
             record_engine(writer.h5, batch.engine, batch.engine_note)
-        JournalEntry(batch.scan, batch.settings, batch.settings_hash, batch.total_frames, batch.raw_file).write(path)
         log.info("scan %s: writing %s", batch.scan, path)
         return cls(batch.scan, writer, batch.settings_hash, settings, total_frames=batch.total_frames, rowlog=rowlog)
 
@@ -81,6 +109,7 @@ class OpenScan:
             raise LogError(f"{part_path(path)} is not there to continue")
         settings = IntegrationSettings.from_dict(entry.settings)
         rowlog, records = RowLog.resume(path)
+        writer: MergedFileWriter | None = None
         try:
             opened = records[0]
             writer = MergedFileWriter(path, opened.arrays["radial"], settings, [], [], opened.fields["source"])
@@ -91,6 +120,8 @@ class OpenScan:
                 scan._apply(record)
         except BaseException:
             rowlog.close()
+            if writer is not None and writer.is_open:  # a rebuild cut short (no space): flushed, closed
+                writer.h5.close()
             raise
         scan.rowlog = rowlog
         scan.writer.h5.flush()
@@ -101,18 +132,20 @@ class OpenScan:
         return scan
 
     def _log(self, record: Record) -> Record:
-        if self.rowlog is not None:
-            self.rowlog.append(record)
+        if self.rowlog is not None:  # room for the record and its change to the file, or NoSpaceError
+            self.rowlog.append(record, then=merge_log.file_bytes(record, self.writer))
         return record
 
     def _apply(self, record: Record) -> int:
         """Make one logged change to the file (live, and again when a resume replays the log)."""
         f, a = record.fields, record.arrays
+        self.last_announced = max(self.last_announced, float(f.get("announced_at", 0.0)))
         if record.kind == "rows":
             return self.writer.add(a["numbers"], a["data"], a.get("sigma"), a["file_index"], a["index_in_file"])
         if record.kind == "raw_file":
             self.writer.set_raw_file(f["index"], f["path"], f["module_files"])
             self.raw_file = f["path"]
+            self._note_modules(f["module_files"], f.get("modules_off", []))
             return 0
         if record.kind == "failure":
             failure = FailedFrames(f["file"], f["reason"], [int(v) for v in a["frame_numbers"]])
@@ -121,6 +154,17 @@ class OpenScan:
             self.writer.add_failure(failure)
             return len(new)
         raise LogError(f"row log of {self.path}: unexpected record {record.kind!r}")
+
+    def _note_modules(self, module_files: list[str], off: list[int]) -> None:
+        """Record which modules made the rows and which were switched off, when that changes."""
+        names = (parse_lambda_name(f) for f in module_files)
+        on = {n.module for n in names if n is not None and n.module is not None}
+        if on <= self.modules_on and set(off) <= self.modules_off:
+            return
+        self.modules_on |= on
+        self.modules_off |= set(off)
+        note = off_note(self.modules_off, "they wrote no file: the Stitcher's switched-off rule")
+        record_modules(self.writer.h5, self.modules_on, self.modules_off, note)
 
     @property
     def path(self) -> Path:
@@ -131,7 +175,12 @@ class OpenScan:
         if batch.total_frames and not self.total_frames:
             self.total_frames = batch.total_frames
         if batch.raw_file:
-            fields = {"index": batch.part, "path": batch.raw_file, "module_files": list(batch.module_files)}
+            fields = {
+                "index": batch.part,
+                "path": batch.raw_file,
+                "module_files": list(batch.module_files),
+                "modules_off": list(batch.modules_off),
+            }
             self._apply(self._log(Record("raw_file", fields)))
         merged = failed = 0
         if len(batch.frame_numbers) and batch.settings_hash != self.settings_hash:
@@ -151,14 +200,15 @@ class OpenScan:
             }
             if batch.sigma is not None:
                 arrays["sigma"] = np.asarray(batch.sigma, np.float32)
-            merged = self._apply(self._log(Record("rows", arrays=arrays)))
+            merged = self._apply(self._log(Record("rows", {"announced_at": batch.announced_at}, arrays)))
         for f in batch.failed:
-            failed += self.add_failure(FailedFrames(f.file, f.reason, list(f.frame_numbers)))
+            failed += self.add_failure(FailedFrames(f.file, f.reason, list(f.frame_numbers)), batch.announced_at)
         return merged, failed
 
-    def add_failure(self, failure: FailedFrames) -> int:
-        """List frames as failed in the file; returns how many were neither merged nor listed before."""
-        fields = {"file": failure.file, "reason": failure.reason}
+    def add_failure(self, failure: FailedFrames, announced_at: float = 0.0) -> int:
+        """List frames as failed in the file; returns how many were neither merged nor listed before.
+        ``announced_at``: when the Stitcher announced the part of a batch's failure (0: not a batch's)."""
+        fields = {"file": failure.file, "reason": failure.reason, "announced_at": announced_at}
         numbers = np.asarray(failure.frame_numbers, np.int64)
         return self._apply(self._log(Record("failure", fields, {"frame_numbers": numbers})))
 
@@ -202,31 +252,116 @@ class OpenScan:
             w.duplicates_ignored,
             complete=not w.failures,
             settings=self.settings,
+            last_announced=self.last_announced,
         )
         return summary, failed
 
     def suspend(self) -> None:
         """Leave the file as a part, with its journal, for the next start to resume."""
-        self.writer.suspend()
-        if self.rowlog is not None:
-            self.rowlog.close()
+        try:
+            self.writer.suspend()
+        except NoSpaceError as exc:  # its status stays running: the row log, which a resume replays, has it all
+            log.warning("scan %s: %s", self.scan, exc)
+        finally:
+            if self.rowlog is not None:
+                self.rowlog.close()
         log.warning("scan %s suspended in %s; the next start resumes it", self.scan, self.writer.file_path)
+
+
+def _abandon(path: Path, rowlog: RowLog | None) -> None:
+    """Remove what a file's creation made before it failed: a reserved name is a file written, never an
+    empty ``.part`` (nor a journal) left behind for the next start to trip over."""
+    if rowlog is not None:
+        rowlog.remove()
+    merge_journal.remove(path)
+    part_path(path).unlink(missing_ok=True)
+
+
+@dataclass
+class PendingScan:
+    """A scan whose batches so far only list failed frames: no pattern has given its file a radial axis.
+
+    Its failures are held until a batch with patterns opens the file (they go in first), or until the
+    scan must end without one — every frame failed, the gap check's timeout, the operator's Stop —
+    when :meth:`open_failed_only` writes the file anyway: no rows, every frame listed with its reason
+    (status ``incomplete``, as offline ``integrate`` ends a run where every frame failed). The axis
+    of such a file is NaN: nothing was integrated, and the Merger has no geometry to compute one.
+    """
+
+    scan: str
+    batches: list[PatternBatch] = field(default_factory=list)
+    total_frames: int | None = None
+    raw_file: str = ""
+    gaps: GapState = field(default_factory=GapState)
+
+    def add(self, batch: PatternBatch) -> None:
+        self.batches.append(batch)
+        self.total_frames = self.total_frames or batch.total_frames
+        self.raw_file = self.raw_file or batch.raw_file
+
+    def failed_numbers(self) -> set[int]:
+        return {int(n) for b in self.batches for f in b.failed for n in f.frame_numbers}
+
+    def missing(self) -> list[int]:
+        """Frame numbers of the acquisition not listed as failed yet (total must be known)."""
+        if not self.total_frames:
+            return []
+        return sorted(set(range(1, self.total_frames + 1)) - self.failed_numbers())
+
+    @property
+    def done(self) -> bool:
+        """Every frame of the acquisition is listed as failed (the total must be known)."""
+        return bool(self.total_frames) and not self.missing()
+
+    def settings_batch(self) -> PatternBatch | None:
+        """A batch that says which settings the scan was to be integrated with (its work items')."""
+        return next((b for b in self.batches if b.settings), None)
+
+    def replay(self, scan: OpenScan) -> int:
+        """Put the held batches into ``scan``'s file; returns how many frames were newly listed as failed."""
+        return sum(scan.add(b)[1] for b in self.batches)
+
+    def open_failed_only(self, directory: Path, info: ScanInfo | None) -> OpenScan:
+        """The file of a scan where nothing integrated, with every held failure in it; OutputError when
+        no batch carries the scan's settings (the chain had none: there is nothing to record)."""
+        first = self.settings_batch()
+        if first is None:
+            frames = sorted(self.failed_numbers())
+            raise OutputError(
+                f"scan {self.scan}: all {len(frames)} frame(s) failed and no batch names the integration settings "
+                f"(the chain had no PONI?): no merged file written; failures: {self.batches[0].failed[0].reason}"
+            )
+        bins = int(first.settings.get("bins") or len(first.radial) or 1)
+        scan = OpenScan.create(directory, first, info, radial=np.full(bins, np.nan))
+        scan.total_frames = self.total_frames
+        return scan
 
 
 #: What :meth:`OpenScan.resume` raises for a file or journal that cannot be continued.
 RESUME_ERRORS = (OSError, ValueError, KeyError, PipelineError)  # LogError is a PipelineError
 
 
-def resume_open_scans(directory: Path, on_error: Callable[[str], None]) -> list[OpenScan]:
+def resume_open_scans(
+    directory: Path,
+    on_error: Callable[[str], None],
+    on_no_room: Callable[[Path, NoSpaceError], None] | None = None,
+) -> list[OpenScan]:
     """Every scan whose file a killed (or stopped) Merger left open in ``directory``, continued.
 
     A file that cannot be continued is left as it was (never overwritten) and its journal set aside:
-    its scan goes on in a new file, and the gap check asks again for the frames it held.
+    its scan goes on in a new file, and the gap check asks again for the frames it held. One that
+    cannot be rebuilt for lack of room keeps its journal and row log: ``on_no_room`` (the stage's
+    wait for room), else the next start, tries again.
     """
     scans = []
     for journal in merge_journal.journals(directory):
         try:
             scans.append(OpenScan.resume(journal))
+        except NoSpaceError as exc:
+            if on_no_room is not None:
+                on_no_room(journal, exc)
+            else:
+                on_error(f"cannot resume {journal.with_suffix('')} now ({exc}); tried again at the next start")
         except RESUME_ERRORS as exc:
             merge_journal.set_aside(journal)
             merge_log.set_aside(journal.with_suffix(""))

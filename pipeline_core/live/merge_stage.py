@@ -5,7 +5,10 @@ Pattern batches from any number of Integrators arrive in any order; each scan ge
 opened at its first batch and closed when every frame of the acquisition is merged or listed as
 failed — or, when the total is unknown or frames never come, after ``scan_timeout_s`` without news,
 with the missing frame numbers listed as failed. Batches integrated with other settings than the
-file's are refused (listed as failed with the reason), never mixed in.
+file's are refused (listed as failed with the reason), never mixed in. A scan whose batches only
+list failures has no radial axis for a file: they are held (:class:`merge_scan.PendingScan`) until a
+pattern opens it, or the scan ends anyway in a file of failures only. A closed scan is never
+reopened, a restart included (:mod:`merge_closed`).
 
 An open scan's file is ``<stem>.nxs.part`` beside its journal ``<stem>.nxs.journal`` (both named
 after the final name); a shutdown suspends it (status ``interrupted``), a restart resumes it, and
@@ -26,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..messages import FailedFrames, PatternBatch, ScanInfo
+from ..errors import NoSpaceError, PipelineError
+from ..messages import PatternBatch, ScanInfo
 from ..processing.integrate import IntegrationSettings
 from .merge_closed import ClosedScans
 from .merge_gaps import (
@@ -37,9 +41,10 @@ from .merge_gaps import (
     GapPolicy,
     RequestMissing,
 )
-from .merge_journal import journal_path
+from .merge_journal import JournalEntry, journal_path
 from .merge_latency import LatencyWindow
-from .merge_scan import OpenScan, ScanSummary, resume_open_scans
+from .merge_log import WaitingForRoom
+from .merge_scan import RESUME_ERRORS, OpenScan, PendingScan, ScanSummary, resume_open_scans
 from .worker import ThreadContext, Worker
 
 log = logging.getLogger(__name__)
@@ -112,8 +117,11 @@ class MergeStage:
         self._gaps = GapCheck(self.gap_policy, request_missing, time.monotonic)
         self._infos: dict[str, ScanInfo] = {}
         self._open: dict[str, OpenScan] = {}
-        self._pending_failures: dict[str, list[FailedFrames]] = {}
-        self._closed = ClosedScans()
+        #: scans whose batches so far only list failures (no radial axis for a file yet)
+        self._pending: dict[str, PendingScan] = {}
+        #: scans set aside while their folder is full: rebuilt from their row logs once room is back
+        self._no_room = WaitingForRoom()
+        self._closed = ClosedScans(self.output_directory)  # with the scans closed before a restart
         #: scan id -> summary of every scan closed since the start
         self.closed: dict[str, ScanSummary] = self._closed.summaries
         self.counters = MergeCounters()
@@ -172,16 +180,31 @@ class MergeStage:
     def _finish(self, job: FinishScan) -> None:
         if job.scan in self._open:
             self._close(self._open[job.scan], reason="stopped by the operator")
+        elif job.scan in self._pending:
+            self._close_pending(self._pending[job.scan], reason="stopped by the operator")
 
     def _suspend_all(self, job: SuspendAll) -> None:
         for scan in self._open.values():
             scan.suspend()
         self._open.clear()
+        for pending in self._pending.values():  # held in memory only: no file has an axis for them yet
+            log.warning("scan %s: %d failed frame(s) held without a file are dropped at shutdown",
+                        pending.scan, len(pending.failed_numbers()))  # fmt: skip
 
     def _resume(self, job: ResumeScans) -> None:
         """Continue the files a killed Merger left open, as their journals say (restart after kill -9)."""
-        for scan in resume_open_scans(self.output_directory, self._on_error):
+        for scan in resume_open_scans(self.output_directory, self._on_error, self._resume_later):
             self._adopt(scan)
+
+    def _resume_later(self, journal: Path, exc: NoSpaceError) -> None:
+        """A file left open that cannot be rebuilt now for lack of room: it waits, as a full disk's
+        scans do (its journal and row log stay)."""
+        try:
+            scan_id = JournalEntry.read(journal).scan
+        except (OSError, ValueError, KeyError):
+            scan_id = journal.name
+        self._no_room.add(scan_id, exc, journal)
+        self._on_error(f"{exc}; scan {scan_id} is rebuilt from its row log once there is room")
 
     def _adopt(self, scan: OpenScan) -> None:
         """Make ``scan`` open and the one being written (a new file, or one resumed)."""
@@ -192,28 +215,57 @@ class MergeStage:
     def _open_scan(self, batch: PatternBatch) -> OpenScan:
         scan = OpenScan.create(self.output_directory, batch, self._infos.get(batch.scan))
         self._adopt(scan)
-        for failure in self._pending_failures.pop(batch.scan, []):
-            self.counters.frames_failed += scan.add_failure(failure)
+        pending = self._pending.pop(batch.scan, None)
+        if pending is not None:  # the failures that came before any pattern go in first
+            self.counters.frames_failed += pending.replay(scan)
         return scan
+
+    def _hold(self, batch: PatternBatch) -> None:
+        """Failures before any pattern: no radial axis is known yet, so no file; hold them (the gap
+        check watches the scan) and write a file of failures only once every frame has failed."""
+        pending = self._pending.setdefault(batch.scan, PendingScan(batch.scan))
+        pending.add(batch)
+        self._gaps.news(pending)
+        self.current_scan = batch.scan
+        if pending.done:
+            self._close_pending(pending)
+
+    def _close_pending(self, pending: PendingScan, reason: str = "") -> None:
+        """End a scan where nothing integrated: a published file listing every frame and its reason."""
+        del self._pending[pending.scan]
+        try:
+            scan = pending.open_failed_only(self.output_directory, self._infos.get(pending.scan))
+        except PipelineError as exc:
+            self._on_error(str(exc))
+            return
+        self._adopt(scan)
+        scan.gaps = pending.gaps  # what was asked already is said in the file
+        self.counters.frames_failed += pending.replay(scan)
+        self._close(scan, reason)
 
     def _merge(self, job: BatchArrived) -> None:
         batch = job.batch
         self.counters.frames_received += len(batch.frame_numbers) + sum(len(f.frame_numbers) for f in batch.failed)
-        if batch.scan in self._closed:
-            refused = self._closed.late(batch)
+        if batch.scan in self._no_room:  # its folder is full: these frames are asked again once it is back
+            self._no_room.drop(batch.scan, len(batch.frame_numbers))
+            return
+        scan = self._open.get(batch.scan)
+        if scan is None and batch.scan not in self._pending and self._closed.owns(batch):
+            refused = self._closed.late(batch)  # a published scan is never reopened (README: restarts)
             if refused:
                 self._on_error(refused)
             return
-        scan = self._open.get(batch.scan)
-        if scan is None:
-            if not batch.settings:
-                # Failures before any pattern: no radial axis is known yet, so no file; keep them for it.
-                pending = self._pending_failures.setdefault(batch.scan, [])
-                pending.extend(FailedFrames(f.file, f.reason, list(f.frame_numbers)) for f in batch.failed)
-                return
-            scan = self._open_scan(batch)
-        self._gaps.news(scan)
-        merged, failed = scan.add(batch)
+        if scan is None and not len(batch.frame_numbers):
+            self._hold(batch)
+            return
+        try:
+            if scan is None:
+                scan = self._open_scan(batch)
+            self._gaps.news(scan)
+            merged, failed = scan.add(batch)
+        except NoSpaceError as exc:
+            self._set_aside(batch.scan, exc, batch)
+            return
         self.counters.frames_processed += merged
         self.counters.frames_failed += failed
         # latency as the operator feels it: part announced by the detector -> its patterns in the file
@@ -225,14 +277,63 @@ class MergeStage:
 
     def _close(self, scan: OpenScan, reason: str = "") -> None:
         del self._open[scan.scan]
-        summary, failed = scan.close(reason)
+        try:
+            summary, failed = scan.close(reason)
+        except NoSpaceError as exc:  # not even its end fits: it waits, and is closed once rebuilt
+            self._open[scan.scan] = scan
+            self._set_aside(scan.scan, exc)
+            return
         self.counters.frames_failed += failed
         self.last_output = summary.path
         self._closed.remember(summary, set(scan.writer.frame_numbers.tolist()))
         log.info("scan %s closed: %s", scan.scan, summary)
         self._on_scan_closed(summary)
 
+    def _set_aside(self, scan_id: str, exc: NoSpaceError, batch: PatternBatch | None = None) -> None:
+        """A full disk: suspend the scan's file (its row log holds every change that reached it) and
+        wait for room. Never a second file for it, never a scan ended for it; its frames that arrive
+        meanwhile are dropped and asked again by the gap check once it is back."""
+        scan = self._open.pop(scan_id, None)
+        journal = None
+        if scan is not None:
+            scan.suspend()
+            journal = journal_path(scan.path)
+        self._no_room.add(scan_id, exc, journal, batch if journal is None else None)
+        self._on_error(f"{exc}; scan {scan_id} waits for room, then continues (missing frames are asked again)")
+
+    def _bring_back(self) -> None:
+        """Scans set aside for a full disk whose folder has room again: rebuilt from their row logs
+        (or opened by their first batch); the gap check then asks for what they dropped meanwhile."""
+        for entry in self._no_room.ready():
+            try:
+                if entry.journal is not None:
+                    scan = OpenScan.resume(entry.journal)
+                    self._adopt(scan)
+                else:
+                    scan = self._open_scan(entry.first_batch)
+                    self.counters.frames_processed += scan.add(entry.first_batch)[0]
+            except NoSpaceError as exc:  # still too little: it waits on (with what it waited with)
+                if entry.scan in self._open:
+                    self._set_aside(entry.scan, exc)
+                else:
+                    self._no_room.add(entry.scan, exc)
+                continue
+            except RESUME_ERRORS as exc:
+                self._no_room.pop(entry.scan)
+                self._on_error(f"scan {entry.scan} cannot continue after the full disk ({exc})")
+                continue
+            self._no_room.pop(entry.scan)
+            log.warning("scan %s continues in %s (room is back; %d frame(s) dropped meanwhile are asked again)",
+                        entry.scan, scan.path, entry.dropped)  # fmt: skip
+            if scan.done:
+                self._close(scan)
+
     def _check_gaps(self) -> None:
         """Idle time of the stage's thread: the gap check (ask again for missing frames, then time out)."""
-        for scan, reason in self._gaps.check(list(self._open.values())):
-            self._close(scan, reason=reason)
+        self._bring_back()
+        watched: list[OpenScan | PendingScan] = [*self._open.values(), *self._pending.values()]
+        for scan, reason in self._gaps.check(watched):
+            if isinstance(scan, PendingScan):
+                self._close_pending(scan, reason)
+            else:
+                self._close(scan, reason=reason)

@@ -64,14 +64,25 @@ class PartChecker:
         self.retry_delay_s = retry_delay_s
         self.roots = tuple(roots)
 
-    def check(self, files: list[Path], known_shape: tuple[int, int] | None = None) -> PartState:
+    def check(
+        self,
+        files: list[Path],
+        known_shape: tuple[int, int] | None = None,
+        retries: int | None = None,
+        modules_off: Sequence[int] = (),
+    ) -> PartState:
         """The state of the part made of ``files``; ``known_shape``: the frame shape seen so far (the
-        detector mask is built only when the shape changes)."""
+        detector mask is built only when the shape changes). ``retries``: opening attempts after the
+        first, instead of the checker's -- 0 where the caller looks again later anyway, so that a
+        broken file does not hold the caller's thread in sleeps meanwhile. ``modules_off``: modules
+        switched off for the scan, placed as gaps (the frame keeps its shape)."""
         missing = [f.name for f in files if not f.exists()]
         if missing:
             return PartWaiting(f"module file(s) {', '.join(missing)} not written", missing)
         try:
-            part = open_part(files, self.retries, self.retry_delay_s, self.roots)
+            part = open_part(
+                files, self.retries if retries is None else retries, self.retry_delay_s, self.roots, modules_off
+            )
         except OutsideRootsError as exc:  # a sibling that links out of the roots: never read it
             return self.failed(files, str(exc))
         except PartMismatch as exc:
@@ -111,7 +122,7 @@ class PartChecker:
             if p.index in skip:
                 continue
             try:
-                with open_part(p.files, retries=0, roots=self.roots) as part:
+                with open_part(p.files, retries=0, roots=self.roots, modules_off=acquisition.modules_off) as part:
                     found[p.index] = (list(p.files), [int(v) for v in part.frame_numbers])
             except PartMismatch as exc:
                 log.warning("part %d of %s: %s", p.index, acquisition.stem, exc)

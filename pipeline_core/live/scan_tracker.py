@@ -48,6 +48,9 @@ class ScanRecord:
     #: the modules whose files make a part; None = all ``module_count`` (a module switched off writes
     #: no file: learned once for the scan, see PartIntake)
     modules: tuple[int, ...] | None = None
+    #: the modules taken as switched off (the rest of ``module_count``): every item carries them, so
+    #: the Integrator stitches them as gaps in their places and the merged file records them
+    modules_off: tuple[int, ...] = ()
     #: part -> module files announced complete (a trigger that knows when a file is closed)
     announced_files: dict[int, set[Path]] = field(default_factory=dict)
     #: part -> frames the detector says the part holds (the ``lambda`` trigger): files holding fewer
@@ -213,7 +216,7 @@ class ScanTracker:
             WorkItem(
                 f"{info.scan}:{part}:{start}{tag}", info.scan, self.detector, part, [str(f) for f in files],
                 start, min(start + step, stop), numbers[start : min(start + step, stop)], info.total_frames,
-                announced_at=scan.announced_at.get(part, 0.0), **settings,
+                announced_at=scan.announced_at.get(part, 0.0), modules_off=list(scan.modules_off), **settings,
             )  # fmt: skip
             for start in range(first, stop, step)
         ]
@@ -223,5 +226,5 @@ class ScanTracker:
         info = scan.info
         return WorkItem(
             f"{info.scan}:{part}:failed", info.scan, self.detector, part, [str(f) for f in files], 0, 0, numbers,
-            info.total_frames, error=reason, **self.settings_fields(scan),
+            info.total_frames, error=reason, modules_off=list(scan.modules_off), **self.settings_fields(scan),
         )  # fmt: skip

@@ -133,10 +133,13 @@ class PartIntake:
         on_work: Callable[[int], None],
         on_error: Callable[[str], None],
         clock: Callable[[], float],
+        announcements_waiting: Callable[[], int] = lambda: 0,
     ):
         self.config = config
         self.scans, self.queue, self.checker = parts
         self._on_work, self._on_error, self._clock = on_work, on_error, clock
+        #: announcements queued for the stage's thread and not handled yet (see check_pending)
+        self._announcements_waiting = announcements_waiting
         self.counters = StitchCounters()
         self._count_lock = threading.Lock()
         self.frame_shape: tuple[int, int] | None = None
@@ -155,9 +158,14 @@ class PartIntake:
             files = self._modules_on(scan, part, files)
             if not files:
                 return False
-        state = self.checker.check(files, self.frame_shape)
+        # before its timeout the idle check is the retry: opening retries (sleeps) here would hold the
+        # thread, and every other part's announcements and timeouts with it, for each broken file
+        last_chance = self._waited(scan, part) >= self.config.module_timeout_s
+        state = self.checker.check(
+            files, self.frame_shape, retries=None if last_chance else 0, modules_off=scan.modules_off
+        )
         if isinstance(state, PartWaiting):
-            if state.missing or self._waited(scan, part) < self.config.module_timeout_s:
+            if state.missing or not last_chance:
                 return False  # still being written: the idle check tries again
             state = self.checker.failed(files, state.reason)
         if isinstance(state, PartReady) and len(state.frame_numbers) < scan.due_frames.get(part, 0):
@@ -204,6 +212,7 @@ class PartIntake:
             return []
         numbers = scan.module_numbers(self.config.module_count)
         scan.modules = tuple(k for k, f in zip(numbers, files, strict=True) if f in present)
+        scan.modules_off = tuple(k for k in numbers if k not in scan.modules)
         off = ", ".join(f"m{k}" for k in numbers if k not in scan.modules)
         self._on_error(
             f"{scan.info.stem}: module(s) {off} wrote no file {self.config.switched_off_s:g} s after part {part} "
@@ -243,6 +252,8 @@ class PartIntake:
                     continue
                 if self.queue.full:
                     return  # waiting for room, not for files: no timeout runs meanwhile
+                if self._announcements_waiting():
+                    continue  # the files may be announced in the queue already: handled first, then timed
                 if self._clock() - since > timeout:
                     files = scan.module_files(part, self.config.module_count)
                     unseen = set(self.unannounced(scan, part, files))
@@ -383,7 +394,7 @@ class StitchJobs:
         """Learn the frame numbers of parts on disk this Stitcher never handled (announcements lost,
         or they came while it was down) -- without queueing them: only the frames asked for are redone."""
         try:
-            acq = LambdaAcquisition.from_stem(scan.directory, scan.info.stem)
+            acq = LambdaAcquisition.from_stem(scan.directory, scan.info.stem, scan.modules)
         except SourceError:
             return
         scan.learn_naming(acq.parts[0].files[0].name)

@@ -122,7 +122,10 @@ class StitchStage:
             config.detector, config.frames_per_item, lambda: self.settings.current(), config.max_reintegrations
         )
         checker = PartChecker(config.open_retries, config.open_retry_delay_s, config.data_roots)
-        self._intake = PartIntake(config, (self._scans, self._queue, checker), on_work, on_error, clock)
+        self._intake = PartIntake(
+            config, (self._scans, self._queue, checker), on_work, on_error, clock,
+            announcements_waiting=lambda: self._slots.waiting(Announce),
+        )  # fmt: skip
         self._jobs = StitchJobs(self._intake, on_scan, on_work, clock)
         self._worker = Worker(
             "xrd-stitch", self._handle, on_error, idle=self._intake.check_pending, idle_interval_s=0.5,

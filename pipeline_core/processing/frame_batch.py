@@ -34,6 +34,7 @@ class FrameBatch:
         detector_mask: np.ndarray | None = None,
         file: str = "",
         modules: ModuleFrames | None = None,
+        read_failures: list[FailedFrames] | None = None,
     ):
         if frames is None and modules is None:
             raise ValueError("a FrameBatch needs its frames or its module frames")
@@ -49,6 +50,8 @@ class FrameBatch:
         self.file = file
         #: the frames as the modules wrote them (Lambda readers), or None
         self.modules = modules
+        #: frames of the range that could not be read (not in this batch), reported with its patterns
+        self.read_failures = list(read_failures or [])
 
     @property
     def frames(self) -> np.ndarray:
@@ -91,7 +94,7 @@ def integrate_batch(engine: IntegrationEngine, batch: FrameBatch) -> BatchPatter
     n = len(batch.frame_numbers)
     intensities = np.zeros((n, engine.settings.bins), np.float32)
     sigma = np.zeros_like(intensities) if engine.settings.error_model else None
-    failed: list[FailedFrames] = []
+    failed: list[FailedFrames] = list(batch.read_failures)
     good = np.ones(n, bool)
     invalid = 0
     for i in range(n):

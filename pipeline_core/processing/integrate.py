@@ -86,11 +86,64 @@ class IntegrationSettings:
         return cls(**data)
 
     def fingerprint(self) -> str:
-        """Identifies the result: settings plus the *content* of the PONI and mask files."""
-        parts = [json.dumps(self.to_dict(), sort_keys=True), _content_digest(self.poni_path)]
+        """Identifies the result: the settings plus what integration reads from the PONI and mask
+        files (their values and pixels, :func:`poni_digest`, :func:`mask_digest`), not their bytes: a
+        PONI written again with a new date in its comment (``demo`` resumed in the same folder) must
+        not make a scan refuse its own frames as "integrated with other settings"."""
+        parts = [json.dumps(self.to_dict(), sort_keys=True), poni_digest(self.poni_path)]
         if self.mask_path is not None:
-            parts.append(_content_digest(self.mask_path))
+            parts.append(mask_digest(self.mask_path))
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def poni_digest(path: str | Path) -> str:
+    """Digest of a PONI file's values as pyFAI reads them (``pyFAI.io.ponifile``: a line is ``key: value``;
+    lines that start with ``#`` or hold no colon are not read), normalised: numbers by value (``0.30`` is
+    ``3e-1``), JSON (``Detector_config``: pixel sizes, shape, orientation) with sorted keys, other text as
+    written. Geometry, wavelength, detector and every key pyFAI would read count; comments do not.
+    ``missing`` when the file cannot be read (the engine build refuses it with the reason)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return "missing"
+    except UnicodeDecodeError:  # not a PONI: read_poni refuses it; its bytes identify it meanwhile
+        return "bytes " + _content_digest(Path(path))
+    values: dict[str, Any] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or ":" not in line:
+            continue
+        key, value = line.split(":", 1)
+        values[key.strip().lower()] = _poni_value(value.strip())
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
+
+
+def _poni_value(text: str) -> Any:
+    """A PONI value normalised: a float, parsed JSON, or the text itself."""
+    try:
+        return repr(float(text))
+    except ValueError:
+        pass
+    if text.startswith(("{", "[")):
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    return text
+
+
+def mask_digest(path: str | Path) -> str:
+    """Digest of a mask file's pixels (shape + which are masked), whatever its format or header: the
+    same mask saved again, or as ``.npy`` instead of EDF, integrates alike. A file that cannot be read
+    as a mask is identified by its bytes (``missing`` when absent); the engine build refuses it."""
+    if not Path(path).is_file():
+        return "missing"
+    try:
+        mask = load_mask_file(path)
+    except ConfigError:
+        return "bytes " + _content_digest(Path(path))
+    digest = hashlib.sha256(repr(tuple(mask.shape)).encode())
+    digest.update(np.packbits(mask).tobytes())
+    return digest.hexdigest()
 
 
 def _content_digest(path: Path) -> str:

@@ -13,11 +13,15 @@ The run always ends the same way, whatever stops it: the threads are told to sto
 drained (what was integrated is written), every thread is joined, and the file is closed, before
 this function returns or raises. An interruption (Ctrl-C, SIGTERM/SIGHUP through
 :mod:`.signals`) leaves the file at ``<name>.part`` with status ``interrupted`` and raises
-:class:`IntegrationInterrupted`, which says how far it got.
+:class:`IntegrationInterrupted`, which says how far it got. A write the file refuses (a full disk:
+:class:`~pipeline_core.errors.NoSpaceError`, checked before HDF5 could meet it) ends the run the same
+way with status ``failed`` and raises it, saying where the partial file is — or that it was removed,
+when not even its status could be written.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import signal
@@ -26,15 +30,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ParamSpec
 
 import numpy as np
 
-from ..errors import PipelineError
+from ..errors import NoSpaceError, OutputError, PipelineError
+from ..formats.hdf5_io import FreeBytes
 from ..formats.nexus import MergedFileWriter
-from ..formats.nexus_layout import record_engine
+from ..formats.nexus_modules import record_modules
 from ..messages import FailedFrames
 from ..output import part_path, reserve_output
-from ..signals import Interrupted, signals_deferred
+from ..signals import Interrupted, raise_if_stopped, signals_deferred
 from .engine_choice import DEFAULT_ENGINE, validate_engine
 from .frame_batch import BatchPatterns, integrate_batch
 from .integrate import IntegrationEngine, IntegrationSettings
@@ -108,8 +114,32 @@ def decode_threads(workers: int) -> int:
 
 _DONE = object()
 _POLL_S = 0.05
+_P = ParamSpec("_P")
 
 
+def _stops_at_safe_points(run: Callable[_P, RunReport]) -> Callable[_P, RunReport]:
+    """Run ``run`` with stop signals recorded, raised only where it calls ``raise_if_stopped``.
+
+    Why: the calling thread waits in ``queue.get`` and joins threads, lock code that a raising handler
+    can cut anywhere; Ctrl-C then SIGTERM 0.1 ms apart unwound it half-way ("release unlocked lock",
+    the file marked failed, exit 1). A failure while a stop was recorded is that stop (the engine
+    builder child gets the terminal's Ctrl-C too, and dies of it).
+    """
+
+    @functools.wraps(run)
+    def stoppable(*args: _P.args, **kwargs: _P.kwargs) -> RunReport:
+        with signals_deferred() as stops:
+            try:
+                return run(*args, **kwargs)
+            except Exception as exc:
+                if stops:
+                    raise Interrupted(stops[0]) from exc
+                raise
+
+    return stoppable
+
+
+@_stops_at_safe_points
 def integrate_source(
     source: FrameSource,
     settings: IntegrationSettings,
@@ -120,6 +150,7 @@ def integrate_source(
     stop: threading.Event | None = None,
     *,
     engine: str = DEFAULT_ENGINE,
+    free_bytes: FreeBytes | None = None,
 ) -> RunReport:
     """Integrate every frame of ``source`` into a new merged file at ``output`` (never overwritten).
 
@@ -129,7 +160,8 @@ def integrate_source(
     a stop signal does the same and raises :class:`IntegrationInterrupted`.
 
     ``engine``: auto, csr or pyfai (:mod:`.engine_choice`); the one used is recorded in the file's
-    ``/processed/process/engine``.
+    ``/processed/process/engine``. ``free_bytes(folder)``: the output folder's free space (default:
+    the file system's; tests pass their own to simulate a full disk).
     """
     t0 = time.perf_counter()
     requested = stop or threading.Event()  # set by the caller: stop early, cleanly
@@ -141,15 +173,22 @@ def integrate_source(
         IntegrationEngine(settings, source.frame_shape, source.detector_mask, engine=engine)
     )
     expected = source.expected_frames()
+    raise_if_stopped()  # stopped while setting up: no file reserved yet
     path = reserve_output(output)
     try:
-        writer = MergedFileWriter(path, first.radial, settings, source.raw_files, source.input_files, source.name)
-        record_engine(writer.h5, first.used.name, first.used.note)
+        writer = MergedFileWriter(
+            path, first.radial, settings, source.raw_files, source.input_files, source.name, free_bytes=free_bytes
+        )
+        writer.record_engine(first.used.name, first.used.note)
+        modules = source.module_record()
+        if modules is not None:
+            record_modules(writer.h5, *modules)
     except BaseException:  # a reserved name is a file written, never an empty .part left behind
         part_path(path).unlink(missing_ok=True)
         raise
     failures: list[FailedFrames] = []
     crash: list[BaseException] = []
+    refused: list[OutputError] = []  # the file refused a write (no space): nothing more goes into it
     threads: list[threading.Thread] = []
     try:
         chunks: queue.Queue = queue.Queue(maxsize=CHUNKS_QUEUED_PER_WORKER * workers)
@@ -204,13 +243,19 @@ def integrate_source(
                 put(results, ("done", None), abandon)
 
         def handle(kind, item) -> None:
-            if kind == "patterns":
-                _write_patterns(writer, item, failures)
-            elif kind == "failed":
-                failures.append(item)
-                writer.add_failure(item)
-            elif kind == "crash":
+            if kind == "crash":
                 crash.append(item)
+                halt.set()
+            elif refused:
+                return  # integrated after the file refused a write: dropped, the run ends failed
+            try:
+                if kind == "patterns":
+                    _write_patterns(writer, item, failures)
+                elif kind == "failed":
+                    failures.append(item)
+                    writer.add_failure(item)
+            except OutputError as exc:
+                refused.append(exc)
                 halt.set()
 
         # the csr engine serves every worker; pyFAI's needs one per worker, built one after the other
@@ -236,6 +281,7 @@ def integrate_source(
             t.start()
         finished = 0
         while finished < workers:
+            raise_if_stopped()  # where a stop signal ends the run: between two batches
             try:
                 kind, item = results.get(timeout=0.5)
             except queue.Empty:
@@ -255,7 +301,7 @@ def integrate_source(
                 halt.set()
                 if threads:
                     _shut_down(threads, results, handle, abandon)
-                writer.suspend(status)
+                _suspend(writer, status)
         except KeyboardInterrupt:
             if not interrupted:
                 raise
@@ -264,18 +310,43 @@ def integrate_source(
             raise IntegrationInterrupted(getattr(exc, "signum", signal.SIGINT), report) from exc
         raise
     _shut_down(threads, results, handle, abandon)
+    if refused:
+        _suspend(writer, "failed")
+        raise _refused(refused[0], writer) from refused[0]
     if crash:
-        writer.suspend("failed")
+        _suspend(writer, "failed")
         if isinstance(crash[0], PipelineError):
             raise crash[0]
         raise RuntimeError(f"integration of {source.name} crashed: {crash[0]!r}; partial file {writer.file_path}")
     with signals_deferred():
         if requested.is_set():
-            writer.suspend("interrupted")
+            _suspend(writer, "interrupted")
             return _report(writer, failures, "interrupted", expected, t0)
-        check_all_frames_accounted(writer, source.name, expected, failures)
-        writer.close()
+        _finish(writer, source.name, expected, failures)
     return _report(writer, failures, "complete" if not failures else "incomplete", expected, t0)
+
+
+def _suspend(writer: MergedFileWriter, status: str) -> None:
+    """Leave the partial file with ``status``; when not even that can be written (no space), remove
+    it rather than leave a file that says ``running`` for a run that is over, and say so."""
+    try:
+        writer.suspend(status)
+    except NoSpaceError as exc:
+        raise _removed(exc, writer) from exc
+
+
+def _removed(exc: NoSpaceError, writer: MergedFileWriter) -> NoSpaceError:
+    """Remove a partial result whose status could not be written, and say so."""
+    writer.file_path.unlink(missing_ok=True)
+    return exc.with_detail(f"not even its status could be written: the partial result {writer.file_path} was removed")
+
+
+def _refused(exc: OutputError, writer: MergedFileWriter) -> OutputError:
+    """The error a refused write ends the run with, saying where the partial result is."""
+    where = f"the partial result {writer.file_path} is left with status failed ({writer.n_frames} frames)"
+    if isinstance(exc, NoSpaceError):
+        return exc.with_detail(where)
+    return OutputError(f"{exc}; {where}")
 
 
 def _report(writer: MergedFileWriter, failures, status: str, expected: int | None, t0: float) -> RunReport:
@@ -316,6 +387,19 @@ def _shut_down(threads: list[threading.Thread], results: queue.Queue, handle, ab
     stuck = [t.name for t in threads if t.is_alive()]
     if stuck:
         log.error("threads %s did not stop within %.0f s (a read hanging?)", ", ".join(stuck), SHUTDOWN_TIMEOUT_S)
+
+
+def _finish(writer: MergedFileWriter, name: str, expected: int | None, failures: list[FailedFrames]) -> None:
+    """Publish the result; a write refused on the way (no space) ends it failed instead."""
+    try:
+        check_all_frames_accounted(writer, name, expected, failures)
+    except OutputError as exc:
+        _suspend(writer, "failed")
+        raise _refused(exc, writer) from exc
+    try:
+        writer.close()
+    except NoSpaceError as exc:
+        raise _removed(exc, writer) from exc
 
 
 def check_all_frames_accounted(writer: MergedFileWriter, name: str, expected: int | None, failures) -> None:

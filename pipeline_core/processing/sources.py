@@ -22,8 +22,15 @@ import numpy as np
 from ..errors import SourceError
 from ..formats import lambda_layout as L
 from ..formats.hdf5_io import open_h5
-from ..formats.lambda_files import LambdaAcquisition, LambdaPart, frame_numbers_from_any, parse_lambda_name
+from ..formats.lambda_files import (
+    LambdaAcquisition,
+    LambdaPart,
+    frame_numbers_from_any,
+    open_modules,
+    parse_lambda_name,
+)
 from ..formats.lambda_part import OpenPart, PartMismatch, open_part
+from ..formats.nexus_modules import off_note
 from ..messages import FailedFrames
 from .frame_batch import FrameBatch
 from .module_frames import BufferPool, ModuleFrames
@@ -60,6 +67,10 @@ class FrameSource:
         """How many threads may decode compressed frames at once (a source that cannot spread its
         decoding over threads ignores it)."""
 
+    def module_record(self) -> tuple[tuple[int, ...], tuple[int, ...], str] | None:
+        """Detector modules on, off, and why (for the result's ``process/modules``); None: no modules."""
+        return None
+
 
 def first_frame_shape(files: Sequence[Path], shape_of: Callable[[Path], tuple[int, ...]]) -> tuple[int, int]:
     """Frame shape of the first file whose shape can be read (SourceError naming every file's problem)."""
@@ -94,8 +105,9 @@ class LambdaSource(FrameSource):
         self.buffers = BufferPool()
 
     @classmethod
-    def from_file(cls, path: str | Path, **kwargs) -> LambdaSource:
-        return cls(LambdaAcquisition.from_file(path), **kwargs)
+    def from_file(cls, path: str | Path, modules: Sequence[int] | None = None, **kwargs) -> LambdaSource:
+        """``modules``: the modules that are on (None: all of a Lambda 2M; see LambdaAcquisition)."""
+        return cls(LambdaAcquisition.from_file(path, modules), **kwargs)
 
     def prepare(self) -> None:
         """Take the layout from the first part whose module files all open and agree."""
@@ -107,11 +119,28 @@ class LambdaSource(FrameSource):
                 errors.append(str(exc))
                 continue
             with opened:
-                self.layout = opened.layout
-                self.frame_shape = opened.layout.frame_shape
-                self.detector_mask = opened.detector_mask()
+                self._take_layout(opened)
+                return
+        # every part lacks a module or has a damaged one: the frame's shape can still be known from
+        # the module files that are sound, the others in their places, so that every part fails in
+        # :meth:`chunks` with its reason and frames, listed in a result, instead of no file at all
+        for part in self.acquisition.parts:
+            sound, off = _sound_modules(part)
+            if not sound or not off:
+                continue
+            try:
+                opened = open_part(sound, 0, modules_off=sorted({*off, *self.acquisition.modules_off}))
+            except SourceError:
+                continue
+            with opened:
+                self._take_layout(opened)
                 return
         raise SourceError(f"no part of {self.name} could be opened: " + "; ".join(errors))
+
+    def _take_layout(self, opened: OpenPart) -> None:
+        self.layout = opened.layout
+        self.frame_shape = opened.layout.frame_shape
+        self.detector_mask = opened.detector_mask()
 
     def expected_frames(self) -> int | None:
         total = 0
@@ -126,8 +155,12 @@ class LambdaSource(FrameSource):
     def set_decode_threads(self, threads: int) -> None:
         self.decode_threads = max(1, int(threads))
 
+    def module_record(self) -> tuple[tuple[int, ...], tuple[int, ...], str]:
+        acq = self.acquisition
+        return acq.modules, acq.modules_off, off_note(acq.modules_off, "the user's --modules")
+
     def _open_part(self, part: LambdaPart) -> OpenPart:
-        return open_part(part.files, self.retries, self.retry_delay_s)
+        return open_part(part.files, self.retries, self.retry_delay_s, modules_off=self.acquisition.modules_off)
 
     def _check_part(self, part: LambdaPart, opened: OpenPart) -> None:
         """Refuse a part whose layout is not the first part's (its frames would not stack)."""
@@ -192,6 +225,24 @@ class LambdaSource(FrameSource):
                 continue
             modules = ModuleFrames(buf, opened.layout, self.buffers)
             yield FrameBatch(numbers.copy(), None, file_index, np.arange(start, stop), modules=modules)
+
+
+def _sound_modules(part: LambdaPart) -> tuple[list[Path], list[int]]:
+    """The part's module files that open and look as their ``layout`` says, and the other modules."""
+    sound: list[Path] = []
+    others: list[int] = []
+    for k, f in zip(part.modules, part.files, strict=True):
+        try:
+            (m,) = open_modules([f], retries=0)
+        except SourceError:
+            others.append(k)
+            continue
+        if m.declared_shape in (None, m.module_shape):
+            sound.append(f)
+        else:
+            others.append(k)
+        m.close()
+    return sound, others
 
 
 class Hdf5Source(FrameSource):
@@ -356,7 +407,10 @@ def _directory_data_files(directory: Path, calibration: set[Path]) -> list[Path]
 
 
 def open_sources(
-    paths: Sequence[str | Path], dataset: str | None = None, calibration_files: Sequence[str | Path] = ()
+    paths: Sequence[str | Path],
+    dataset: str | None = None,
+    calibration_files: Sequence[str | Path] = (),
+    modules: Sequence[int] | None = None,
 ) -> list[FrameSource]:
     """Turn command-line paths (files or directories) into sources, one per acquisition/stream.
 
@@ -364,6 +418,7 @@ def open_sources(
     other HDF5 files form one stack source; image files one image source. ``calibration_files``
     (the --poni and --mask in use) are never data, even when named explicitly; in a directory no
     calibration file is (:func:`is_calibration_file`), nor are images beside Lambda module files.
+    ``modules``: the Lambda modules that are on (``--modules``; None: every module of a Lambda 2M).
     """
     calibration = {Path(c).resolve() for c in calibration_files}
     files: list[Path] = []
@@ -392,7 +447,7 @@ def open_sources(
             raise SourceError(
                 f"{f}: unknown file type {f.suffix!r}; expected Lambda .nxs, HDF5 or an image fabio reads"
             )
-    sources: list[FrameSource] = [LambdaSource.from_file(f) for f in lambda_stems.values()]
+    sources: list[FrameSource] = [LambdaSource.from_file(f, modules) for f in lambda_stems.values()]
     if h5_files:
         sources.append(Hdf5Source(h5_files, dataset))
     if images:
@@ -407,20 +462,49 @@ def read_part_range(
     retries: int = 3,
     retry_delay_s: float = 0.5,
     roots: Sequence[str | Path] = (),
+    modules_off: Sequence[int] = (),
 ) -> FrameBatch:
     """Open one part's module files and read frames ``start:stop`` (the live path) as module frames
     (``frames`` stitches them on demand), with the part's detector mask (the live Integrator has no
     source to hold it).
 
     ``roots``: every module file must resolve inside them (OutsideRootsError, a SourceError, if not)."""
-    with open_part(module_files, retries, retry_delay_s, roots) as opened:
-        modules = ModuleFrames(opened.read_modules(start, stop), opened.layout)
+    with open_part(module_files, retries, retry_delay_s, roots, modules_off) as opened:
+        numbers = opened.frame_numbers[start:stop].copy()
+        index = np.arange(start, stop)
+        failures: list[FailedFrames] = []
+        try:
+            data = opened.read_modules(start, stop)
+        except SourceError:
+            if stop - start == 1:
+                raise
+            # one corrupt frame must not cost the readable frames read with it (as offline: sources'
+            # _part_chunks): read them one by one, list the others with their own reason
+            data, good, failures = _salvage(opened, start, stop, str(module_files[0]))
+            numbers, index = numbers[good], index[good]
         return FrameBatch(
-            opened.frame_numbers[start:stop].copy(),
+            numbers,
             None,
             0,
-            np.arange(start, stop),
+            index,
             detector_mask=opened.detector_mask(),
             file=str(module_files[0]),
-            modules=modules,
+            modules=ModuleFrames(data, opened.layout),
+            read_failures=failures,
         )
+
+
+def _salvage(opened: OpenPart, start: int, stop: int, file: str) -> tuple[np.ndarray, np.ndarray, list[FailedFrames]]:
+    """Frames ``start:stop`` read one at a time: the module data of those that read, which did, and
+    a failure for each frame that did not (its number and its own reason)."""
+    data = np.empty((stop - start, opened.layout.module_pixels), opened.module_dtype)
+    good = np.zeros(stop - start, bool)
+    failures: list[FailedFrames] = []
+    for i in range(start, stop):
+        try:
+            opened.read_modules(i, i + 1, data[i - start : i - start + 1])
+        except SourceError as exc:
+            failures.append(FailedFrames(file, str(exc), [int(opened.frame_numbers[i])]))
+            continue
+        good[i - start] = True
+    return data[good], good, failures

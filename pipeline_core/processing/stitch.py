@@ -17,6 +17,7 @@ signal and are returned as a mask so integration never averages them in as zeros
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,12 +41,26 @@ class StitchLayout:
     frame_shape: tuple[int, int]
 
     @classmethod
-    def from_offsets(cls, offsets: list[tuple[float, float]], module_shapes: list[tuple[int, int]]) -> StitchLayout:
-        """Build the layout from module translations ``(x, y)`` (pixels) and module shapes (rows, cols)."""
+    def from_offsets(
+        cls,
+        offsets: list[tuple[float, float]],
+        module_shapes: list[tuple[int, int]],
+        absent: Sequence[tuple[tuple[float, float], tuple[int, int]]] = (),
+    ) -> StitchLayout:
+        """Build the layout from module translations ``(x, y)`` (pixels) and module shapes (rows, cols).
+
+        ``absent``: ``(offset, shape)`` of modules that are switched off. They take their place in the
+        frame as they would if on (their pixels are gaps, so masked): the frame keeps the shape and
+        every pixel keeps the place the PONI was calibrated for. Without them a frame of fewer modules
+        is smaller and, flipped, shifted: every radial position would be wrong.
+        """
         if not offsets or len(offsets) != len(module_shapes):
             raise SourceError(
                 f"need one offset per module, got {len(offsets)} offsets for {len(module_shapes)} modules"
             )
+        present = len(offsets)
+        offsets = list(offsets) + [o for o, _ in absent]
+        module_shapes = list(module_shapes) + [s for _, s in absent]
         xs = [int(round(float(x))) for x, _ in offsets]
         ys = [int(round(float(y))) for _, y in offsets]
         x0, y0 = min(xs), min(ys)
@@ -56,7 +71,7 @@ class StitchLayout:
         width = max(p.col + p.cols for p in placements)
         layout = cls(placements, (height, width))
         layout._check_overlap()
-        return layout
+        return cls(placements[:present], (height, width)) if absent else layout
 
     def _check_overlap(self) -> None:
         cover = np.zeros(self.frame_shape, dtype=np.uint8)

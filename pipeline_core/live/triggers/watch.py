@@ -173,15 +173,18 @@ class DirectoryWatch:
                 if not event.is_directory:
                     watch._closed(os.fsdecode(event.src_path))
 
-            def on_moved(self, event) -> None:
-                if not event.is_directory:
+            def on_moved(self, event) -> None:  # dest_path "": moved out of the watched folders
+                if not event.is_directory and event.dest_path:
                     watch._closed(os.fsdecode(event.dest_path))
 
             def on_modified(self, event) -> None:  # a write (a link made, IN_CREATE, is none: swept)
                 if not event.is_directory:
                     watch._written_to(os.fsdecode(event.src_path))
 
-        observer = InotifyObserver()
+        # full events: a file moved in from an unwatched folder (IN_MOVED_TO alone) is a move into
+        # place, not a file created (which may still be being written): taken at once, not left to
+        # the sweep -- a burst moved in at once then arrives in the order it was moved
+        observer = InotifyObserver(generate_full_events=True)
         self._handler = Handler()
         observer.start()
         self._schedule_new(observer)
