@@ -302,6 +302,10 @@ class WorkItem(_Message):
     settings_hash: str = ""
     #: modules switched off for the scan (no file): stitched as gaps in their places, recorded in the file
     modules_off: list[int] = field(default_factory=list)
+    #: seconds the claimant's lease lasts (set by the Stitcher at each hand-out; 0: not told). An
+    #: Integrator held up longer than that (SIGSTOP, swapped out) drops the item instead of
+    #: integrating it a second time: the Stitcher has handed it to another one by then
+    lease_s: float = 0.0
 
     FIELDS: ClassVar[dict[str, Check]] = {
         "item_id": _NAME,
@@ -318,6 +322,7 @@ class WorkItem(_Message):
         "settings": _item_settings,
         "settings_hash": _str(64),
         "modules_off": _MODULES,
+        "lease_s": _float(0.0, 1e7),
     }
 
     def check(self) -> None:

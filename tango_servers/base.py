@@ -11,6 +11,7 @@ change events of everything shown (:mod:`.counter_attributes`), the subscription
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import tango
@@ -20,7 +21,7 @@ from tango.server import Device, attribute, command, device_property
 from .change_events import ChangePublisher, read_value
 from .counter_attributes import CounterAttributes, ThroughputWindow
 from .hangup import stop_on_hangup
-from .status_log import StatusLog
+from .status_log import UPSTREAM_ALARM_AFTER_S, StatusLog, UpstreamLinks
 from .subscriptions import EventHandler, EventSubscriptions
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,12 @@ class PipelineDevice(CounterAttributes, Device):
     clients (Taurus) too."""
 
     OutputDirectory = device_property(dtype=str, default_value="processed", doc="where result files are written")
+    UpstreamAlarmAfter = device_property(
+        dtype=float,
+        default_value=UPSTREAM_ALARM_AFTER_S,
+        doc="seconds an upstream device may be unreachable before State is ALARM; a link lost and back "
+        "sooner (a restart takes a few seconds) is a note in Status, not an alarm",
+    )
 
     def init_device(self) -> None:
         super().init_device()
@@ -61,7 +68,7 @@ class PipelineDevice(CounterAttributes, Device):
         self._last_work = float("-inf")
         self.publisher = ChangePublisher(self, before=self.before_publish)
         self.publisher.watch(*EVENTED)
-        self.subscriptions = EventSubscriptions(self.report_error, self.set_fault)
+        self.subscriptions = EventSubscriptions(self.report_error, self.set_fault, UpstreamLinks(self.upstream_bound()))
         self.throughput_window = ThroughputWindow()
         self._running = False
         self._t_start = time.monotonic()
@@ -87,7 +94,7 @@ class PipelineDevice(CounterAttributes, Device):
     @attribute(
         dtype=bool,
         label="Upstream connected",
-        doc="every upstream event subscription delivers events (wait for True before starting a scan)",
+        doc="every link upstream delivers: event subscriptions, an Integrator's claims (wait for True before a scan)",
     )
     def upstreamConnected(self) -> bool:
         return self.subscriptions.connected
@@ -99,6 +106,14 @@ class PipelineDevice(CounterAttributes, Device):
         self.status_log.report(message)
         self.publisher.wake()
 
+    def upstream_bound(self) -> float:
+        """``UpstreamAlarmAfter`` if it is a number of seconds > 0; else the default, and Status says why."""
+        bound = float(self.UpstreamAlarmAfter)
+        if math.isfinite(bound) and bound > 0:
+            return bound
+        self.report_error(f"UpstreamAlarmAfter {bound!r}: expected seconds > 0; using {UPSTREAM_ALARM_AFTER_S:g} s")
+        return UPSTREAM_ALARM_AFTER_S
+
     def set_fault(self, message: str | None) -> None:
         self.status_log.fault = message
         self.publisher.wake()
@@ -106,10 +121,16 @@ class PipelineDevice(CounterAttributes, Device):
     def dev_state(self) -> DevState:
         if self.status_log.fault:
             return DevState.FAULT
-        return self.status_log.state(self.alarm(), self.is_busy())
+        return self.status_log.state(self.alarms(), self.is_busy())
 
     def dev_status(self) -> str:
-        return self.status_log.status(self.describe(), self.alarm(), self.subscriptions.waiting())
+        links = self.subscriptions.links
+        return self.status_log.status(self.describe(), self.alarms(), links.waiting(), links.notes())
+
+    def alarms(self) -> str | None:
+        """The device's own alarm condition and the upstream links out for too long, or None."""
+        found = [a for a in (self.alarm(), self.subscriptions.links.alarm()) if a]
+        return "; ".join(found) or None
 
     def before_publish(self) -> None:
         """Called on the publisher's thread before each comparison (e.g. to follow a unit)."""
@@ -134,8 +155,10 @@ class PipelineDevice(CounterAttributes, Device):
 
     @command(doc_in="", doc_out="", display_level=tango.DispLevel.OPERATOR)
     def ClearErrors(self) -> None:
-        """Acknowledge the problems shown in Status (State goes back from ALARM)."""
+        """Acknowledge the problems and notes shown in Status (State goes back from ALARM, unless a
+        condition still holds: a queue near its bound, an upstream still out too long)."""
         self.status_log.clear()
+        self.subscriptions.links.clear_notes()
         self.publisher.wake()
 
     @attribute(

@@ -69,6 +69,7 @@ class Integrator(IntegratorAttributes, ChainSettingsDevice):
         super().init_device()
         self.init_published()
         self._stitcher = tango.DeviceProxy(self.StitcherDevice) if self.StitcherDevice else None
+        self.work_source = TangoWorkSource(self._stitcher, self.subscriptions) if self._stitcher is not None else None
         self._initial = {"poni_path": self.PoniPath, "mask_path": self.MaskPath, "bins": self.Bins, "unit": self.Unit}
         self.chain_settings = ChainSettingsClient(self.StitcherDevice, tuple(self.CalibrationRoots), self._initial)
         if self.chain_settings.initial_error:
@@ -93,7 +94,7 @@ class Integrator(IntegratorAttributes, ChainSettingsDevice):
         return IntegrateStage(
             self.get_name(),
             None,  # no settings of its own: an item is integrated with the settings it carries
-            TangoWorkSource(self._stitcher) if self._stitcher is not None else None,
+            self.work_source,  # a Stitcher out of reach is a link out (Status), not a failure
             self.publish,
             self.report_error,
             poll_interval_s=self.PollInterval,
@@ -152,6 +153,8 @@ class Integrator(IntegratorAttributes, ChainSettingsDevice):
     def Stop(self) -> None:
         """Stop claiming new work (the item in hand is finished); stays stopped until Start."""
         self.stage.pause()
+        if self.work_source is not None:
+            self.work_source.forget()  # no claims now: a Stitcher out of reach no longer matters here
         self.publisher.wake()
 
     @command(dtype_in=str, doc_in="an acquisition file (any module/part) or its directory", dtype_out=str)

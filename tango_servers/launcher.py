@@ -44,6 +44,15 @@ def endpoint_args(address: str = LOOPBACK_ADDRESS) -> list[str]:
 LOOPBACK = endpoint_args(LOOPBACK_ADDRESS)
 
 
+def _connected(dev: tango.DeviceProxy) -> bool:
+    """``upstreamConnected``; False while a just-started device is too busy to answer in time (a
+    loaded machine: its first events are being pushed), so the caller asks again until its deadline."""
+    try:
+        return bool(dev.upstreamConnected)
+    except tango.CommunicationFailed:
+        return False
+
+
 @dataclass
 class ServerProcess:
     server: str  # "XrdStitcher/demo"
@@ -106,7 +115,7 @@ class ServerProcess:
             dev = tango.DeviceProxy(f"tango://{self.tango_host}/{name}")
             if "upstreamConnected" not in dev.get_attribute_list():
                 continue
-            while not dev.upstreamConnected:
+            while not _connected(dev):
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{name} is not connected to its upstream devices:\n{dev.status()}")
                 time.sleep(0.2)
@@ -120,8 +129,13 @@ class ServerProcess:
             self.process.kill()
             self.process.wait()
 
-    def stop(self, timeout_s: float = 10.0) -> None:
+    def stop(self, timeout_s: float = 10.0) -> int | None:
+        """SIGTERM, SIGKILL after ``timeout_s``; returns the exit status (None if never started).
+
+        0 is a clean stop: a device server asked to stop by a signal exits 0, as Starter and systemd
+        expect of a requested stop (README, signals); -9 means it had to be killed."""
         terminate(self.process, timeout_s)
+        return None if self.process is None else self.process.returncode
 
 
 #: Start order by device class (Starter's "start levels"): a server is started once the servers it

@@ -7,7 +7,8 @@ settings with Apply (:class:`~.panel_settings.SettingsBox`), Start/Stop/Reintegr
 (:mod:`.panel_plots`) and the Status of any device in ALARM (:class:`~.panel_devices.AlarmView`).
 
 This module imports Qt, Taurus and pyqtgraph (the ``[panel]`` extra): the command's options live
-in :mod:`.panel_command`, which imports this only when the panel is opened.
+in :mod:`.panel_command`, which imports this only when the panel is opened. Every box refreshes on
+its own Qt timer; SIGINT, SIGTERM and SIGHUP close the window (:mod:`.panel_signals`).
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ from pathlib import Path
 import tango
 from taurus.external.qt import Qt
 
+from pipeline_core.signals import Interrupted
+
 from .panel_controls import ControlsBox
 from .panel_data import ChainNames
 from .panel_devices import AlarmView, DeviceTable
 from .panel_plots import PatternPlot, ScanHeatmap
 from .panel_settings import SettingsBox
+from .panel_signals import StopOnSignals
 
 
 class PanelWindow(Qt.QMainWindow):
@@ -64,12 +68,6 @@ class PanelWindow(Qt.QMainWindow):
         outer.addLayout(plots, 1)
         return central
 
-    def refresh(self) -> None:
-        """Refresh what the timers refresh, now (tests and screenshots do not wait for a tick)."""
-        self.pattern.refresh()
-        self.heatmap.refresh()
-        self.alarms.refresh()
-
     def screenshot(self, path: str | Path) -> Path:
         """Save the window as a PNG (works off-screen too) and return its path."""
         path = Path(path)
@@ -79,7 +77,7 @@ class PanelWindow(Qt.QMainWindow):
         return path
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
-        for box in (self.pattern, self.heatmap, self.alarms):
+        for box in (self.pattern, self.heatmap, self.alarms, self.settings):
             box.timer.stop()
         for widget in self.findChildren(Qt.QWidget):
             if hasattr(widget, "setModel") and hasattr(widget, "getModelName"):
@@ -96,7 +94,8 @@ def application() -> Qt.QApplication:
 
 
 def run_panel(chain: ChainNames) -> int:
-    """Open the panel for ``chain`` and run until its window is closed."""
+    """Open the panel for ``chain`` and run until its window is closed (its exit status) or a stop
+    signal comes (:class:`~pipeline_core.signals.Interrupted`: the CLI exits 128 + the signal)."""
     app = application()
     try:
         window = PanelWindow(chain)
@@ -104,4 +103,11 @@ def run_panel(chain: ChainNames) -> int:
         print(f"xrd-pipeline panel: cannot reach the chain on {chain.tango_host}: {exc.args[0].desc}", file=sys.stderr)
         return 1
     window.show()
-    return int(app.exec_())
+    # on sys.__stderr__: TaurusApplication sends sys.stderr to its logger
+    opened = f"xrd-pipeline panel: open on {chain.stitcher} at {chain.tango_host} (close the window or Ctrl-C to stop)"
+    Qt.QTimer.singleShot(0, lambda: print(opened, file=sys.__stderr__, flush=True))
+    with StopOnSignals(app) as stop:
+        code = int(app.exec_())
+    if stop.received is not None:
+        raise Interrupted(stop.received)
+    return code

@@ -1,7 +1,9 @@
 """``xrd-pipeline panel``: its options, and a clear message when the ``[panel]`` extra is missing.
 
 Qt, Taurus and pyqtgraph are imported only when the command runs, so ``xrd-pipeline`` works on a
-machine without them and this module is safe for cli.py to import while building its parser.
+machine without them and this module is safe for cli.py to import while building its parser. Where
+Qt would abort at start (the X11 plugin's system libraries missing, no display), the command says
+what is missing and exits 2 before Qt is started (:mod:`.panel_platform`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import os
 import sys
 
 from .panel_data import ChainNames
+from .panel_platform import platform_problem
 
 INSTALL_HINT = "xrd-pipeline panel needs Qt and Taurus: pip install xrd-pipeline[panel]"
 _DEFAULTS = ChainNames(tango_host="")
@@ -37,11 +40,15 @@ def chain_from_args(args) -> ChainNames:
 
 
 def cmd_panel(args) -> int:
-    """Open the panel and run the Qt event loop until its window is closed."""
+    """Open the panel and run the Qt event loop until its window is closed or a stop signal comes."""
     chain = chain_from_args(args)
     try:
         from .panel import run_panel
     except ImportError as exc:
         print(f"{INSTALL_HINT} ({exc})", file=sys.stderr)
+        return 2
+    problem = platform_problem(os.environ)
+    if problem:
+        print(f"xrd-pipeline panel: {problem}", file=sys.stderr)
         return 2
     return run_panel(chain)

@@ -2,19 +2,21 @@
 request, and the scan-so-far read from the Merger's file.
 
 Kept apart from the widgets so the rules (a PONI outside the calibration roots is refused, one
-all-or-nothing ``SetSettings``, a ``.part`` file read without taking the writer's lock) are plain
-functions, and ``xrd-pipeline`` without Qt can import this module.
+all-or-nothing ``SetSettings`` with only the fields the operator changed, a ``.part`` file read
+without taking the writer's lock) are plain functions, and ``xrd-pipeline`` without Qt can import
+this module.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline_core.messages import SettingsRequest
+from pipeline_core.messages import MessageError, SettingsRequest
 from pipeline_core.output import part_path
 from pipeline_core.processing.units import UNITS
 
@@ -53,11 +55,35 @@ def outside_roots(path: str, roots: list[str] | tuple[str, ...], what: str) -> s
     return f"{what} {path} is outside the calibration roots ({', '.join(roots)}); choose a file under one of them"
 
 
-def settings_request(poni: str, mask: str, bins: int, unit: str) -> str:
-    """The JSON of the one ``SetSettings`` Apply sends: every field, so the chain takes all or none."""
-    if unit not in UNITS:
-        raise ValueError(f"unit {unit!r} is unknown; expected one of {', '.join(UNITS)}")
-    return SettingsRequest(poni_path=poni or None, mask_path=mask, bins=int(bins), unit=unit).to_json()
+#: the Stitcher's setting attributes (what the panel shows) -> the fields of ``SetSettings``
+SETTING_FIELDS = {"poniPath": "poni_path", "maskPath": "mask_path", "bins": "bins", "unit": "unit"}
+
+
+def edited_settings(in_force: Mapping[str, object], editor: Mapping[str, object]) -> dict[str, object]:
+    """The fields (attribute names) where the editor differs from the value in force it was showing:
+    what the operator changed. Only these are sent, so Apply never puts back a value that someone
+    else (a macro, another panel) set since the editor was filled."""
+    return {attr: value for attr, value in editor.items() if value != in_force.get(attr)}
+
+
+def settings_request(changes: Mapping[str, object]) -> str:
+    """The JSON of the one ``SetSettings`` Apply sends: the changed fields (attribute names -> value),
+    all taken or none; a field left out stays as the chain has it. ValueError (naming the value) for
+    no change, an unknown field or unit, or an empty PONI path."""
+    unknown = sorted(set(changes) - set(SETTING_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown setting(s) {', '.join(unknown)}; expected some of {', '.join(SETTING_FIELDS)}")
+    if "unit" in changes and changes["unit"] not in UNITS:
+        raise ValueError(f"unit {changes['unit']!r} is unknown; expected one of {', '.join(UNITS)}")
+    fields = {SETTING_FIELDS[attr]: value for attr, value in changes.items()}
+    if "bins" in fields:
+        fields["bins"] = int(fields["bins"])
+    request = SettingsRequest(**fields)
+    try:
+        request.check()
+    except MessageError as exc:
+        raise ValueError(str(exc)) from exc
+    return request.to_json()
 
 
 def axis_label(unit: str) -> str:

@@ -3,6 +3,7 @@
 Taurus widgets subscribe to change events (the counters, State) and poll what has none (throughput,
 queue depth), so the table needs no timer of its own. The alarm text reads State and Status directly
 each second instead: it must show a device that stopped answering too, which no event ever says.
+Its "Clear errors" button acknowledges the problems of the devices in ALARM (their ``ClearErrors``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from taurus.external.qt import Qt
 from taurus.qt.qtgui.display import TaurusLabel, TaurusLed
 
 from .panel_data import ChainNames
+from .panel_states import StateLabel
 
 #: column title -> attribute (None: the device has no such attribute)
 COLUMNS = {
@@ -53,8 +55,10 @@ class DeviceTable(Qt.QGroupBox):
         led.setModel(self.chain.trl(device, "state"))
         self.leds[device] = led
         grid.addWidget(led, row, 1)
-        state = self._label(self.chain.trl(device, "state"))
+        state = StateLabel()
+        state.setAutoTrim(False)
         state.setMinimumWidth(95)  # RUNNING, ALARM, UNKNOWN in full
+        state.setModel(self.chain.trl(device, "state"))
         self.cells[(device, "state")] = state
         grid.addWidget(state, row, 2)
         for col, (title, attr) in enumerate(COLUMNS.items(), start=3):
@@ -79,7 +83,8 @@ class DeviceTable(Qt.QGroupBox):
 
 
 class AlarmView(Qt.QGroupBox):
-    """The Status text of every device in ALARM or FAULT (or not answering), refreshed each second."""
+    """The Status text of every device in ALARM or FAULT (or not answering), refreshed each second,
+    and "Clear errors": ``ClearErrors`` on each device in ALARM (the operator has read its problems)."""
 
     def __init__(self, chain: ChainNames, parent=None, period_ms: int = 1000):
         super().__init__("Alarms", parent)
@@ -88,7 +93,16 @@ class AlarmView(Qt.QGroupBox):
         self.view = Qt.QPlainTextEdit()
         self.view.setReadOnly(True)
         self.view.setMaximumHeight(110)
-        Qt.QVBoxLayout(self).addWidget(self.view)
+        self.clear_button = Qt.QPushButton("Clear errors")
+        self.clear_button.setToolTip("ClearErrors on every device in ALARM: acknowledges the problems its Status lists")
+        self.clear_button.clicked.connect(self.clear_errors)
+        self.message = Qt.QLabel("")
+        self.message.setWordWrap(True)
+        layout = Qt.QGridLayout(self)
+        layout.addWidget(self.view, 0, 0, 1, 2)
+        layout.addWidget(self.clear_button, 1, 0)
+        layout.addWidget(self.message, 1, 1)
+        layout.setColumnStretch(1, 1)
         self.timer = Qt.QTimer(self)
         self.timer.timeout.connect(self.refresh)
         self.timer.start(period_ms)
@@ -110,6 +124,22 @@ class AlarmView(Qt.QGroupBox):
             except tango.DevFailed as exc:
                 found[device] = f"not answering: {exc.args[0].desc.strip()}"
         return found
+
+    def clear_errors(self) -> list[str]:
+        """``ClearErrors`` on each device in ALARM now (FAULT needs a repair, not an acknowledgement);
+        the devices cleared (and those that refused) are shown beside the button."""
+        cleared, failed = [], []
+        for device, proxy in self.proxies.items():
+            try:
+                if proxy.state() == tango.DevState.ALARM:
+                    proxy.command_inout("ClearErrors")
+                    cleared.append(device)
+            except tango.DevFailed as exc:
+                failed.append(f"{device}: {exc.args[0].desc.strip()}")
+        text = f"ClearErrors sent to {', '.join(cleared)}" if cleared else "no device in ALARM to clear"
+        self.message.setText("; ".join([text, *failed]))
+        self.refresh()
+        return cleared
 
     def refresh(self) -> None:
         found = self.alarms()

@@ -1,9 +1,13 @@
 """The chain's settings in the panel: what is in force (Taurus labels) and an editor with Apply.
 
-Apply sends ONE ``SetSettings`` to the Stitcher with every field, so the chain takes all of them or
-none (the Stitcher validates everything before changing anything); a refusal's text is shown as the
-Stitcher gave it. PONI and mask files are chosen in a dialog that stays inside the Stitcher's
-``CalibrationRoots``; a path outside them is refused here, with the roots named, before Apply.
+Others change the settings too (a Sardana macro, another panel, Jive): the editor follows what is in
+force, each second, in every field the operator has not edited, and Apply sends ONE ``SetSettings``
+with only the fields the operator changed. So Apply never puts back an old value over someone
+else's, and the chain takes all of the operator's changes or none (the Stitcher validates everything
+before changing anything); a refusal's text is shown as the Stitcher gave it. A field changed on the
+chain while the operator was editing it is named in the message: Apply would replace it.
+PONI and mask files are chosen in a dialog that stays inside the Stitcher's ``CalibrationRoots``; a
+path outside them is refused here, with the roots named, before Apply.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from taurus.qt.qtgui.display import TaurusLabel
 from pipeline_core.processing.integrate import MAX_BINS
 from pipeline_core.processing.units import DEFAULT_UNIT, UNITS
 
-from .panel_data import ChainNames, outside_roots, settings_request
+from .panel_data import ChainNames, edited_settings, outside_roots, settings_request
 from .panel_dialogs import choose_file
 
 #: attribute of the Stitcher -> label in the "in force" column
@@ -25,9 +29,9 @@ IN_FORCE = {"poniPath": "PONI", "maskPath": "mask", "bins": "bins", "unit": "uni
 
 
 class SettingsBox(Qt.QGroupBox):
-    """PONI, mask (file dialogs), bins, unit; Apply; the settings in force and the last answer."""
+    """PONI, mask (file dialogs), bins, unit; Apply, Revert; the settings in force and the last answer."""
 
-    def __init__(self, chain: ChainNames, stitcher: tango.DeviceProxy, parent=None):
+    def __init__(self, chain: ChainNames, stitcher: tango.DeviceProxy, parent=None, period_ms: int = 1000):
         super().__init__("Chain settings", parent)
         self.stitcher = stitcher
         self.roots = list(stitcher.get_property("CalibrationRoots")["CalibrationRoots"])
@@ -44,11 +48,19 @@ class SettingsBox(Qt.QGroupBox):
         self.unit.addItems(list(UNITS))
         self.apply_button = Qt.QPushButton("Apply")
         self.apply_button.clicked.connect(self.apply)
+        self.revert_button = Qt.QPushButton("Revert")
+        self.revert_button.setToolTip("drop your edits: show the settings in force")
+        self.revert_button.clicked.connect(self.load)
         self.message = Qt.QLabel("")
         self.message.setWordWrap(True)
         self.in_force: dict[str, TaurusLabel] = {}
+        #: attribute -> the value in force the editor was last filled with (edited: the editor differs)
+        self.shown: dict[str, object] = {}
         self._layout(chain)
         self.load()
+        self.timer = Qt.QTimer(self)
+        self.timer.timeout.connect(self.follow)
+        self.timer.start(period_ms)
 
     def _layout(self, chain: ChainNames) -> None:
         """New values (editors) on top, Apply, then what the Stitcher holds (full width: paths are long)."""
@@ -63,7 +75,10 @@ class SettingsBox(Qt.QGroupBox):
             browse = Qt.QPushButton("…")
             browse.clicked.connect(lambda _=False, e=editor, w=what: self.browse(e, w))
             grid.addWidget(browse, row, 2)
-        grid.addWidget(self.apply_button, 5, 1)
+        buttons = Qt.QHBoxLayout()
+        buttons.addWidget(self.apply_button)
+        buttons.addWidget(self.revert_button)
+        grid.addLayout(buttons, 5, 1)
         grid.addWidget(Qt.QLabel(f"<b>in force</b> ({chain.stitcher})"), 6, 0, 1, 3)
         for row, (attr, title) in enumerate(IN_FORCE.items(), start=7):
             label = TaurusLabel()
@@ -77,13 +92,62 @@ class SettingsBox(Qt.QGroupBox):
         grid.addWidget(Qt.QLabel(f"calibration roots: {roots}"), 11, 0, 1, 3)
         grid.addWidget(self.message, 12, 0, 1, 3)
 
+    def read_in_force(self) -> dict[str, object]:
+        """The Stitcher's settings, as the editor shows them (no bins yet: 1; no unit yet: the default)."""
+        values = {a: v.value for a, v in zip(IN_FORCE, self.stitcher.read_attributes(list(IN_FORCE)), strict=True)}
+        return {
+            "poniPath": values["poniPath"] or "",
+            "maskPath": values["maskPath"] or "",
+            "bins": max(1, int(values["bins"] or 0)),
+            "unit": values["unit"] or DEFAULT_UNIT,
+        }
+
+    def editor_values(self) -> dict[str, object]:
+        """What the editor holds now (attribute -> value)."""
+        return {
+            "poniPath": self.poni.text(),
+            "maskPath": self.mask.text(),
+            "bins": self.bins.value(),
+            "unit": self.unit.currentText(),
+        }
+
+    def edited(self) -> dict[str, object]:
+        """The fields the operator changed (attribute -> new value): what Apply sends."""
+        return edited_settings(self.shown, self.editor_values())
+
+    def _show(self, attr: str, value: object) -> None:
+        if attr == "poniPath":
+            self.poni.setText(str(value))
+        elif attr == "maskPath":
+            self.mask.setText(str(value))
+        elif attr == "bins":
+            self.bins.setValue(int(value))
+        else:
+            self.unit.setCurrentText(str(value))
+        self.shown[attr] = value
+
     def load(self) -> None:
-        """Fill the editor with the settings in force (at start, and after each Apply)."""
-        values = {a: self.stitcher.read_attribute(a).value for a in IN_FORCE}
-        self.poni.setText(values["poniPath"])
-        self.mask.setText(values["maskPath"])
-        self.bins.setValue(max(1, int(values["bins"])))
-        self.unit.setCurrentText(values["unit"] or DEFAULT_UNIT)
+        """Fill the editor with the settings in force, dropping any edit (at start, after Apply, Revert)."""
+        for attr, value in self.read_in_force().items():
+            self._show(attr, value)
+
+    def follow(self) -> None:
+        """Each tick: show what is in force in every field the operator has not edited; name a field
+        changed on the chain while the operator was editing it (Apply would replace that value)."""
+        try:
+            in_force = self.read_in_force()
+        except tango.DevFailed:
+            return  # the alarm view says the Stitcher is not answering
+        editor, meanwhile = self.editor_values(), []
+        for attr, value in in_force.items():
+            if editor[attr] in (self.shown.get(attr), value):  # not edited, or edited to what is now in force
+                if editor[attr] != value or self.shown.get(attr) != value:
+                    self._show(attr, value)
+            elif value != self.shown.get(attr):
+                meanwhile.append(f"{IN_FORCE[attr]} was changed on the chain to {value} while you edited it")
+                self.shown[attr] = value
+        if meanwhile:
+            self.show_message("; ".join(meanwhile) + ": Apply sends your value", error=True)
 
     def browse(self, editor: Qt.QLineEdit, what: str) -> None:
         path = self.chooser(self, f"Choose the {what}", self.roots)
@@ -101,10 +165,13 @@ class SettingsBox(Qt.QGroupBox):
         return True
 
     def apply(self) -> bool:
-        """Send every field in one SetSettings; True if the chain took them."""
+        """Send the fields the operator changed in one SetSettings; True if the chain took them."""
+        changes = self.edited()
+        if not changes:
+            self.show_message("nothing to apply: the editor shows the settings in force")
+            return False
         try:
-            request = settings_request(self.poni.text(), self.mask.text(), self.bins.value(), self.unit.currentText())
-            self.stitcher.command_inout("SetSettings", request)
+            self.stitcher.command_inout("SetSettings", settings_request(changes))
         except tango.DevFailed as exc:
             error = exc.args[0]
             self.show_message(f"refused ({error.reason}): {error.desc.strip()}", error=True)
@@ -113,10 +180,8 @@ class SettingsBox(Qt.QGroupBox):
             self.show_message(f"refused: {exc}", error=True)
             return False
         self.load()
-        self.show_message(
-            f"applied: {self.poni.text()}, mask {self.mask.text() or 'none'}, {self.bins.value()} bins, "
-            f"{self.unit.currentText()} (from the next work item on)"
-        )
+        sent = ", ".join(f"{IN_FORCE[a]} {v if v != '' else 'none'}" for a, v in changes.items())
+        self.show_message(f"applied: {sent} (from the next work item on)")
         return True
 
     def show_message(self, text: str, error: bool = False) -> None:

@@ -2,8 +2,9 @@
 
 A pipeline device listens to the stage before it (the Stitcher to the detector, the Merger to the
 Integrators). The upstream server may start after this one or restart, so a subscription must not
-block ``init_device``, a link that does not deliver yet must show in Status without raising an
-ALARM, and every subscription must be undone in ``delete_device``.
+block ``init_device``, a link that does not deliver shows in Status (an ALARM only once it has been
+out longer than ``UpstreamAlarmAfter``: see :class:`~.status_log.UpstreamLinks`), and every
+subscription must be undone in ``delete_device``.
 """
 
 from __future__ import annotations
@@ -13,35 +14,30 @@ from collections.abc import Callable
 
 import tango
 
-log = logging.getLogger(__name__)
+from .dev_failed import one_line, unreachable
+from .status_log import UpstreamLinks
 
-#: Event errors that mean "upstream not (yet) reachable": shown in Status, but not an ALARM.
-TRANSIENT_EVENT_ERRORS = {
-    "API_EventTimeout",
-    "API_CantConnectToDevice",
-    "API_DeviceNotExported",
-    "API_ZmqFailed",
-    "API_CorbaException",
-    "API_DServerClassNotInitialised",  # upstream server still starting
-}
+log = logging.getLogger(__name__)
 
 EventHandler = Callable[[tango.EventData], None]
 
 
 class EventSubscriptions:
-    """The change-event subscriptions of one device and which of them do not deliver yet.
+    """The change-event subscriptions of one device, and its links upstream that do not deliver now.
 
-    ``on_error`` gets what went wrong in a callback or a non-transient event error (the device shows
-    it in Status); ``on_fault`` gets why a subscription could not be made at all (the device cannot
-    work without it).
+    ``on_error`` gets what went wrong in a callback or an event error that is not about reaching
+    upstream (the device shows it in Status, ALARM until acknowledged); ``on_fault`` gets why a
+    subscription could not be made at all (the device cannot work without it). ``links`` holds
+    which links are out, since when, and notes of those that came back.
     """
 
-    def __init__(self, on_error: Callable[[str], None], on_fault: Callable[[str], None]):
+    def __init__(
+        self, on_error: Callable[[str], None], on_fault: Callable[[str], None], links: UpstreamLinks | None = None
+    ):
         self._on_error = on_error
         self._on_fault = on_fault
         self._made: list[tuple[tango.DeviceProxy, int]] = []
-        #: "trl/attr" -> why it does not deliver yet, for each link without a good event so far
-        self._waiting: dict[str, str] = {}
+        self.links = links or UpstreamLinks()
 
     def subscribe(self, trl: str, attr: str, handler: EventHandler) -> None:
         """Subscribe to a change event upstream without blocking init (works before it is exported).
@@ -51,13 +47,14 @@ class EventSubscriptions:
         starts a scan should wait for it. Tango retries a failed subscription every ~10 s.
         """
         what = f"{trl}/{attr}"
-        self._waiting[what] = f"subscribing to {what} ..."
+        self.links.lost(what, "subscribing ...")
         try:
             proxy = tango.DeviceProxy(trl)
             event_id = proxy.subscribe_event(
                 attr, tango.EventType.CHANGE_EVENT, self.guarded(what, handler), sub_mode=tango.EventSubMode.AsyncRead
             )
         except tango.DevFailed as exc:  # e.g. a TRL the database does not know: the device cannot work
+            self.links.forget(what)
             self._on_fault(f"cannot subscribe to {what}: {exc.args[0].desc.strip()}")
             return
         self._made.append((proxy, event_id))
@@ -68,13 +65,9 @@ class EventSubscriptions:
         def callback(event: tango.EventData) -> None:
             try:
                 if event.err:
-                    reason = event.errors[0].reason if event.errors else "unknown"
-                    if reason in TRANSIENT_EVENT_ERRORS:  # upstream not up yet / restarting: Tango re-subscribes
-                        self._waiting[what] = f"waiting for {what} ({reason}); Tango retries every ~10 s"
-                    else:
-                        self._on_error(f"{what}: event error {reason}")
+                    self._event_error(what, event.errors)
                     return
-                self._waiting.pop(what, None)
+                self.links.regained(what)
                 handler(event)
             except Exception as exc:
                 log.exception("%s callback failed", what)
@@ -82,21 +75,31 @@ class EventSubscriptions:
 
         return callback
 
+    def _event_error(self, what: str, errors) -> None:
+        if unreachable(errors):  # upstream not up yet / restarting / hung
+            self.links.lost(what, f"{one_line(errors)}; Tango re-subscribes every ~10 s")
+        else:
+            self._on_error(f"{what}: event error {one_line(errors)}")
+
     def mark_waiting(self, what: str, reason: str) -> None:
-        """A link that is not a subscription (e.g. polling a detector) does not deliver: say why."""
-        self._waiting[what] = reason
+        """A link that is not a subscription (polling a detector, claiming work) does not deliver: say why."""
+        self.links.lost(what, reason)
 
     def mark_delivering(self, what: str) -> None:
-        self._waiting.pop(what, None)
+        self.links.regained(what)
+
+    def forget(self, what: str) -> None:
+        """A link no longer used (e.g. an Integrator stopped claiming): not out, and no note."""
+        self.links.forget(what)
 
     @property
     def connected(self) -> bool:
-        """Every link has delivered a good event (or there is none)."""
-        return not self._waiting
+        """Every link delivers (or there is none)."""
+        return self.links.connected
 
     def waiting(self) -> list[str]:
-        """Why each link that has not delivered yet does not, for Status."""
-        return sorted(self._waiting.values())
+        """Why each link that does not deliver now does not, for Status."""
+        return self.links.waiting()
 
     def close(self) -> None:
         """Unsubscribe everything (``delete_device``); a server already gone is no error."""

@@ -2,7 +2,6 @@ import struct
 
 import h5py
 import numpy as np
-import pyFAI
 import pytest
 
 from pipeline_core.cli import main
@@ -10,6 +9,7 @@ from pipeline_core.formats.mask import save_mask_file
 from pipeline_core.formats.nexus import read_merged
 
 from .helpers import SMALL_FRAME, write_small_acquisition
+from .pyfai_reference import Reference, assert_rows_equal_pyfai
 
 
 def test_integrate_then_heatmap(tmp_path, small_poni, capsys):
@@ -99,21 +99,32 @@ def _stack_file(path, n=3):
     return frames
 
 
+#: The settings integrate uses when no option says otherwise (README's defaults).
+_DEFAULTS = {"unit": "2th_deg", "method": ("bbox", "csr", "cython"), "polarization": 0.99, "solid_angle": True,
+             "error_model": None}
+
+
 @pytest.mark.parametrize(
-    "options, unit, method, polarization, solid_angle, error_model",
-    [
-        (
-            ["--unit", "d_A", "--no-solid-angle", "--polarization", "none", "--error-model", "azimuthal",
-             "--method", "no,csr,cython"],
-            "d_A", ("no", "csr", "cython"), None, False, "azimuthal",
-        ),
-        (["--error-model", "poisson", "--method", "bbox,histogram,cython"], "2th_deg", ("bbox", "histogram", "cython"),
-         0.99, True, "poisson"),
+    "options, typed, engine, why",
+    [  # the default csr engine, with the corrections off, on a d and a q axis, with and without sigma
+        (["--unit", "d_A", "--no-solid-angle", "--polarization", "none"],
+         {"unit": "d_A", "polarization": None, "solid_angle": False}, "csr", ""),
+        (["--unit", "d_A", "--error-model", "poisson", "--method", "no,csr,cython"],
+         {"unit": "d_A", "error_model": "poisson", "method": ("no", "csr", "cython")}, "csr", ""),
+        (["--unit", "q_nm^-1", "--polarization", "none", "--no-solid-angle", "--error-model", "poisson"],
+         {"unit": "q_nm^-1", "polarization": None, "solid_angle": False, "error_model": "poisson"}, "csr", ""),
+        # where the csr engine cannot be exact, pyFAI's own path runs and the file says why
+        (["--unit", "d_A", "--no-solid-angle", "--polarization", "none", "--error-model", "azimuthal",
+          "--method", "no,csr,cython"],
+         {"unit": "d_A", "polarization": None, "solid_angle": False, "error_model": "azimuthal",
+          "method": ("no", "csr", "cython")}, "pyfai", "azimuthal"),
+        (["--error-model", "poisson", "--method", "bbox,histogram,cython"],
+         {"error_model": "poisson", "method": ("bbox", "histogram", "cython")}, "pyfai", "bbox,histogram,cython"),
     ],
-)
-def test_integration_flags_give_what_pyfai_gives(
-    tmp_path, small_poni, options, unit, method, polarization, solid_angle, error_model
-):
+)  # fmt: skip
+def test_integration_flags_give_what_pyfai_gives(tmp_path, small_poni, options, typed, engine, why):
+    """A --dataset stack through the CLI: the rows equal pyFAI integrate1d with the typed flags, whichever
+    engine ran, and the file records which one and why."""
     frames = _stack_file(tmp_path / "stack.h5")
     user = np.zeros(SMALL_FRAME, bool)
     user[30:34] = True
@@ -121,35 +132,26 @@ def test_integration_flags_give_what_pyfai_gives(
     args = ["integrate", str(tmp_path / "stack.h5"), "--dataset", "/scan/detector/frames", "--poni", str(small_poni),
             "--mask", str(tmp_path / "user.edf"), "--bins", "40", "-o", str(tmp_path / "out.nxs")]
     assert main(args + options) == 0
-    ai = pyFAI.load(str(small_poni))
+    want = Reference(small_poni, 40, mask=user, **{**_DEFAULTS, **typed})
     with h5py.File(tmp_path / "out.nxs", "r") as h5:
         proc = h5["processed/process"]
-        assert proc["int_method"][()].decode() == ",".join(method)
-        assert proc["int_unit"][()].decode() == unit
-        assert proc["error_model"][()].decode() == error_model
-        assert bool(proc["solid_angle_correction"][()]) is solid_angle
+        note = proc["engine_note"][()].decode()
+        assert proc["engine"][()].decode() == engine, note
+        assert why in note
+        assert proc["int_method"][()].decode() == ",".join(want.method)
+        assert proc["int_unit"][()].decode() == want.unit
+        assert proc["error_model"][()].decode() == (want.error_model or "none")
+        assert bool(proc["solid_angle_correction"][()]) is want.solid_angle
         stored = float(proc["polarization_factor"][()])
-        assert np.isnan(stored) if polarization is None else stored == polarization
+        assert np.isnan(stored) if want.polarization is None else stored == want.polarization
         result = h5["processed/result"]
         assert result["frame_number"][()].tolist() == [1, 2, 3]
-        rows, sigma = result["data"][()], result["data_errors"][()]
-        if unit == "d_A":  # README: result_d holds the same rows on a d axis, and is what viewers plot
+        if want.unit == "d_A":  # README: result_d holds the same rows on a d axis, and is what viewers plot
             assert h5["processed"].attrs["default"] == "result_d"
             result_d = h5["processed/result_d"]
             assert result_d.attrs["NX_class"] == "NXdata" and result_d.attrs["signal"] == "data"
-            axis = result_d[result_d.attrs["axes"][-1]]
-            assert axis.attrs["units"] == "angstrom"
-            np.testing.assert_array_equal(result_d["data"][()], rows)
-            d_axis = axis[()]
-        else:
-            assert h5["processed"].attrs["default"] == "result"
-    for frame, row, err in zip(frames, rows, sigma, strict=True):
-        ref = ai.integrate1d(frame, 40, unit=unit, method=method, mask=user, polarization_factor=polarization,
-                             correctSolidAngle=solid_angle, error_model=error_model)
-        assert np.max(np.abs(row - ref.intensity)) <= 1e-5 * np.max(ref.intensity)
-        np.testing.assert_allclose(err, ref.sigma, rtol=1e-5, atol=1e-6 * np.nanmax(ref.sigma))
-        if unit == "d_A":
-            np.testing.assert_allclose(d_axis, ref.radial, rtol=1e-12)
+            np.testing.assert_array_equal(result_d["data"][()], result["data"][()])
+    assert_rows_equal_pyfai(tmp_path / "out.nxs", frames, want)  # rows, sigma and the plotted axis
 
 
 def test_a_stack_at_another_dataset_path_needs_dataset(tmp_path, small_poni, capsys):

@@ -6,6 +6,7 @@ anything until it is started.
 """
 
 import json
+import re
 import time
 
 import numpy as np
@@ -145,6 +146,23 @@ def stays(predicate, seconds: float) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def acquire_followed(stitcher, sim, frames: int = 8, per_file: int = 4) -> str:
+    """Acquire for 4 s, slowly enough that the Stitcher's Lambda trigger is seen following it; return
+    once the trigger has seen it end. From then on every part has been offered to the Stitcher: a
+    positive signal to check what it did with them (waiting a while and seeing nothing proves nothing)."""
+    sim.FrameNumbers, sim.FramesPerFile, sim.rate = frames, per_file, frames / 4.0
+    stem = sim.Start()
+    wait_for(lambda: f"acquiring {stem}" in stitcher.detectorAnnouncement, 60, f"{STITCHER} following {stem}")
+    wait_for(lambda: sim.framesWritten == frames and sim.state() == tango.DevState.ON, 60, f"{stem} written")
+    wait_for(lambda: "detector idle" in stitcher.detectorAnnouncement, 60, f"{STITCHER} seeing {stem} end")
+    return stem
+
+
+def parts_announced(stitcher) -> int:
+    """Parts the Stitcher's Lambda trigger has taken (it counts only what it hands to the stage)."""
+    return int(re.search(r"; (\d+) parts announced\)$", stitcher.detectorAnnouncement).group(1))
 
 
 def acquire(sim, frames: int = 8, per_file: int = 4) -> str:
@@ -300,18 +318,26 @@ def test_every_bound_is_enforced_with_the_limit_named_and_the_old_value_stays(ch
 def test_a_stopped_chain_processes_nothing_and_start_lets_each_stage_work(chain):
     tmp, ctx = chain
     sim, stitcher, integrator, merger = devs(ctx)
-    # Stitcher stopped: the simulator's announcements are heard and not taken
-    acquire(sim)
-    assert stays(lambda: stitcher.framesReceived == 0 and stitcher.workAvailable == 0, 5 * POLL_S)
+    # Stitcher stopped: the simulator's announcements are heard (the trigger followed the acquisition
+    # to its end) and not taken
+    ignored = acquire_followed(stitcher, sim)
+    assert parts_announced(stitcher) == 0 and stitcher.currentScan == ""
+    assert stitcher.framesReceived == 0 and stitcher.workAvailable == 0
     # Stitcher started, Integrator stopped: work waits, nobody claims it
     stitcher.Start()
     stem = acquire(sim)
+    assert stem != ignored
     wait_for(lambda: stitcher.workAvailable == 2, what="two work items of 4 frames")
+    # announcements are stitched in order: had the stopped Stitcher taken the first acquisition, its
+    # parts would be counted before these
+    assert parts_announced(stitcher) == 2 and stitcher.currentScan == stem and stitcher.framesReceived == 8
     assert stays(lambda: integrator.framesReceived == 0 and stitcher.itemsLeased == 0, 5 * POLL_S)
     # Integrator started, Merger stopped: patterns are made and not merged
     integrator.Start()
     wait_for(lambda: integrator.framesProcessed == 8, what="8 frames integrated")
-    assert stays(lambda: merger.framesReceived == 0 and merger.currentOutputFile == "", 5 * POLL_S)
+    # the Merger counts the batches it refuses: both arrived, and were not merged
+    wait_for(lambda: "Stopped (2 batch(es) not merged)" in merger.status(), 60, "2 batches refused")
+    assert merger.framesReceived == 0 and merger.currentOutputFile == ""
     assert merger.state() == tango.DevState.ALARM and "pattern batches" in merger.status()
     merger.ClearErrors()
     assert merger.state() == tango.DevState.ON, merger.status()
@@ -340,10 +366,10 @@ def test_a_stopped_chain_processes_nothing_and_start_lets_each_stage_work(chain)
 def test_stop_halts_each_stage(chain):
     tmp, ctx = chain
     sim, stitcher, integrator, merger = devs(ctx)
-    before = stitcher.framesReceived
+    before, announced = stitcher.framesReceived, parts_announced(stitcher)
     stitcher.Stop()
-    acquire(sim)
-    assert stays(lambda: stitcher.framesReceived == before, 5 * POLL_S)
+    acquire_followed(stitcher, sim)  # the trigger saw the whole acquisition: its parts were offered
+    assert parts_announced(stitcher) == announced and stitcher.framesReceived == before
     stitcher.Start()
 
     integrator.Stop()

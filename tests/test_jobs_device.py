@@ -24,11 +24,9 @@ from tango_servers.registration import DeviceSpec
 
 from .helpers import SMALL_PONI, readme_block, wait_for, write_small_acquisition
 from .test_jobs_local import JOB_TIMEOUT_S, assert_same_rows
+from .test_jobs_slurm import SLURM_PROBLEM, SLURM_SKIP_REASON
 
-pytestmark = pytest.mark.skipif(
-    not slurm.slurm_available(),
-    reason="sbatch is not installed on this machine (scripts/slurm_local.sh start sets up a one-node Slurm)",
-)
+pytestmark = pytest.mark.skipif(SLURM_PROBLEM is not None, reason=SLURM_SKIP_REASON)
 
 STITCHER = "test/jobs/stitcher"
 BINS = 30

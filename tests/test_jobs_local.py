@@ -4,6 +4,8 @@ runs it (real processes: the runner and its task processes are those the command
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import os
@@ -11,17 +13,21 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from pipeline_core.cli import main as cli_main
 from pipeline_core.formats.nexus import read_merged
 from pipeline_core.jobs.config import JobsConfig, LocalConfig
 from pipeline_core.jobs.manager import JobManager
+from pipeline_core.jobs.outcome import range_failure
 from pipeline_core.jobs.plan import open_checked_sources, plan_job
 from pipeline_core.jobs.ranges import FrameLayout, plan_ranges
+from pipeline_core.jobs.records import TaskRecord
 from pipeline_core.jobs.slots import LocalSlots
 from pipeline_core.jobs.spec import FrameRange, JobSpec, provenance_path
 from pipeline_core.jobs.workdir import JOBS_FOLDER, WorkDir
@@ -202,28 +208,244 @@ def test_a_corrupt_acquisition_fails_its_tasks_with_the_reader_s_reason(setup):
     assert not Path(spec.output).exists() and not Path(f"{spec.output}.part").exists()
 
 
+# -- jobs whose ranges are running: cancelled, killed (a range frozen with SIGSTOP where the test must be sure
+# -- it meets a range being written) -------------------------------------------------------------------------
+def long_acquisition(setup) -> dict:
+    """2 parts x 1000 frames (``long_00001`` in the raw folder): two ranges of 1000 frames that take seconds,
+    each writing its partial file ``range_00N.nxs.part`` meanwhile."""
+    return write_small_acquisition(setup["raw"], stem="long_00001", n_parts=2, frames_per_part=1000)
+
+
+def running_partials(work: WorkDir) -> list[int]:
+    """Ranges whose partial file is being written (``range_00N.nxs.part``)."""
+    return sorted(int(p.name[len("range_") : len("range_") + 3]) for p in work.path.glob("range_*.nxs.part"))
+
+
+def freeze_running_ranges(work: WorkDir, count: int, frozen: dict[int, int]) -> None:
+    """SIGSTOP the task of each range as soon as its partial file appears, until ``count`` are frozen
+    (``frozen``: index -> pid, the caller's, so that it can always let them go again)."""
+
+    def more() -> bool:
+        for index in running_partials(work):
+            record = work.task(index)
+            if index not in frozen and record is not None and len(frozen) < count:
+                os.kill(record.pid, signal.SIGSTOP)
+                frozen[index] = record.pid
+        return len(frozen) >= count
+
+    wait_for(more, JOB_TIMEOUT_S, f"{count} range(s) writing their partial files")
+    for pid in frozen.values():  # SIGSTOP takes effect when the task next enters the kernel: wait for it, so that
+        # a signal sent from now on waits (a signal that arrived before would be handled on the way to stopping)
+        wait_for(lambda pid=pid: process_state(pid) == "T", 60, f"task {pid} stopped")
+
+
+def process_state(pid: int) -> str:
+    """The state letter of ``/proc/PID/stat`` (``T``: stopped), ``-`` for a process that is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "-"
+
+
+def thaw(pids) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+def signal_pending(pid: int, signum: int) -> bool:
+    """Whether ``signum`` waits for (frozen) process ``pid`` to run again (/proc/PID/status)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return False
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    pending = int(fields["SigPnd"], 16) | int(fields["ShdPnd"], 16)
+    return bool(pending >> (signum - 1) & 1)
+
+
+def wait_signal_pending(pid: int, signum: int, what: str, work: WorkDir) -> None:
+    """Wait until ``signum`` waits for frozen ``pid``; on a timeout say what the process and the runner did."""
+    try:
+        wait_for(lambda: signal_pending(pid, signum), 60, what)
+    except AssertionError as exc:
+        try:
+            state = [line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                     if line.startswith(("State", "PPid", "SigPnd", "ShdPnd", "SigCgt"))]  # fmt: skip
+        except OSError:
+            state = ["gone"]
+        log = (work.path / "runner.log").read_text()[-2000:] if (work.path / "runner.log").exists() else "-"
+        raise AssertionError(f"{exc}; process {pid}: {state}; runner.log: {log}") from None
+
+
+def job_processes(work: WorkDir) -> list[str]:
+    """Processes (runner, tasks) whose command line names the job's work folder, zombies left out."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            cmd = " ".join(proc.info["cmdline"] or ())
+            if str(work.path) in cmd and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(f"{proc.pid}: {cmd}")
+    return found
+
+
+def nothing_comes_back(work: WorkDir, files, seconds: float = 5.0) -> None:
+    """The job's processes end (a runner that has let its lock go may still be exiting); then for ``seconds``
+    none is back and ``files()`` (what should be gone) stays empty."""
+    wait_for(lambda: job_processes(work) == [], 60, f"the processes of job {work.path.name} ending")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert job_processes(work) == []
+        assert files() == []
+        time.sleep(0.2)
+
+
 def test_a_cancelled_job_leaves_no_result_and_no_partial(setup):
-    """Pending (every slot of the pool held), then one cancelled as soon as it runs."""
-    config = setup["config"]
+    """Pending (every slot of the pool held): cancelled, its name given back. Then a job whose ranges are
+    being written (range 0 frozen with its partial file open until the cancel's SIGTERM waits for it):
+    cancelled, and for several seconds after no process of the job runs and no file comes back."""
+    config, out = setup["config"], setup["out"]
     slots = LocalSlots(config.state_directory / "local-slots", config.local.workers)
     held = [slots.try_acquire() for _ in range(config.local.workers)]
     assert None not in held
     manager = JobManager(config)
     settings = IntegrationSettings(setup["poni"], bins=10)
-    (waiting,) = manager.submit([setup["raw"]], settings, setup["out"])
+    (waiting,) = manager.submit([setup["raw"]], settings, out)
     wait_for(lambda: manager.get(waiting.job_id).reason == "waiting for a free worker", 60, "the runner waiting")
     cancelled = manager.cancel(waiting.job_id)
     assert (cancelled.state, cancelled.reason) == ("cancelled", "cancelled")
     for fd in held:
         LocalSlots.release(fd)
-    (running,) = manager.submit([setup["raw"]], settings, setup["out"])
-    assert running.output == waiting.output  # the cancelled job gave its reserved name back
-    cancelled = manager.cancel(running.job_id)
-    assert cancelled.state == "cancelled"
-    assert list(setup["out"].glob("*")) == [] or leftovers(setup["out"]) == []
-    assert not any(setup["out"].glob("*.nxs")) and not (setup["out"] / JOBS_FOLDER).exists()
+    assert list(out.rglob("*")) == []  # the cancelled job gave its reserved name back
+    acq = long_acquisition(setup)
+    (running,) = manager.submit([acq["files"][0]], settings, out)
+    work = WorkDir(running.work_dir)
+    frozen: dict[int, int] = {}
+    try:
+        freeze_running_ranges(work, 1, frozen)
+        ((index, pid),) = frozen.items()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            cancelling = pool.submit(manager.cancel, running.job_id)
+            wait_signal_pending(pid, signal.SIGTERM, "the cancel's SIGTERM reaching the task", work)
+            assert work.path / f"range_{index:03d}.nxs.part" in work.path.glob("range_*.nxs.part")
+            assert manager.store.load(running.job_id).state == "running"  # the cancel meets a running job
+            thaw(frozen.values())
+            cancelled = cancelling.result(timeout=JOB_TIMEOUT_S)
+    finally:
+        thaw(frozen.values())
+    assert (cancelled.state, cancelled.reason) == ("cancelled", "cancelled")
+    assert 0 <= cancelled.frames_done < 2000
+    nothing_comes_back(work, lambda: sorted(out.rglob("*")))  # no result, no partial, no reservation, no folder
+    assert manager.get(running.job_id).state == "cancelled"  # and the table keeps it
     with pytest.raises(Exception, match="not in the job table"):
         manager.cancel("20000101-000000-abcdef")
+
+
+def test_a_killed_runner_stops_its_tasks_and_the_job_fails_once_they_are_gone(setup):
+    """kill -9 of the local runner, both ranges frozen while being written: each task gets SIGTERM
+    (PR_SET_PDEATHSIG) and cleans up when it runs again; until the last one is gone the job is not
+    concluded (a task still writing), then it is failed naming the runner, with nothing left."""
+    out = setup["out"]
+    acq = long_acquisition(setup)
+    manager = JobManager(setup["config"])
+    (record,) = manager.submit([acq["files"][0]], IntegrationSettings(setup["poni"], bins=10), out)
+    work = WorkDir(record.work_dir)
+    frozen: dict[int, int] = {}
+    try:
+        freeze_running_ranges(work, 2, frozen)
+        runner = int(work.pid_file.read_text())
+        os.kill(runner, signal.SIGKILL)
+        for pid in frozen.values():
+            wait_signal_pending(pid, signal.SIGTERM, f"task {pid} told its runner died", work)
+        assert manager.get(record.job_id).state == "running"  # range 1 still holds its partial file open
+        thaw([frozen[0]])
+        wait_for(lambda: not psutil.pid_exists(frozen[0]) or psutil.Process(frozen[0]).status() == "zombie", 60,
+                 "range 0's task stopping")  # fmt: skip
+        assert manager.get(record.job_id).state == "running", "concluded while range 1's task still runs"
+        thaw([frozen[1]])
+        final = manager.wait(record.job_id, JOB_TIMEOUT_S)
+    finally:
+        thaw(frozen.values())
+    assert final.state == "failed"
+    assert final.reason == (
+        "the local runner stopped before the job ended (killed?): range 0 (frames 1-1000) was stopped "
+        "(a stop signal); 1 more range(s) did not finish"
+    ), final.reason
+    assert [work.task(i).state for i in (0, 1)] == ["cancelled", "cancelled"]
+    assert not Path(record.output).exists() and not Path(f"{record.output}.part").exists()  # the name is free
+    nothing_comes_back(work, lambda: sorted(work.path.glob("range_*.nxs*")))
+
+
+def test_a_task_killed_outright_fails_its_job_naming_the_range_and_the_signal(setup):
+    """kill -9 of range 0's task while both ranges are written: the runner stops range 1 (frozen until its
+    SIGTERM waits, so that it surely is still running), removes both partial files, gives the name back."""
+    out = setup["out"]
+    acq = long_acquisition(setup)
+    manager = JobManager(setup["config"])
+    (record,) = manager.submit([acq["files"][0]], IntegrationSettings(setup["poni"], bins=10), out)
+    work = WorkDir(record.work_dir)
+    frozen: dict[int, int] = {}
+    try:
+        freeze_running_ranges(work, 2, frozen)
+        os.kill(frozen[0], signal.SIGKILL)
+        wait_signal_pending(frozen[1], signal.SIGTERM, "the runner stopping range 1", work)
+        thaw(frozen.values())
+        final = manager.wait(record.job_id, JOB_TIMEOUT_S)
+    finally:
+        thaw(frozen.values())
+    assert final.state == "failed"
+    assert final.reason == (
+        "range 0 (frames 1-1000): its task ended without finishing (killed by SIGKILL); "
+        "1 more range(s) did not finish"
+    ), final.reason
+    assert not Path(record.output).exists() and not Path(f"{record.output}.part").exists()
+    nothing_comes_back(work, lambda: sorted(work.path.glob("range_*.nxs*")))  # the killed task's .part too
+
+
+def test_a_range_that_fails_once_then_succeeds_is_retried_and_the_job_says_so(setup):
+    """Range 1's files unreadable at its first attempt (garbage where HDF5 was), whole again before the
+    retry: the job completes, equal to `integrate` row for row, and its entry names the retried range."""
+    config, raw, out = setup["config"], setup["raw"], setup["out"]
+    assert cli_main(["integrate", str(raw), "--poni", str(setup["poni"]), "--bins", "20",
+                     "-o", str(setup["tmp"] / "direct")]) == 0  # fmt: skip
+    manager = JobManager(config)
+    (spec,) = manager.plan([raw], IntegrationSettings(setup["poni"], bins=20), out)
+    assert [(r.first, r.last, r.parts) for r in spec.ranges] == [(1, 4, (0,)), (5, 12, (1, 2))]
+    broken = {f: f.read_bytes() for f in setup["acq"]["files"] if "_part00000" not in f.name}  # range 1's parts
+    for f in broken:
+        f.write_bytes(b"\x89HDF garbage " * 100)
+    manager.start(spec)
+    work = WorkDir(spec.work_dir)
+
+    def first_attempt_failed() -> bool:
+        task = work.task(1)
+        return task is not None and len(task.attempts) == 1
+
+    wait_for(first_attempt_failed, JOB_TIMEOUT_S, "range 1's first attempt failing")
+    for f, data in broken.items():  # whole again (atomically) during the pause before the retry
+        f.with_name(f.name + ".tmp").write_bytes(data)
+        os.replace(f.with_name(f.name + ".tmp"), f)
+    final = manager.wait(spec.job_id, JOB_TIMEOUT_S)
+    assert (final.state, final.frames_done, final.frames_failed) == ("complete", 12, 0), final.reason
+    assert final.reason == (
+        "range 1 (frames 5-12) succeeded on attempt 2 (attempt 1 failed: no frame of scan_00001 has a number in "
+        "5-12; they hold frames 1-4)"
+    ), final.reason
+    assert manager.list()[-1].reason == final.reason  # what `jobs` shows
+    assert_same_rows(read_merged(setup["tmp"] / "direct" / "scan_00001.nxs"), read_merged(final.output))
+    assert leftovers(out) == [] and not (out / JOBS_FOLDER).exists()
+
+
+def test_a_range_stopped_at_its_time_limit_says_so_however_its_task_ended():
+    """What Slurm says (TIMEOUT) names the cause, whether the task recorded the SIGTERM or never got going."""
+    frame_range = FrameRange(1, 5, 8, 4)
+    for record in (None, TaskRecord(1, state="running"), TaskRecord(1, state="cancelled")):
+        assert range_failure(frame_range, record, "Slurm state TIMEOUT, TimeLimit") == (
+            "range 1 (frames 5-8): its task was stopped at its time limit (Slurm state TIMEOUT, TimeLimit); "
+            "raise slurm.time_limit"
+        )
+    stopped = range_failure(frame_range, TaskRecord(1, state="cancelled"))
+    assert stopped == "range 1 (frames 5-8) was stopped (a stop signal)"  # without it: a stop, cause unknown
 
 
 # -- the command line, as a user runs it ----------------------------------------------------------------------
@@ -298,6 +520,9 @@ def test_sighup_to_a_waiting_reintegrate_leaves_its_job_to_complete(setup):
         wait_for(lambda: [r.reason for r in manager.list()] == ["waiting for a free worker"], 60, "the job waiting")
         (record,) = manager.list()
         runner = int(WorkDir(record.work_dir).pid_file.read_text())
+        # the CLI waits once it has said the job is submitted (a hang-up before stops the submission)
+        submitted = cli.stderr.readline()
+        assert f"job {record.job_id} submitted" in submitted, submitted
         os.killpg(cli.pid, signal.SIGHUP)  # the terminal closes
         _, err = cli.communicate(timeout=60)
         os.kill(runner, signal.SIGHUP)  # and a hang-up reaching the runner by any other way

@@ -283,7 +283,12 @@ def test_every_queue_a_client_fills_is_bounded_and_refuses_beyond(tmp_path):
         with pytest.raises(QueueFull, match=r"work items are waiting \(bound MaxItems = 5\)"):
             stage.requeue_frames("scan_00001#r1", [1])
         handed = []
+        deadline = time.monotonic() + 120  # bounded: a stage that stops handing out work fails, never hangs
         while stage.pending_reintegrations or stage.queue_depth:  # Integrators catch up: the waiting parts follow
+            assert time.monotonic() < deadline, (
+                f"work still waiting after 120 s: {stage.pending_reintegrations} reintegration(s), "
+                f"{stage.queue_depth} item(s); {len(handed)} handed out"
+            )
             handed += _drain(stage, "int")
             time.sleep(0.05)
     finally:

@@ -9,8 +9,11 @@ tells a running job from one whose runner was killed.
 A range that fails (after its retries) stops the others and fails the job with that range's reason.
 SIGTERM (a cancel) stops the tasks, removes the partial files, gives the reserved name back and
 records the job as cancelled. The tasks die with the runner even when it is killed outright
-(``PR_SET_PDEATHSIG``). SIGHUP is ignored: the runner has detached from every terminal, so a hang-up
-is not a request to stop the job (``reintegrate --wait`` may be waiting for it in a terminal that closes).
+(``PR_SET_PDEATHSIG``: each gets SIGTERM, removes its partial file and records itself stopped), and
+they hold ``runner.lock`` with it: whoever looks next finds the job failed ("the local runner
+stopped before the job ended") only once none of its processes runs or writes. SIGHUP is ignored:
+the runner has detached from every terminal, so a hang-up is not a request to stop the job
+(``reintegrate --wait`` may be waiting for it in a terminal that closes).
 """
 
 from __future__ import annotations
@@ -54,9 +57,12 @@ def _task_env() -> dict[str, str]:
 
 
 class Runner:
-    def __init__(self, work: WorkDir, slots: LocalSlots):
+    def __init__(self, work: WorkDir, slots: LocalSlots, lock_fd: int | None = None):
         self.work = work
         self.slots = slots
+        #: the job's lock, inherited by every task: the lock is held until the runner *and* its tasks are
+        #: gone, so a job whose runner was killed is concluded only once no task of it runs or writes
+        self.lock_fd = lock_fd
         self.spec = work.spec()
         self.running: dict[int, tuple[subprocess.Popen, int]] = {}
 
@@ -70,6 +76,7 @@ class Runner:
                 stdin=subprocess.DEVNULL,
                 preexec_fn=_die_with_runner,
                 env=_task_env(),
+                pass_fds=() if self.lock_fd is None else (self.lock_fd,),
             )
             self.running[index] = (process, slot)
 
@@ -110,7 +117,7 @@ class Runner:
             for index, rc in self._reap():
                 if rc != 0:
                     self.stop_all()
-                    native = {index: f"exit status {rc}"}
+                    native = {index: _how_it_ended(rc)}
                     finish_failed(self.spec, self.work, failure_reason(self.spec, self.work, native))
                     return 1
             time.sleep(_POLL_S)
@@ -119,6 +126,16 @@ class Runner:
         except (PipelineError, OSError, RuntimeError, ValueError) as exc:
             result = finish_failed(self.spec, self.work, f"merge failed: {exc}")
         return 0 if result.state in ("complete", "incomplete") else 1
+
+
+def _how_it_ended(rc: int) -> str:
+    """A task's exit status as an operator reads it: ``exit status 1``, ``killed by SIGKILL``."""
+    if rc < 0:
+        try:
+            return f"killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"killed by signal {-rc}"
+    return f"exit status {rc}"
 
 
 def _detach(log_path: Path) -> None:
@@ -160,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         with stop_signals_raise():  # SIGTERM/SIGINT cancel the job; a second one never cuts the cancel short
             signal.signal(signal.SIGHUP, signal.SIG_IGN)  # detached: a hang-up is not a cancel
             try:
-                runner = Runner(work, LocalSlots(args.slots, args.workers))
+                runner = Runner(work, LocalSlots(args.slots, args.workers), lock)
                 return runner.run()
             except KeyboardInterrupt as exc:
                 _cancel(work, runner)

@@ -27,7 +27,7 @@ from ..messages import FailedFrames
 from ..output import part_path
 from ..processing.offline import check_all_frames_accounted
 from ..signals import signals_deferred
-from .outcome import failure_reason, finish_failed
+from .outcome import failure_reason, finish_failed, retried_note
 from .records import JobResult, write_json
 from .source import open_job_source
 from .spec import provenance_path
@@ -124,7 +124,8 @@ def merge_job(work: WorkDir) -> JobResult:
     write_json(provenance_path(final), dataclasses.replace(spec, output=final).to_dict())
     failed = sum(max(1, len(f.frame_numbers)) for f in failures)
     state = "complete" if not failures else "incomplete"
-    reason = "" if not failures else f"{failed} frame(s) could not be integrated: {failures[0].reason}"
+    lost = "" if not failures else f"{failed} frame(s) could not be integrated: {failures[0].reason}"
+    reason = "; ".join(filter(None, (lost, retried_note(spec, work))))  # a retried range is said, not hidden
     result = JobResult(state, str(final), int(writer.n_frames), failed, reason)
     work.remove_partials()
     work.write_result(result)

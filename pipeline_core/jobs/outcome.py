@@ -8,21 +8,46 @@ runner, a cancel): each step is idempotent, so two of them finishing the same jo
 
 from __future__ import annotations
 
+import re
+
 from .records import JobResult, TaskRecord
 from .spec import FrameRange, JobSpec
 from .workdir import WorkDir
 
+#: the scheduler's word for a task stopped at its time limit (Slurm's job state)
+TIME_LIMIT_STATE = "TIMEOUT"
+
+
+def timed_out(native: str) -> bool:
+    """Whether the scheduler says the task was stopped at its time limit."""
+    return re.search(rf"\b{TIME_LIMIT_STATE}\b", native) is not None
+
 
 def range_failure(frame_range: FrameRange, record: TaskRecord | None, native: str = "") -> str:
-    """Why one range did not finish, as an operator reads it (``native``: what the scheduler says)."""
+    """Why one range did not finish, as an operator reads it (``native``: what the scheduler says,
+    e.g. ``Slurm state TIMEOUT, TimeLimit`` or ``killed by SIGKILL``)."""
     where = frame_range.describe()
     if record is not None and record.state == "failed" and record.attempts:
         tries = len(record.attempts)
         return f"{where} failed after {tries} attempt{'s' if tries > 1 else ''}: {record.attempts[-1]}"
+    if timed_out(native):  # whether the task still wrote "cancelled" (SIGTERM) or was gone before
+        return f"{where}: its task was stopped at its time limit ({native}); raise slurm.time_limit"
     if record is not None and record.state == "cancelled":
         return f"{where} was stopped ({native or 'a stop signal'})"
-    ended = f" ({native})" if native else ""
-    return f"{where}: its task ended without finishing{ended} (killed, out of memory or past its time limit?)"
+    if native:
+        return f"{where}: its task ended without finishing ({native})"
+    return f"{where}: its task ended without finishing (killed, out of memory or past its time limit?)"
+
+
+def retried_note(spec: JobSpec, work: WorkDir) -> str:
+    """What a job that succeeded says about ranges that needed more than one attempt ("" if none)."""
+    notes = []
+    for r in spec.ranges:
+        record = work.task(r.index)
+        if record is not None and record.state == "done" and record.attempts:
+            notes.append(f"{r.describe()} succeeded on attempt {len(record.attempts) + 1} "
+                         f"(attempt {len(record.attempts)} failed: {record.attempts[-1]})")  # fmt: skip
+    return "; ".join(notes)
 
 
 def failed_ranges(spec: JobSpec, work: WorkDir) -> list[tuple[FrameRange, TaskRecord]]:
@@ -72,8 +97,9 @@ def failure_reason(spec: JobSpec, work: WorkDir, native: dict[int, str] | None =
         record = work.task(r.index)
         if record is None or record.state != "done":
             # a range that failed by itself first; ranges stopped because of it (cancelled) after
-            stopped = record is not None and record.state == "cancelled"
-            found.append((stopped, r.index, range_failure(r, record, native.get(r.index, ""))))
+            said = native.get(r.index, "")
+            stopped = record is not None and record.state == "cancelled" and not timed_out(said)
+            found.append((stopped, r.index, range_failure(r, record, said)))
     bad = [text for _, _, text in sorted(found)]
     if not bad:
         return "every range finished but the merge did not run"

@@ -121,18 +121,7 @@ class SlurmBackend(Backend):
     def _native(self, record: JobRecord, spec: JobSpec) -> tuple[list[slurm.SlurmJob], dict[int, str]]:
         """What Slurm says: its lines for the job, and per range a description of how its task ended."""
         jobs = slurm.squeue(self._ids(record)) or []
-        array = int(record.native["array"])
-        per_task: dict[int, str] = {}
-        for job in jobs:
-            if job.job_id == array:
-                for t in job.tasks:
-                    per_task[t] = job.describe()
-        if not jobs:  # forgotten by squeue: accounting may still know
-            accounted = slurm.sacct_states([array])
-            for r in spec.ranges:
-                if f"{array}_{r.index}" in accounted:
-                    per_task[r.index] = accounted[f"{array}_{r.index}"]
-        return jobs, per_task
+        return jobs, _per_task(jobs, int(record.native["array"]), spec)
 
     def refresh(self, record: JobRecord) -> JobRecord:
         work = WorkDir(record.work_dir)
@@ -209,6 +198,35 @@ class SlurmBackend(Backend):
             record.state, record.reason = "cancelled", "cancelled"
         self.store.save(record)
         return record
+
+
+def _per_task(jobs: list[slurm.SlurmJob], array: int, spec: JobSpec) -> dict[int, str]:
+    """Per range, Slurm's description of its array task (``squeue``'s lines, else accounting's)."""
+    per_task: dict[int, str] = {}
+    for job in jobs:
+        if job.job_id == array:
+            for t in job.tasks:
+                per_task[t] = job.describe()
+    if not jobs:  # forgotten by squeue: accounting may still know
+        accounted = slurm.sacct_states([array])
+        for r in spec.ranges:
+            if f"{array}_{r.index}" in accounted:
+                per_task[r.index] = accounted[f"{array}_{r.index}"]
+    return per_task
+
+
+def array_task_states(work: WorkDir, spec: JobSpec) -> dict[int, str]:
+    """What Slurm says of each array task of the job in ``work`` (empty when it was not a Slurm job or
+    Slurm cannot be asked). The clean-up job asks it, so that a job that failed with nobody watching
+    says why its tasks ended (a time limit) as a poller would."""
+    ids = read_json(work.path / IDS_FILE)
+    if not isinstance(ids, dict) or not str(ids.get("array", "")).isdigit():
+        return {}
+    array = int(ids["array"])
+    try:
+        return _per_task(slurm.squeue([array]) or [], array, spec)
+    except JobError:
+        return {}
 
 
 def _age_s(path: Path) -> float:

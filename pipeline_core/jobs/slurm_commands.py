@@ -23,9 +23,33 @@ ACTIVE_STATES = frozenset(
 )
 
 
+#: seconds the controller gets to answer ``scontrol ping`` in :func:`cluster_problem`
+PING_TIMEOUT_S = 10.0
+
+
 def slurm_available() -> bool:
-    """Whether ``sbatch`` is on the PATH (the Slurm backend needs it; its tests skip without it)."""
+    """Whether ``sbatch`` is on the PATH (the Slurm backend needs it)."""
     return shutil.which("sbatch") is not None
+
+
+def cluster_problem() -> str | None:
+    """Why no Slurm job can be submitted from here, or None when a controller answers.
+
+    Installed commands are not a cluster: without a ``slurm.conf`` (``SLURM_CONF``) every command
+    fails with "Could not establish a configuration source"; with one whose slurmctld is down, it
+    times out. Asked once by whoever must know before submitting (the Slurm tests)."""
+    if not slurm_available():
+        return "Slurm's commands are not installed (no sbatch on the PATH)"
+    try:
+        proc = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=PING_TIMEOUT_S,
+                              stdin=subprocess.DEVNULL)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return f"no Slurm controller answered 'scontrol ping' within {PING_TIMEOUT_S:.0f} s"
+    except OSError as exc:
+        return f"scontrol cannot be run ({exc})"
+    if proc.returncode != 0 or " is UP" not in proc.stdout:
+        return f"no Slurm controller answers 'scontrol ping' ({_message(proc)})"
+    return None
 
 
 @dataclass(frozen=True)

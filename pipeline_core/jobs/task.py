@@ -3,11 +3,13 @@
 * ``run WORK_DIR [INDEX]`` integrates range INDEX (default ``$SLURM_ARRAY_TASK_ID``) of the job into
   its partial file with :func:`~pipeline_core.processing.offline.integrate_source` — the function
   ``integrate`` runs — on a :class:`~.range_source.RangeSource`. A failed attempt is tried again
-  ``spec.retries`` times (a file system hiccup); then the range fails, its record naming each
-  attempt's reason, and the process exits 1.
+  ``spec.retries`` times, RETRY_PAUSE_S later (a file system hiccup); then the range fails, its
+  record naming each attempt's reason, and the process exits 1. A range that succeeded on a later
+  attempt keeps the earlier reasons in its record, and the job's result names it.
 * ``merge WORK_DIR`` writes the result from the partial files (:func:`~.merge.merge_job`).
 * ``fail WORK_DIR`` ends a job whose ranges did not all succeed (Slurm runs it when a task failed):
-  partials removed, reserved name given back, the reason recorded.
+  partials removed, reserved name given back, the reason recorded (with what Slurm says of each
+  task, e.g. that it reached its time limit).
 
 A stop signal (``scancel``, the local runner cancelling) ends the attempt cleanly, removes its
 partial file and exits 128 + the signal; it is not retried.
@@ -32,6 +34,7 @@ from .outcome import failure_reason, finish_failed
 from .range_source import RangeSource
 from .ranges import frame_layout
 from .records import Progress, TaskRecord, now_iso
+from .slurm import array_task_states
 from .source import open_job_source
 from .spec import FrameRange, JobSpec
 from .validate import JobError
@@ -41,6 +44,8 @@ log = logging.getLogger(__name__)
 
 #: seconds between two progress records of a range
 PROGRESS_INTERVAL_S = 0.5
+#: seconds between a failed attempt of a range and the next one
+RETRY_PAUSE_S = 5.0
 
 
 class _ProgressWriter:
@@ -133,6 +138,8 @@ def run_range(work_dir: str | Path, index: int) -> int:
             record.attempts.append(reason)
             work.write_task(record)
             print(f"{frame_range.describe()}: attempt {attempt + 1} failed: {reason}", file=sys.stderr, flush=True)
+            if attempt < spec.retries:
+                time.sleep(RETRY_PAUSE_S)  # a file system hiccup passes; an immediate retry meets it again
     except KeyboardInterrupt as exc:
         _remove_partial(work, index)
         record.state, record.finished = "cancelled", now_iso()
@@ -166,7 +173,7 @@ def run_merge(work_dir: str | Path) -> int:
 def run_fail(work_dir: str | Path) -> int:
     work = WorkDir(work_dir)
     spec = work.spec()
-    result = finish_failed(spec, work, failure_reason(spec, work))
+    result = finish_failed(spec, work, failure_reason(spec, work, array_task_states(work, spec)))
     print(f"job {spec.job_id}: {result.state}: {result.reason}", file=sys.stderr, flush=True)
     return 0
 

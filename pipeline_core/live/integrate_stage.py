@@ -35,6 +35,11 @@ from .worker import ThreadContext, Worker
 
 #: Seconds between claims when no "work available" hint came (events are hints, not deliveries).
 DEFAULT_POLL_INTERVAL_S = 1.0
+#: An item held longer than this fraction of its lease is dropped, not integrated: by the time it
+#: would be handed on the Stitcher may have given it to another Integrator (dropped a little early,
+#: it is only handed out again; integrated late, its frames would be integrated twice)
+LEASE_MARGIN = 0.9
+
 
 @dataclass
 class IntegrateCounters:
@@ -142,11 +147,12 @@ class IntegrateStage:
 
     def _drain(self, _reason: str) -> None:
         while self.running and self.engine_error is None:
+            claimed_at = time.monotonic()  # before asking: its lease cannot have started earlier
             item = self._work.claim(ClaimRequest(self.name, self.offer, self.take_done()))
             if item is None:
                 return
             self.counters.frames_received += len(item.frame_numbers)
-            self._integrator.submit((item, self._read(item)))
+            self._integrator.submit((item, self._read(item), claimed_at))
 
     def _read(self, item: WorkItem) -> FrameBatch | str:
         """The item's stitched frames, or the reason they cannot be had."""
@@ -159,17 +165,38 @@ class IntegrateStage:
         except PipelineError as exc:
             return str(exc)
 
-    def _integrate_ready(self, job: tuple[WorkItem, FrameBatch | str]) -> None:
-        self._finish(*job)
+    def _integrate_ready(self, job: tuple[WorkItem, FrameBatch | str, float]) -> None:
+        item, frames, claimed_at = job
+        if not self._lease_ran_out(item, claimed_at):
+            self._finish(item, frames, lambda: self._lease_ran_out(item, claimed_at))
+
+    def _lease_ran_out(self, item: WorkItem, claimed_at: float) -> bool:
+        """True, and said, when the item has been held (since its claim) past its lease: this process
+        was held up (SIGSTOP, swapped out, a debugger) and the Stitcher hands the item to another
+        Integrator. Integrating or handing it on now would integrate its frames twice, and
+        acknowledging it could end the other Integrator's lease: it is dropped."""
+        held = time.monotonic() - claimed_at
+        if not item.lease_s or held < item.lease_s * LEASE_MARGIN:
+            return False
+        self._on_error(
+            f"{item.item_id}: held {held:.1f} s, past its lease of {item.lease_s:g} s (this Integrator was held "
+            f"up): its {len(item.frame_numbers)} frame(s) dropped, the Stitcher hands them out again"
+        )
+        return True
 
     def process(self, item: WorkItem) -> PatternBatch:
         """Read, integrate and hand on one work item in the calling thread."""
         self.counters.frames_received += len(item.frame_numbers)
         return self._finish(item, self._read(item))
 
-    def _finish(self, item: WorkItem, frames: FrameBatch | str) -> PatternBatch:
+    def _finish(
+        self, item: WorkItem, frames: FrameBatch | str, lease_lost: Callable[[], bool] = lambda: False
+    ) -> PatternBatch:
+        """Integrate and hand on one item, unless ``lease_lost()`` says it is another's now."""
         t0 = time.perf_counter()
         batch = self._integrate(item, frames)
+        if lease_lost():  # held up while integrating: neither counted, handed on nor acknowledged
+            return batch
         self.counters.count(batch, time.perf_counter() - t0, item.announced_at)
         self._on_batch(batch)
         with self._done_lock:

@@ -93,11 +93,20 @@ class Record:
 
 
 def read(path: Path) -> tuple[list[Record], int]:
-    """The whole records of the log at ``path`` and the byte length they fill (what follows is torn).
+    """The whole records of the log at ``path`` and the byte length they fill (what follows is dropped).
 
     LogError when there is no log or it does not start with a whole ``open`` record."""
+    records, good, _damage = read_checked(path)
+    return records, good
+
+
+def read_checked(path: Path) -> tuple[list[Record], int, str]:
+    """:func:`read`, and what was wrong with the bytes dropped: "" for none or a tail a kill cut
+    short (expected), else a sentence for the operator. A record that is whole but fails its
+    checksum is damage, not a kill: it and every record after it are not replayed (a later record
+    may depend on it), so their frames count as missing and are asked again; say so."""
     records: list[Record] = []
-    good = 0
+    good, damage = 0, ""
     try:
         f = path.open("rb")
     except OSError as exc:
@@ -109,21 +118,30 @@ def read(path: Path) -> tuple[list[Record], int]:
                 break
             magic, length, crc = _HEADER.unpack(header)
             payload = f.read(length) if magic == _MAGIC else b""
-            if magic != _MAGIC or len(payload) < length or zlib.crc32(payload) != crc:
+            if magic == _MAGIC and len(payload) < length:
+                break  # the tail a kill cut short
+            if magic != _MAGIC or zlib.crc32(payload) != crc:
+                damage = "has no record marker" if magic != _MAGIC else "fails its checksum"
                 break
             try:
                 record = Record.decode(payload)
             except (ValueError, KeyError, struct.error) as exc:  # a checksummed record we cannot read: stop
-                log.warning("%s: record at byte %d unreadable (%s); the log ends there", path, good, exc)
+                damage = f"cannot be decoded ({exc})"
                 break
             records.append(record)
             good = f.tell()
         size = f.seek(0, os.SEEK_END)
-    if size > good:
+    if damage:
+        damage = (
+            f"row log {path}: the record at byte {good} {damage}; it and the {size - good} byte(s) after it are "
+            "not replayed, their frames count as missing and are asked again"
+        )
+        log.warning("%s", damage)
+    elif size > good:
         log.warning("%s: %d byte(s) of a record cut short by the kill dropped", path, size - good)
     if not records or records[0].kind != "open":
         raise LogError(f"row log {path} holds no whole 'open' record ({size} bytes)")
-    return records, good
+    return records, good, damage
 
 
 def file_bytes(record: Record, writer: MergedFileWriter) -> int:
@@ -146,6 +164,8 @@ class RowLog:
         self._f = handle
         self._size = handle.tell()  # the end of the last whole record
         self.space = SpaceGuard(path.parent, free_bytes)
+        #: what a resume found wrong in the log (:func:`read_checked`): "" when nothing
+        self.damage = ""
 
     @classmethod
     def create(
@@ -170,11 +190,13 @@ class RowLog:
     def resume(cls, path: Path, free_bytes: FreeBytes | None = None) -> tuple[RowLog, list[Record]]:
         """The log of ``path`` (final name) cut back to its last whole record, and its records."""
         target = log_path(path)
-        records, good = read(target)
+        records, good, damage = read_checked(target)
         handle = target.open("r+b", buffering=0)
         handle.truncate(good)
         handle.seek(good)
-        return cls(target, handle, free_bytes), records
+        rowlog = cls(target, handle, free_bytes)
+        rowlog.damage = damage
+        return rowlog, records
 
     def append(self, record: Record, then: int = 0) -> None:
         """Append one record (in the kernel's hands when this returns: a kill -9 no longer loses it).

@@ -357,6 +357,8 @@ def resume_open_scans(
     for journal in merge_journal.journals(directory):
         try:
             scans.append(OpenScan.resume(journal))
+            if scans[-1].rowlog is not None and scans[-1].rowlog.damage:  # never said only in a log file
+                on_error(scans[-1].rowlog.damage)
         except NoSpaceError as exc:
             if on_no_room is not None:
                 on_no_room(journal, exc)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import NoSpaceError, PipelineError
+from ..errors import NoSpaceError, OutputError, PipelineError
 from ..messages import PatternBatch, ScanInfo
 from ..processing.integrate import IntegrationSettings
 from .merge_closed import ClosedScans
@@ -45,6 +45,7 @@ from .merge_journal import JournalEntry, journal_path
 from .merge_latency import LatencyWindow
 from .merge_log import WaitingForRoom
 from .merge_scan import RESUME_ERRORS, OpenScan, PendingScan, ScanSummary, resume_open_scans
+from .merge_unwritable import WaitingForWrite, refuses_writes
 from .worker import ThreadContext, Worker
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,8 @@ class MergeStage:
         self._pending: dict[str, PendingScan] = {}
         #: scans set aside while their folder is full: rebuilt from their row logs once room is back
         self._no_room = WaitingForRoom()
+        #: scans whose file the folder refused to create (read-only, permissions): opened once it takes writes
+        self._no_write = WaitingForWrite(self.output_directory)
         self._closed = ClosedScans(self.output_directory)  # with the scans closed before a restart
         #: scan id -> summary of every scan closed since the start
         self.closed: dict[str, ScanSummary] = self._closed.summaries
@@ -190,6 +193,9 @@ class MergeStage:
         for pending in self._pending.values():  # held in memory only: no file has an axis for them yet
             log.warning("scan %s: %d failed frame(s) held without a file are dropped at shutdown",
                         pending.scan, len(pending.failed_numbers()))  # fmt: skip
+        for scan_id in self._no_write.scans():  # no file was ever created for them: nothing to resume
+            log.warning("scan %s: never written (%s did not take writes); Reintegrate its acquisition",
+                        scan_id, self.output_directory)  # fmt: skip
 
     def _resume(self, job: ResumeScans) -> None:
         """Continue the files a killed Merger left open, as their journals say (restart after kill -9)."""
@@ -249,6 +255,9 @@ class MergeStage:
         if batch.scan in self._no_room:  # its folder is full: these frames are asked again once it is back
             self._no_room.drop(batch.scan, len(batch.frame_numbers))
             return
+        if batch.scan in self._no_write:  # its folder refuses writes: asked again once its file is open
+            self._no_write.drop(batch.scan, len(batch.frame_numbers))
+            return
         scan = self._open.get(batch.scan)
         if scan is None and batch.scan not in self._pending and self._closed.owns(batch):
             refused = self._closed.late(batch)  # a published scan is never reopened (README: restarts)
@@ -265,6 +274,13 @@ class MergeStage:
             merged, failed = scan.add(batch)
         except NoSpaceError as exc:
             self._set_aside(batch.scan, exc, batch)
+            return
+        except OutputError as exc:
+            if scan is not None or not refuses_writes(exc):
+                raise
+            self._no_write.add(batch, str(exc))
+            self._on_error(f"{exc}; scan {batch.scan} waits until {self.output_directory} takes writes, then "
+                           "continues (missing frames are asked again)")  # fmt: skip
             return
         self.counters.frames_processed += merged
         self.counters.frames_failed += failed
@@ -328,9 +344,28 @@ class MergeStage:
             if scan.done:
                 self._close(scan)
 
+    def _open_writable(self) -> None:
+        """Scans that waited for their folder to take writes: opened by their first batch now that it
+        does (the gap check then asks for what they dropped); one refused again waits on, unsaid."""
+        for entry in self._no_write.ready():
+            try:
+                scan = self._open_scan(entry.first_batch)
+            except OutputError as exc:
+                if refuses_writes(exc):
+                    self._no_write.add(entry.first_batch, entry.error).dropped = entry.dropped
+                else:
+                    self._on_error(f"scan {entry.scan} cannot continue once its folder took writes ({exc})")
+                continue
+            self.counters.frames_processed += scan.add(entry.first_batch)[0]
+            log.warning("scan %s continues in %s (its folder takes writes again; %d frame(s) dropped meanwhile "
+                        "are asked again)", entry.scan, scan.path, entry.dropped)  # fmt: skip
+            if scan.done:
+                self._close(scan)
+
     def _check_gaps(self) -> None:
         """Idle time of the stage's thread: the gap check (ask again for missing frames, then time out)."""
         self._bring_back()
+        self._open_writable()
         watched: list[OpenScan | PendingScan] = [*self._open.values(), *self._pending.values()]
         for scan, reason in self._gaps.check(watched):
             if isinstance(scan, PendingScan):

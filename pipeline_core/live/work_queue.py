@@ -122,6 +122,7 @@ class WorkQueue:
             item = self._queue.popleft()
             if prepare is not None:
                 item = prepare(item)
+            item = dataclasses.replace(item, lease_s=self.lease_s)  # the claimant knows when it runs out
             self._leases[item.item_id] = _Lease(item, claimant, self._clock())
             key = _range_key(item)
             self._handouts[key] = self._handouts.get(key, 0) + 1

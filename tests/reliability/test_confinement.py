@@ -42,8 +42,9 @@ def _stage(raw, errors):
     return StitchStage(cfg, lambda info: None, lambda n: None, errors.append)
 
 
-def test_the_opening_functions_refuse_dotdot_and_links_out(tree):
+def test_the_opening_functions_refuse_dotdot_and_links_out(tree, ledger):
     tmp, raw, good, outside, mixed = tree
+    ledger.fault("path escape", 3 * 2)  # 3 sets of files, each given to 2 opening functions
     roots = (str(raw),)
     assert len(open_modules(good["files"], roots=roots)) == 3  # inside: opens (and closes below)
     for m in open_modules(good["files"], roots=roots):
@@ -56,8 +57,9 @@ def test_the_opening_functions_refuse_dotdot_and_links_out(tree):
             read_part_range(files, 0, 1, roots=roots)
 
 
-def test_requeue_and_reintegrate_outside_the_roots_are_refused_at_once(tree):
+def test_requeue_and_reintegrate_outside_the_roots_are_refused_at_once(tree, ledger):
     tmp, raw, good, outside, mixed = tree
+    ledger.fault("path escape", 2 + 3)  # 2 requeues, 3 reintegrations
     errors: list[str] = []
     stage = _stage(raw, errors)
     try:
@@ -75,8 +77,9 @@ def test_requeue_and_reintegrate_outside_the_roots_are_refused_at_once(tree):
     assert stage.counters.frames_received == 0 and stage.queue_depth == 0
 
 
-def test_siblings_that_link_out_fail_the_part_without_being_read(tree):
+def test_siblings_that_link_out_fail_the_part_without_being_read(tree, ledger):
     tmp, raw, good, outside, mixed = tree
+    ledger.fault("path escape", 2)  # an announcement, a requeue
     errors: list[str] = []
     stage = _stage(raw, errors)
     try:
@@ -94,8 +97,9 @@ def test_siblings_that_link_out_fail_the_part_without_being_read(tree):
     assert stage.queue_depth == 0  # the requeue found no readable part: no work
 
 
-def test_the_integrator_checks_the_files_of_a_work_item_itself(tree, small_poni):
+def test_the_integrator_checks_the_files_of_a_work_item_itself(tree, small_poni, ledger):
     tmp, raw, good, outside, mixed = tree
+    ledger.fault("path escape")  # one work item naming files out of the root
     batches, errors = [], []
     stage = IntegrateStage(
         "int", IntegrationSettings(small_poni, bins=10), None, batches.append, errors.append,
@@ -117,6 +121,7 @@ STITCHER, INTEGRATOR, MERGER = "test/conf/stitcher", "test/conf/integrator", "te
 
 def test_the_real_devices_refuse_escapes_and_still_merge_what_is_inside(tree, ledger):
     tmp, raw, good, outside, mixed = tree
+    ledger.fault("path escape", 2 + 3 + 1)  # 2 requeues, 3 reintegrations, 1 item outside the Integrator's roots
     (tmp / "small.poni").write_text(SMALL_PONI)
     stitcher_only = write_small_acquisition(tmp / "stitcher_only", stem="wide_00001", n_parts=1, record_total=True)
     specs = [

@@ -54,7 +54,7 @@ def _status(part: Path) -> str:
         return h5["processed/process/status"][()].decode()
 
 
-def test_ctrl_c_then_sigterm_back_to_back_leaves_an_interrupted_part_every_time(acquisition, tmp_path):
+def test_ctrl_c_then_sigterm_back_to_back_leaves_an_interrupted_part_every_time(acquisition, tmp_path, ledger):
     raw, poni = acquisition
     for k in range(TRIES):
         out = tmp_path / f"try{k}"
@@ -69,6 +69,7 @@ def test_ctrl_c_then_sigterm_back_to_back_leaves_an_interrupted_part_every_time(
             assert proc.poll() is None, f"try {k}: integrate ended before the signals: {proc.communicate()}"
             os.kill(proc.pid, signal.SIGINT)
             os.kill(proc.pid, signal.SIGTERM)
+            ledger.fault("SIGINT then SIGTERM to integrate", 2)
             _, err = proc.communicate(timeout=60)
         finally:
             if proc.poll() is None:
@@ -82,7 +83,7 @@ def test_ctrl_c_then_sigterm_back_to_back_leaves_an_interrupted_part_every_time(
         assert not (out / f"{STEM}.nxs").exists()
 
 
-def test_the_handler_in_force_while_integrating_only_records_a_signal(acquisition, tmp_path):
+def test_the_handler_in_force_while_integrating_only_records_a_signal(acquisition, tmp_path, ledger):
     """Deterministic: what a signal would run in the middle of the run returns; the run then stops
     between two batches, with the first signal's status and number."""
     raw, poni = acquisition
@@ -98,12 +99,13 @@ def test_the_handler_in_force_while_integrating_only_records_a_signal(acquisitio
     with pytest.raises(IntegrationInterrupted) as info, stop_signals_raise():
         integrate_source(source, IntegrationSettings(poni, bins=50), tmp_path / "out.nxs", workers=2, progress=progress)
     assert returned == ["the handlers returned"]
+    ledger.fault("signal handler run mid-integration", 2)
     assert info.value.signum == signal.SIGINT and info.value.report.status == "interrupted"
     assert info.value.report.output == tmp_path / "out.nxs.part"
     assert _status(tmp_path / "out.nxs.part") == "interrupted"
 
 
-def test_only_the_first_stop_signal_raises_later_ones_do_not_cut_the_stop_short():
+def test_only_the_first_stop_signal_raises_later_ones_do_not_cut_the_stop_short(ledger):
     unwound = []
     with pytest.raises(Interrupted) as info, stop_signals_raise():
         try:
@@ -112,4 +114,5 @@ def test_only_the_first_stop_signal_raises_later_ones_do_not_cut_the_stop_short(
             os.kill(os.getpid(), signal.SIGTERM)  # arrives while the first one unwinds
             unwound.append("cleanup ran to its end")
     assert unwound == ["cleanup ran to its end"]
+    ledger.fault("SIGINT then SIGTERM in-process", 2)
     assert info.value.signum == signal.SIGINT

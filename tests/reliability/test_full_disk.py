@@ -96,7 +96,7 @@ def test_integrate_on_a_full_disk_fails_named_and_leaves_a_failed_part(tmpfs, ac
     ledger.checked(len(result["frame_number"]))
 
 
-def test_a_job_on_a_full_disk_fails_with_the_disk_as_its_reason(tmpfs, acquisition, tmp_path):
+def test_a_job_on_a_full_disk_fails_with_the_disk_as_its_reason(tmpfs, acquisition, tmp_path, ledger):
     raw, poni = acquisition
     out = tmpfs / "out"
     out.mkdir()
@@ -104,6 +104,7 @@ def test_a_job_on_a_full_disk_fails_with_the_disk_as_its_reason(tmpfs, acquisiti
     config.write_text(f"state_directory: {tmp_path / 'state'}\nretries: 0\n")
     env = {**os.environ, "XRD_PIPELINE_JOBS_CONFIG": str(config)}
     fill(tmpfs, leave=END_RESERVE + (700 << 10))
+    ledger.fault("a full disk under a job")
     done = _cli("reintegrate", str(raw), "--poni", str(poni), "--bins", str(BINS), "-o", str(out), "--wait",
                 env=env)  # fmt: skip
     assert done.returncode == 1, done.stderr[-2000:]
@@ -187,8 +188,9 @@ def _writer(tmp_path: Path, small_poni: Path, disk: Disk) -> MergedFileWriter:
                             free_bytes=disk)  # fmt: skip
 
 
-def test_the_writer_refuses_a_new_file_without_room(tmp_path, small_poni):
+def test_the_writer_refuses_a_new_file_without_room(tmp_path, small_poni, ledger):
     disk = Disk(END_RESERVE)
+    ledger.fault("no room for a new file")
     with pytest.raises(NoSpaceError) as caught:
         _writer(tmp_path, small_poni, disk)
     message = str(caught.value)
@@ -198,11 +200,12 @@ def test_the_writer_refuses_a_new_file_without_room(tmp_path, small_poni):
     assert disk.asked == [tmp_path]
 
 
-def test_a_refused_write_keeps_the_file_as_it_was_and_it_ends_failed(tmp_path, small_poni):
+def test_a_refused_write_keeps_the_file_as_it_was_and_it_ends_failed(tmp_path, small_poni, ledger):
     disk = Disk(1 << 30)
     writer = _writer(tmp_path, small_poni, disk)
     writer.add(np.array([1, 2]), np.ones((2, 8)))
     disk.free = END_RESERVE + 1000  # room for the status, not for another chunk of rows
+    ledger.fault("no room for rows")
     with pytest.raises(NoSpaceError, match=r"for 64 row\(s\) \(frames 3-66\) of .*r\.nxs\.part: "):
         writer.add(np.arange(3, 67), np.ones((64, 8)))
     assert writer.n_frames == 2
@@ -211,18 +214,19 @@ def test_a_refused_write_keeps_the_file_as_it_was_and_it_ends_failed(tmp_path, s
     assert result["status"] == "failed" and result["frame_number"].tolist() == [1, 2]
 
 
-def test_a_status_that_cannot_be_written_is_said_and_the_file_closed(tmp_path, small_poni):
+def test_a_status_that_cannot_be_written_is_said_and_the_file_closed(tmp_path, small_poni, ledger):
     disk = Disk(1 << 30)
     writer = _writer(tmp_path, small_poni, disk)
     writer.add(np.array([1]), np.ones((1, 8)))
     disk.free = END_BYTES - 1
+    ledger.fault("no room for the status")
     with pytest.raises(NoSpaceError, match="for the status 'failed'"):
         writer.suspend("failed")
     assert not writer.is_open
     assert read_merged(tmp_path / "r.nxs.part")["frame_number"].tolist() == [1]  # what its last flush wrote
 
 
-def test_integrate_source_removes_a_part_whose_status_cannot_be_written(tmp_path, small_poni):
+def test_integrate_source_removes_a_part_whose_status_cannot_be_written(tmp_path, small_poni, ledger):
     raw = tmp_path / "raw"
     write_small_acquisition(raw, n_parts=1, frames_per_part=4)
     (source,) = open_sources([str(raw)], calibration_files=[small_poni])
@@ -232,6 +236,7 @@ def test_integrate_source_removes_a_part_whose_status_cannot_be_written(tmp_path
         calls["n"] += 1
         return 1 << 30 if calls["n"] <= 2 else 0
 
+    ledger.fault("no room after the file was created")
     with pytest.raises(NoSpaceError) as caught:
         integrate_source(source, IntegrationSettings(small_poni, bins=16), tmp_path / "out.nxs", free_bytes=free)
     assert f"no space left in {tmp_path}" in str(caught.value)
@@ -239,13 +244,14 @@ def test_integrate_source_removes_a_part_whose_status_cannot_be_written(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw", "small.poni"]
 
 
-def test_a_refused_row_log_append_leaves_the_log_as_it_was(tmp_path):
+def test_a_refused_row_log_append_leaves_the_log_as_it_was(tmp_path, ledger):
     disk = Disk(1 << 30)
     rowlog = merge_log.RowLog.create(tmp_path / "s.nxs", np.arange(4.0), "s", free_bytes=disk)
     rows = merge_log.Record("rows", arrays={"numbers": np.arange(3), "data": np.zeros((3, 4), np.float32)})
     rowlog.append(rows)
     size = rowlog.path.stat().st_size
     disk.free = 10
+    ledger.fault("no room for a row-log record")
     with pytest.raises(NoSpaceError, match=rf"no space left in {tmp_path} for a 'rows' change to s\.nxs"):
         rowlog.append(rows, then=1000)
     rowlog.close()

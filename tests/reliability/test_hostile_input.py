@@ -87,16 +87,18 @@ HOSTILE = [
 @pytest.mark.parametrize(
     ("command", "argument", "message"), HOSTILE, ids=[f"{c}-{i}" for i, (c, _, _) in enumerate(HOSTILE)]
 )
-def test_hostile_input_is_refused_with_a_message_naming_the_field(devices, command, argument, message):
+def test_hostile_input_is_refused_with_a_message_naming_the_field(devices, command, argument, message, ledger):
     _, ctx = devices
+    ledger.fault("hostile command argument")
     stitcher = ctx.get_device(STITCHER)
     with pytest.raises(tango.DevFailed, match=message) as info:
         stitcher.command_inout(command, argument)
     assert info.value.args[0].reason == "XRD_InvalidValue"
 
 
-def test_after_hostile_input_every_attribute_reads_and_the_chain_still_works(devices):
+def test_after_hostile_input_every_attribute_reads_and_the_chain_still_works(devices, ledger):
     tmp, ctx = devices
+    ledger.fault("hostile command argument", len(HOSTILE[:11]))
     stitcher, integrator = ctx.get_device(STITCHER), ctx.get_device(INTEGRATOR)
     for _, argument, _ in HOSTILE[:11]:  # all the bad claims again, in a row
         with pytest.raises(tango.DevFailed):
@@ -110,7 +112,7 @@ def test_after_hostile_input_every_attribute_reads_and_the_chain_still_works(dev
     assert stitcher.state() != tango.DevState.FAULT
 
 
-def test_a_burst_past_every_bound_is_refused_naming_it_and_loses_nothing_accepted(devices):
+def test_a_burst_past_every_bound_is_refused_naming_it_and_loses_nothing_accepted(devices, ledger):
     tmp, ctx = devices
     burst = ctx.get_device(BURST)
     accepted, refused = 0, []
@@ -128,6 +130,7 @@ def test_a_burst_past_every_bound_is_refused_naming_it_and_loses_nothing_accepte
     with pytest.raises(tango.DevFailed, match=r"bound MaxItems = 20") as info:
         burst.RequeueFrames(json.dumps({**REQUEUE, "scan": "scan_00001#r1", "frames": [1, 2]}))
     assert info.value.args[0].reason == "XRD_QueueFull"
+    ledger.fault("request past a bound", len(refused) + 1)  # the refused Reintegrate calls, the requeue
 
     handed = []  # an Integrator catches up: the parts that waited on disk follow, none lost
     claim = json.dumps({**CLAIM, "integrator": "test"})

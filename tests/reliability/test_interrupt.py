@@ -65,13 +65,14 @@ def acq(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def killed_then_rerun(acq, tmp_path_factory):
+def killed_then_rerun(acq, tmp_path_factory, ledger):
     """kill -9 mid-run, then a full run into the same folder: the reference rows for every test."""
     out = tmp_path_factory.mktemp("killed")
     proc = _start(acq, out)
     part = out / f"{STEM}.nxs.part"
     _wait_until_flowing(proc, part)
     proc.send_signal(signal.SIGKILL)
+    ledger.fault("SIGKILL to integrate")
     proc.communicate(timeout=30)
     killed = {"rc": proc.returncode, "files": sorted(p.name for p in out.iterdir())}
     rerun = _start(acq, out)
@@ -91,6 +92,7 @@ def test_a_stop_signal_leaves_an_interrupted_part_file_with_exact_rows(
     _wait_until_flowing(proc, part)
     t0 = time.monotonic()
     proc.send_signal(signum)
+    ledger.fault(f"{signum.name} to integrate")
     _, stderr = proc.communicate(timeout=60)
     took = time.monotonic() - t0
 

@@ -29,7 +29,8 @@ def _batch(settings, scan="scan", numbers=(1, 2), total=2):
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
-def test_messages_refuse_a_stem_or_scan_that_is_not_one_file_name(name):
+def test_messages_refuse_a_stem_or_scan_that_is_not_one_file_name(name, ledger):
+    ledger.fault("hostile scan/stem name", 2 * 2 + 3)  # stem and scan, decoded and built; requeue, work, batch
     scan = {"type": "scan", "version": 1, "scan": "ok", "detector": "lambda", "stem": "ok"}
     for field in ("stem", "scan"):
         with pytest.raises(MessageError, match=rf"scan\.{field}: expected one file name"):
@@ -53,7 +54,8 @@ def test_a_good_name_with_a_reintegration_suffix_passes():
     assert (info.scan, info.stem) == ("ramp_00001#r2", "ramp_00001")
 
 
-def test_the_merge_stage_writes_nothing_outside_its_output_directory(tmp_path, small_poni):
+def test_the_merge_stage_writes_nothing_outside_its_output_directory(tmp_path, small_poni, ledger):
+    ledger.fault("hostile scan/stem name", 2)
     out, outside = tmp_path / "out" / "merged", tmp_path / "outside"
     outside.mkdir()
     settings = IntegrationSettings(small_poni, bins=4)
@@ -76,7 +78,8 @@ def test_the_merge_stage_writes_nothing_outside_its_output_directory(tmp_path, s
 
 
 @pytest.mark.parametrize("planted", ["scan.nxs", "scan.nxs.part", "scan.nxs.rowlog", "scan.nxs.tmp", ".merger-closed"])
-def test_a_symlink_planted_in_the_output_folder_is_never_written_through(tmp_path, small_poni, planted):
+def test_a_symlink_planted_in_the_output_folder_is_never_written_through(tmp_path, small_poni, planted, ledger):
+    ledger.fault("symlink planted in the output folder")
     out, outside = tmp_path / "out", tmp_path / "outside"
     out.mkdir()
     outside.mkdir()
@@ -101,7 +104,7 @@ def test_a_symlink_planted_in_the_output_folder_is_never_written_through(tmp_pat
         assert closed[0].path.parent == out and read_merged(closed[0].path)["frame_number"].tolist() == [1, 2]
 
 
-def test_the_tango_merger_checks_a_mask_path_against_the_roots_before_opening_it(tmp_path, small_poni):
+def test_the_tango_merger_checks_a_mask_path_against_the_roots_before_opening_it(tmp_path, small_poni, ledger):
     """The Merger has no roots and sees no frames; it used to open a written maskPath itself before
     forwarding it, answering '/etc/shadow cannot be read' or '... does not exist': an existence
     oracle for any path. The Stitcher's CalibrationRoots now decide first."""
@@ -119,6 +122,7 @@ def test_the_tango_merger_checks_a_mask_path_against_the_roots_before_opening_it
         {"class": Merger, "devices": [{"name": merger_name, "properties": {
             "StitcherDevice": stitcher_name, "OutputDirectory": str(tmp_path / "out"), "AutoStart": False}}]},
     ]  # fmt: skip
+    ledger.fault("path escape", 3)  # three mask paths outside the roots
     with MultiDeviceTestContext(devices, process=True, timeout=30) as ctx:
         merger = ctx.get_device(merger_name)
         merger.set_timeout_millis(10_000)

@@ -69,6 +69,7 @@ def test_a_killed_merger_resumes_its_open_file_without_duplicates(tmp_path, smal
         assert first.stdout.readline().strip() == "merged 4", first.stdout.read()
     finally:
         first.send_signal(signal.SIGKILL)  # kill -9 with the file open: nothing is closed or suspended
+        ledger.fault("SIGKILL to a merging process")
         first.wait(30)
         first.stdout.close()
     assert first.returncode == -signal.SIGKILL
@@ -95,8 +96,9 @@ def test_a_killed_merger_resumes_its_open_file_without_duplicates(tmp_path, smal
     assert closed[0].duplicates_ignored == 2
 
 
-def test_an_unreadable_file_is_not_resumed_and_says_why(tmp_path, small_poni):
+def test_an_unreadable_file_is_not_resumed_and_says_why(tmp_path, small_poni, ledger):
     settings = IntegrationSettings(small_poni, bins=4)
+    ledger.fault("an open file that is not HDF5")
     (tmp_path / "scan.nxs").write_bytes(b"not HDF5 at all")
     journal_path(tmp_path / "scan.nxs").write_text(
         json.dumps({"scan": "scan", "settings": settings.to_dict(), "settings_hash": "fp", "total_frames": 2})
@@ -111,13 +113,14 @@ def test_an_unreadable_file_is_not_resumed_and_says_why(tmp_path, small_poni):
     assert (tmp_path / "scan.nxs").read_bytes() == b"not HDF5 at all"
 
 
-def test_a_merger_shut_down_mid_scan_suspends_and_the_next_one_resumes(tmp_path, small_poni):
+def test_a_merger_shut_down_mid_scan_suspends_and_the_next_one_resumes(tmp_path, small_poni, ledger):
     settings = IntegrationSettings(small_poni, bins=4)
     closed, errors = [], []
     first = MergeStage(tmp_path, closed.append, errors.append)
     first.add_batch(_batch(settings, [1, 2, 3, 4]))
     wait_for(lambda: first.counters.frames_processed == 4)
     first.stop()  # a graceful restart of the server (SIGTERM)
+    ledger.fault("Merger stopped mid-scan")
     assert closed == [] and journal_path(tmp_path / "scan.nxs").exists()
     assert read_merged(tmp_path / "scan.nxs.part")["status"] == "interrupted"  # not published: no scan.nxs
     assert not (tmp_path / "scan.nxs").exists()

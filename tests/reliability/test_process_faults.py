@@ -80,6 +80,7 @@ def test_kill_9_of_an_integrator_mid_scan_loses_nothing_and_it_rejoins(pipeline,
     wait_for(lambda: doomed.framesReceived > 0 and stitcher.itemsLeased > 0, what="the victim to hold a lease")
     victim = next(s for s in servers if s.server == "XrdIntegrator/demo2")
     victim.kill()  # SIGKILL: whatever it had claimed is never acknowledged
+    ledger.fault("SIGKILL to an Integrator")
     leased = stitcher.itemsLeased
     assert leased > 0 and stitcher.itemsRequeued == 0  # held by a dead process, nothing handed out again yet
     other = _start_integrator(host, tmp, names[0])
@@ -125,6 +126,7 @@ def test_kill_9_of_the_merger_mid_scan_resumes_the_same_file(pipeline, ledger):
     wait_for(lambda: merger.framesProcessed >= 8, what="the first frames merged")
     victim = next(s for s in servers if s.server == "XrdMerger/demo")
     victim.kill()
+    ledger.fault("SIGKILL to the Merger")
     time.sleep(1.0)  # batches pushed now are lost: the restarted Merger must ask for them again
     victim.start()
     victim.wait_ready(60)
@@ -159,6 +161,7 @@ def test_kill_9_of_the_stitcher_mid_scan_recovers_the_missed_announcements(pipel
     victim = next(s for s in servers if s.server == "XrdStitcher/demo")
     written_at_kill = sim.framesWritten
     victim.kill()
+    ledger.fault("SIGKILL to the Stitcher")
     assert written_at_kill <= 40, "the simulator ran ahead: nothing would be announced while the Stitcher is down"
     wait_for(lambda: sim.framesWritten >= written_at_kill + 20, what="two parts announced while the Stitcher is down")
     victim.start()

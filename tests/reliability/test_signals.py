@@ -81,7 +81,7 @@ def _expected_cli_code(sig: int) -> int:
 
 # -- (a) xrd-pipeline database --------------------------------------------------------------------
 @pytest.mark.parametrize("sig", SIGNALS, ids=IDS)
-def test_database_command_stops_its_databaseds(tmp_path, sig):
+def test_database_command_stops_its_databaseds(tmp_path, sig, ledger):
     port = free_port()
     proc = _cli("database", "--state", str(tmp_path / "state"), "--port", str(port))
     try:
@@ -90,6 +90,7 @@ def test_database_command_stops_its_databaseds(tmp_path, sig):
         assert any("tango.databaseds.database" in " ".join(p.cmdline()) for p in tree[1:]), tree
         t0 = time.monotonic()
         proc.send_signal(sig)
+        ledger.fault(f"{sig.name} to the database command")
         _, err = proc.communicate(timeout=PROMPT_S)
         assert time.monotonic() - t0 < PROMPT_S
         assert proc.returncode == _expected_cli_code(sig), err[-2000:]
@@ -106,7 +107,7 @@ def test_database_command_stops_its_databaseds(tmp_path, sig):
 # -- (b) xrd-pipeline demo while it acquires ------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", SIGNALS, ids=IDS)
-def test_demo_stopped_mid_acquisition_leaves_nothing(tmp_path, sig):
+def test_demo_stopped_mid_acquisition_leaves_nothing(tmp_path, sig, ledger):
     proc = _cli("demo", "--workdir", str(tmp_path), "--frames", "150", "--rate", "20", "--integrators", "2")
     try:
         # parts of 50 frames are written at 2.5, 5 and 7.5 s: once the Merger has a file we are mid-scan
@@ -120,6 +121,7 @@ def test_demo_stopped_mid_acquisition_leaves_nothing(tmp_path, sig):
         assert len(tree) >= 1 + 6, [p.cmdline() for p in tree]  # demo + database + 5 device servers
         t0 = time.monotonic()
         proc.send_signal(sig)
+        ledger.fault(f"{sig.name} to the demo")
         _, err = proc.communicate(timeout=60)
         elapsed = time.monotonic() - t0
         assert proc.returncode == _expected_cli_code(sig), err[-3000:]
@@ -233,6 +235,7 @@ def test_integrator_stopped_mid_scan_exits_and_nothing_is_lost(chain, sig, ledge
     stem = _scan(chain)
     wait_for(lambda: dev.framesProcessed > before, 60, f"{name} to integrate frames of {stem}")
     _stop(victim, sig)
+    ledger.fault(f"{sig.name} to an Integrator")
     m = _merged(chain, stem)  # the other Integrator and the gap check make up for it
     assert m["frame_number"].tolist() == list(range(1, FRAMES + 1)), (m["failed_frames"], m["failed_reasons"])
     ledger.checked(len(m["frame_number"]))
@@ -253,6 +256,7 @@ def test_merger_stopped_mid_scan_suspends_its_file_and_resumes_it(chain, sig, le
     wait_for(lambda: merger.framesProcessed > before and part.exists(), 60, f"the Merger to write {part.name}")
     assert merger.framesProcessed - before < frames, "the scan was merged before the signal: no test"
     _stop(_server(chain, "XrdMerger/demo"), sig)
+    ledger.fault(f"{sig.name} to the Merger")
     # stopped: `interrupted` (KILL: still `running`), never `complete`; the journal is kept for the next start
     assert _status(part) == ("running" if sig == signal.SIGKILL else "interrupted")
     assert path.with_name(path.name + ".journal").exists() and not path.exists()
@@ -265,18 +269,19 @@ def test_merger_stopped_mid_scan_suspends_its_file_and_resumes_it(chain, sig, le
 
 
 @pytest.mark.parametrize("sig", SIGNALS, ids=IDS)
-def test_stitcher_stopped_mid_scan_exits(chain, sig):
+def test_stitcher_stopped_mid_scan_exits(chain, sig, ledger):
     stitcher = _proxy(chain, STITCHER)
     before = stitcher.framesReceived
     _scan(chain, frames=200, rate=40.0)
     wait_for(lambda: stitcher.framesReceived > before, 60, "the Stitcher to receive frames")
     _stop(_server(chain, "XrdStitcher/demo"), sig)
+    ledger.fault(f"{sig.name} to the Stitcher")
     _proxy(chain, SIMULATOR).Stop()  # the rest of this acquisition would only be waited for
     _restart(chain, "XrdStitcher/demo")
     _proxy(chain, STITCHER).Start()
 
 
-def test_stitcher_watching_a_directory_stopped_mid_scan_exits_on_every_signal(chain):
+def test_stitcher_watching_a_directory_stopped_mid_scan_exits_on_every_signal(chain, ledger):
     """Trigger=watch runs inotify and sweep threads in the Stitcher: they must not keep it alive.
     One test for the four signals: the Stitcher is switched to watching once, restarted after each."""
     db = tango.Database(*chain["host"].split(":"))
@@ -293,6 +298,7 @@ def test_stitcher_watching_a_directory_stopped_mid_scan_exits_on_every_signal(ch
             _scan(chain, frames=40, rate=40.0)
             wait_for(lambda s=stitcher, b=before: s.framesReceived > b, 60, "the Stitcher to take files")
             _stop(_server(chain, "XrdStitcher/demo"), sig)
+            ledger.fault(f"{sig.name} to a watching Stitcher")
             _proxy(chain, SIMULATOR).Stop()
     finally:
         db.delete_device_property(STITCHER, ["Trigger", "WatchDirectories"])
@@ -303,9 +309,10 @@ def test_stitcher_watching_a_directory_stopped_mid_scan_exits_on_every_signal(ch
 
 
 @pytest.mark.parametrize("sig", SIGNALS, ids=IDS)
-def test_simulator_stopped_while_writing_exits(chain, sig):
+def test_simulator_stopped_while_writing_exits(chain, sig, ledger):
     sim = _proxy(chain, SIMULATOR)
     _scan(chain, frames=400, rate=40.0)
     wait_for(lambda: sim.framesWritten > 0, 60, "the simulator to write a part")
     _stop(_server(chain, "XrdSimulator/demo"), sig)
+    ledger.fault(f"{sig.name} to the simulator")
     _restart(chain, "XrdSimulator/demo")

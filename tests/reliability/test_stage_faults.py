@@ -111,6 +111,7 @@ def test_lost_pattern_events_are_found_by_the_gap_check_and_redone(tmp_path, set
     finally:
         chain.stop()
     assert len(chain.dropped) == 3
+    ledger.fault("pattern batch lost", len(chain.dropped))
     m = read_merged(chain.closed[0].path)
     assert m["frame_number"].tolist() == list(range(1, 13))  # every frame once, none failed
     ledger.checked(len(m["frame_number"]))
@@ -139,6 +140,7 @@ def test_an_integrator_that_dies_holding_work_is_replaced_after_its_lease(tmp_pa
         doomed = ClaimRequest("doomed")
         stolen = [chain.stitch.claim(doomed), chain.stitch.claim(doomed)]  # claimed, then "kill -9"
         assert all(stolen) and chain.stitch.leased == 2
+        ledger.fault("Integrator dead holding a lease", len(stolen))
         chain.add_integrator("survivor", settings)
         # the survivor does the rest and acknowledges it (with its next claim): only the dead one's leases remain
         wait_for(lambda: chain.merge.counters.frames_processed == 4 and chain.stitch.leased == 2)
@@ -178,6 +180,7 @@ def test_frames_that_never_come_are_listed_after_asking_again(tmp_path, settings
     assert m["failed_frames"] == ["4-6"] and "asked again 3 time(s)" in m["failed_reasons"][0]
     assert m["status"] == "incomplete"
     assert chain.requests == [[4, 5, 6]] * 3
+    ledger.fault("pattern batch lost", len(chain.dropped))  # part 1, each time it is sent
     assert chain.dropped and all(item_id.split(":")[1] == "1" for item_id in chain.dropped)  # part 1, resent
 
 
@@ -191,6 +194,7 @@ def test_a_flood_of_announcements_is_bounded_reported_and_recoverable(tmp_path, 
                 chain.stitch.announce(str(f))
         refused = chain.stitch.counters.announcements_refused
         assert refused > 0
+        ledger.fault("announcement past the bound", refused)
         assert any("announcement queue full (3)" in e for e in chain.errors)
         chain.add_integrator("int0", settings)
         wait_for(lambda: len(chain.closed) == 1)
@@ -202,7 +206,7 @@ def test_a_flood_of_announcements_is_bounded_reported_and_recoverable(tmp_path, 
     assert all(set(asked) <= {3, 4} for asked in chain.requests)  # only the part whose files were refused
 
 
-def test_paths_outside_the_data_root_are_refused(tmp_path, settings):
+def test_paths_outside_the_data_root_are_refused(tmp_path, settings, ledger):
     write_small_acquisition(tmp_path / "raw", n_parts=1)
     outside = write_small_acquisition(tmp_path / "elsewhere", n_parts=1)
     (tmp_path / "raw" / "link").symlink_to(tmp_path / "elsewhere")
@@ -213,11 +217,12 @@ def test_paths_outside_the_data_root_are_refused(tmp_path, settings):
         chain.stitch.announce(str(tmp_path / "raw" / "link" / outside["files"][0].name))
         wait_for(lambda: any("announced file" in e and "outside the allowed root" in e for e in chain.errors))
         assert chain.stitch.counters.parts_done == 0
+        ledger.fault("path escape", 2)  # a reintegration, an announcement
     finally:
         chain.stop()
 
 
-def test_a_file_still_being_written_is_retried_then_read(tmp_path, monkeypatch):
+def test_a_file_still_being_written_is_retried_then_read(tmp_path, monkeypatch, ledger):
     """The file heals right after the first attempt saw it cut short (observed, not timed), and the
     second attempt, after the default delay, reads it."""
     from pipeline_core.formats import hdf5_io
@@ -244,14 +249,16 @@ def test_a_file_still_being_written_is_retried_then_read(tmp_path, monkeypatch):
     with hdf5_io.open_h5(path) as h5:
         assert h5["entry/instrument/detector/data"][()].tolist() == acq["modules"][1][0].tolist()
     assert attempts == ["truncated", "whole"]
+    ledger.fault("file read while half written")
 
 
-def test_a_file_that_stays_unreadable_fails_with_the_attempts_named(tmp_path):
+def test_a_file_that_stays_unreadable_fails_with_the_attempts_named(tmp_path, ledger):
     from pipeline_core.formats.hdf5_io import open_h5
 
     acq = write_small_acquisition(tmp_path / "raw", n_parts=1)
     path = acq["files"][0]
     path.write_bytes(path.read_bytes()[:3000])
+    ledger.fault("truncated file")
     # the defaults: 3 retries 0.5 s apart
     with pytest.raises(SourceError, match=r"is truncated: 3000 bytes on disk.*after 4 attempts over 1.5 s"):
         open_h5(path)
