@@ -6,6 +6,7 @@ anything until it is started.
 """
 
 import json
+import os
 import re
 import time
 
@@ -500,13 +501,22 @@ def test_a_burst_past_80_percent_of_max_pending_is_an_alarm_and_past_the_bound_r
     tmp, ctx = chain
     burst, announcer = ctx.get_device(BURST), ctx.get_device(ANNOUNCER)
     (tmp / "burst").mkdir()
-    for k in (1, 2, 3):  # unreadable module files: each attempt to open them takes the retries' time
+    for k in (2, 3):  # unreadable module files
         (tmp / "burst" / f"burst_00001_m{k}.nxs").write_bytes(b"not HDF5" * 1000)
-    announcer.Announce([str(tmp / "burst" / "burst_00001_m1.nxs")] * 15)
+    # module 1 is a FIFO: the Stitcher's thread blocks opening it, so the burst waits in its queue for
+    # sure (with ordinary files the thread may drain it before anyone looks: the test was flaky)
+    first = tmp / "burst" / "burst_00001_m1.nxs"
+    os.mkfifo(first)
+    announcer.Announce([str(first)] * 15)
     wait_for(lambda: burst.queueDepth >= 8, what="8 of MaxPending=10 announcements waiting")
     assert burst.state() == tango.DevState.ALARM
     assert "announcements waiting (bound 10)" in burst.status()
     assert "announcement queue full (10)" in burst.status()  # the ones past the bound, refused and said so
+    writer = os.open(first, os.O_WRONLY | os.O_NONBLOCK)  # the blocked reader's open returns...
+    garbage = tmp / "burst" / "garbage"
+    garbage.write_bytes(b"not HDF5" * 1000)
+    os.replace(garbage, first)  # ...every later open finds an unreadable file...
+    os.close(writer)  # ...and the first read ends at once
     wait_for(lambda: burst.queueDepth == 0, timeout_s=60, what="the burst drained")
     wait_for(lambda: "part 0 of burst_00001" in burst.status(), timeout_s=30, what="the unreadable part failed")
     assert burst.state() == tango.DevState.ALARM  # the problems stay listed until acknowledged
