@@ -98,6 +98,19 @@ def write_small_acquisition(
     return {"modules": modules, "files": files, "stem": stem, "directory": directory}
 
 
+def pattern_batch(settings, numbers, part: int = 0, total: int = 8, bins: int = 4):
+    """A pattern batch of scan "scan" as an Integrator sends it: row k holds the value of its frame
+    number (so a row in the wrong place shows), ``bins`` bins, the part's module-1 file named."""
+    from pipeline_core.messages import PatternBatch
+
+    n = len(numbers)
+    return PatternBatch(
+        f"scan:{part}:{numbers[0]}", "scan", "lambda", "int0", part, "fp", np.array(numbers), np.arange(n),
+        np.tile(np.array(numbers, np.float32)[:, None], (1, bins)), np.arange(float(bins)),
+        settings=settings.to_dict(), raw_file=f"/raw/scan_m1_part{part:05d}.nxs", total_frames=total,
+    )  # fmt: skip
+
+
 def dioptas_stitch(module_frames: list[np.ndarray], offsets) -> np.ndarray:
     """Dioptas' rule written out step by step from lambda-format.md, independent of pipeline_core."""
     xs = [int(o[0]) for o in offsets]

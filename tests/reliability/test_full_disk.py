@@ -9,6 +9,7 @@ commands and the Merger, and simulated (an injected ``free_bytes``) for the writ
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -22,13 +23,12 @@ from pipeline_core.formats.hdf5_io import END_RESERVE, free_bytes
 from pipeline_core.formats.nexus import END_BYTES, MergedFileWriter, read_merged
 from pipeline_core.live import merge_log
 from pipeline_core.live.merge_stage import MergeStage
-from pipeline_core.messages import PatternBatch
 from pipeline_core.output import reserve_output
 from pipeline_core.processing.integrate import IntegrationSettings
 from pipeline_core.processing.offline import integrate_source
 from pipeline_core.processing.sources import open_sources
 
-from ..helpers import REPO, SMALL_PONI, wait_for, write_small_acquisition
+from ..helpers import REPO, SMALL_PONI, pattern_batch, wait_for, write_small_acquisition
 
 TMPFS_SIZE = "8m"
 BINS = 2048  # a result chunk of 64 rows is 512 kB: the disk fills within the run
@@ -114,14 +114,7 @@ def test_a_job_on_a_full_disk_fails_with_the_disk_as_its_reason(tmpfs, acquisiti
     assert not [p for p in out.iterdir() if p.name.endswith(".nxs") or p.name.endswith(".part")]
 
 
-def _batch(settings: IntegrationSettings, numbers: list[int], total: int = 12, bins: int = 512) -> PatternBatch:
-    n = len(numbers)
-    return PatternBatch(
-        f"scan:0:{numbers[0]}", "scan", "lambda", "int0", 0, "fp", np.array(numbers), np.arange(n),
-        np.tile(np.array(numbers, np.float32)[:, None], (1, bins)), np.arange(float(bins)),
-        settings=settings.to_dict(), raw_file="/raw/scan_m1_part00000.nxs", total_frames=total,
-    )  # fmt: skip
-
+_batch = functools.partial(pattern_batch, total=12, bins=512)
 
 @pytest.mark.parametrize("full_from", ["the first batch", "mid-scan"])
 def test_the_merger_waits_for_room_and_resumes_its_scan_from_the_row_log(full_from, tmpfs, small_poni, ledger):

@@ -14,30 +14,11 @@ from pipeline_core.formats.nexus import read_merged
 from pipeline_core.live import merge_log
 from pipeline_core.live.merge_journal import journal_path
 from pipeline_core.live.merge_stage import MergeStage
-from pipeline_core.messages import PatternBatch
 from pipeline_core.processing.integrate import IntegrationSettings
 
-from ..helpers import REPO, wait_for
+from ..helpers import REPO, pattern_batch, wait_for
 
-
-def _batch(settings, numbers, part=0, total=8, bins=4):
-    n = len(numbers)
-    return PatternBatch(
-        f"scan:{part}:{numbers[0]}",
-        "scan",
-        "lambda",
-        "int0",
-        part,
-        "fp",
-        np.array(numbers),
-        np.arange(n),
-        np.tile(np.array(numbers, np.float32)[:, None], (1, bins)),
-        np.arange(float(bins)),
-        settings=settings.to_dict(),
-        raw_file=f"/raw/scan_m1_part{part:05d}.nxs",
-        total_frames=total,
-    )
-
+_batch = pattern_batch  # FIRST_MERGER imports it by this name
 
 #: A MergeStage in its own process: merges frames 1-4 of "scan" (of 8), says so, then waits to be killed.
 FIRST_MERGER = """

@@ -7,21 +7,20 @@ folder without write permission.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from pipeline_core.formats.nexus import read_merged
 from pipeline_core.live.merge_stage import MergeStage
-from pipeline_core.messages import PatternBatch
 from pipeline_core.processing.integrate import IntegrationSettings
 
-from ..helpers import REPO, SMALL_PONI, wait_for, write_small_acquisition
+from ..helpers import REPO, SMALL_PONI, pattern_batch, wait_for, write_small_acquisition
 
 
 class ReadOnlyFolder:
@@ -85,14 +84,7 @@ def test_integrate_into_a_read_only_folder_names_it_exits_2_and_publishes_nothin
     assert list(readonly.path.iterdir()) == []
 
 
-def _batch(settings: IntegrationSettings, numbers: list[int], total: int = 6, bins: int = 8) -> PatternBatch:
-    n = len(numbers)
-    return PatternBatch(
-        f"scan:0:{numbers[0]}", "scan", "lambda", "int0", 0, "fp", np.array(numbers), np.arange(n),
-        np.tile(np.array(numbers, np.float32)[:, None], (1, bins)), np.arange(float(bins)),
-        settings=settings.to_dict(), raw_file="/raw/scan_m1_part00000.nxs", total_frames=total,
-    )  # fmt: skip
-
+_batch = functools.partial(pattern_batch, total=6, bins=8)
 
 def test_the_merge_stage_waits_for_a_read_only_folder_then_asks_for_what_it_dropped(readonly, small_poni, ledger):
     """Before: every batch tried to create the file and was lost with an error; nothing was asked

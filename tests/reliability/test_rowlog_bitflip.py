@@ -9,31 +9,23 @@ file is never published ``complete`` with a wrong row or without a frame.
 
 from __future__ import annotations
 
+import functools
 import struct
 
-import numpy as np
 import pytest
 
 from pipeline_core.formats.nexus import read_merged
 from pipeline_core.live import merge_log
 from pipeline_core.live.merge_journal import journal_path
 from pipeline_core.live.merge_stage import MergeStage
-from pipeline_core.messages import PatternBatch
 from pipeline_core.processing.integrate import IntegrationSettings
 
-from ..helpers import wait_for
+from ..helpers import pattern_batch, wait_for
 
 HEADER = struct.Struct("<4sII")  # magic, payload length, CRC-32 (pipeline_core/live/merge_log.py)
 
 
-def _batch(settings, numbers, total=8, bins=4):
-    n = len(numbers)
-    return PatternBatch(
-        f"scan:0:{numbers[0]}", "scan", "lambda", "int0", 0, "fp", np.array(numbers), np.arange(n),
-        np.tile(np.array(numbers, np.float32)[:, None], (1, bins)), np.arange(float(bins)),
-        settings=settings.to_dict(), raw_file="/raw/scan_m1_part00000.nxs", total_frames=total,
-    )  # fmt: skip
-
+_batch = functools.partial(pattern_batch, total=8, bins=4)
 
 def _records(raw: bytes) -> list[tuple[int, int]]:
     """(offset of the payload, its length) of every record, read as the format says."""
