@@ -78,7 +78,7 @@ def _run_integrate(acq_dir: Path, engine: str, workers: int, out: Path) -> dict:
 
     argv = ["integrate", str(acq_dir), "--poni", str(acq_dir / f"{STEM}.poni"),
             "--mask", str(acq_dir / f"{STEM}_mask.edf"), "--engine", engine, "--workers", str(workers),
-            "-o", str(out)]  # fmt: skip
+            "-o", str(out), "--no-engine-cache"]  # fmt: skip  # every case builds: the build child is measured
     rc = xrd_pipeline(argv)
     if rc != 0:
         raise RuntimeError(f"xrd-pipeline {' '.join(argv)} exited {rc}; expected 0")

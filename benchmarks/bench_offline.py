@@ -7,7 +7,9 @@ For each compression (bitshuffle-LZ4, DEFLATE) it simulates a Lambda 2M acquisit
 * end to end: read + decompress + stitch + integrate + write the merged file
   (``pipeline_core.processing.offline.integrate_source``, engine build included),
 
-and prints frames/s and the ratio end-to-end / bare (target ≥ 0.8 on 2 cores).
+and prints frames/s (whole run, and *steady*: after the first chunk, engine build excluded), CPU ms
+a frame (every thread of this process) and the ratio end-to-end / bare, then the machine (cores,
+memory bandwidth measured now, load average: this machine may be shared).
 
 Run:  .venv/bin/python benchmarks/bench_offline.py [--frames 200] [--workers 1] [--engine auto|csr|pyfai]
 
@@ -44,6 +46,12 @@ def bare_pyfai(source, settings, engine_mask) -> tuple[float, int]:
 
 
 def main() -> None:
+    import os
+
+    try:
+        from benchmarks.machine import describe
+    except ImportError:  # run as a script: benchmarks/ itself is on the path
+        from machine import describe  # type: ignore[no-redef]
     from pipeline_core.processing.integrate import IntegrationEngine, IntegrationSettings
     from pipeline_core.processing.offline import integrate_source
     from pipeline_core.processing.sources import LambdaSource
@@ -72,26 +80,38 @@ def main() -> None:
             source.prepare()
             mask = IntegrationEngine(settings, source.frame_shape, source.detector_mask, engine="pyfai").mask
             bare_s, n = bare_pyfai(source, settings, mask)
+            marks: list[tuple[float, int, float]] = []
+
+            def progress(done: int, failed: int, marks=marks) -> None:
+                t = os.times()
+                marks.append((time.perf_counter(), done, t.user + t.system))
+
             report = integrate_source(
                 LambdaSource.from_file(acq.module_files[0][0]),
                 settings,
                 Path(tmp) / f"{compression}.nxs",
                 workers=args.workers,
                 engine=args.engine,
+                progress=progress,
             )
             assert report.ok and report.frames_integrated == n
             size = sum(p.stat().st_size for m in acq.module_files for p in m) / n / 1e6
-            rows.append((compression, n, size, n / bare_s, report.frames_per_second))
+            (t0, n0, c0), (t1, n1, c1) = marks[0], marks[-1]
+            steady = (n1 - n0) / (t1 - t0) if t1 > t0 else float("nan")
+            cpu_ms = 1e3 * (c1 - c0) / max(1, n1 - n0)
+            rows.append((compression, n, size, n / bare_s, report.frames_per_second, steady, cpu_ms))
     print(
         f"{'compression':12s} {'frames':>6s} {'MB/frame':>8s} {'bare pyFAI fr/s':>16s} "
-        f"{'end-to-end fr/s':>16s} {'ratio':>6s}"
+        f"{'end-to-end fr/s':>16s} {'ratio':>6s} {'steady fr/s':>11s} {'CPU ms/fr':>9s}"
     )
-    for compression, n, size, bare, e2e in rows:
-        print(f"{compression:12s} {n:6d} {size:8.2f} {bare:16.1f} {e2e:16.1f} {e2e / bare:6.2f}")
+    for compression, n, size, bare, e2e, steady, cpu_ms in rows:
+        print(f"{compression:12s} {n:6d} {size:8.2f} {bare:16.1f} {e2e:16.1f} {e2e / bare:6.2f} {steady:11.1f} "
+              f"{cpu_ms:9.1f}")
     print(
         f"(2-D frames {1833}x{1556}, {args.bins} bins, bbox/csr/cython, engine {args.engine}, workers={args.workers}, "
         f"{len(np.__version__) and 'numpy ' + np.__version__})"
     )
+    print(describe())
 
 
 if __name__ == "__main__":

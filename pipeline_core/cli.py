@@ -17,6 +17,7 @@ from .jobs.commands import JOB_COMMANDS, add_job_commands
 from .processing.engine_choice import DEFAULT_ENGINE, ENGINES
 from .processing.integrate import DEFAULT_BINS, ERROR_MODELS, IntegrationSettings
 from .processing.units import DEFAULT_UNIT, UNITS
+from .science.cli_pressure import add_marker_options, add_pressure_command, cmd_pressure, pressure_settings
 from .signals import exit_code, stop_signals_raise
 
 EXIT_OK, EXIT_FAILED_FRAMES, EXIT_ERROR = 0, 1, 2
@@ -102,6 +103,27 @@ def build_parser(add_commands: Callable[[Any], None] | None = None) -> argparse.
         help="auto (default): the sparse csr engine where it equals pyFAI exactly, else pyFAI's own path; "
         "csr: that engine or an error; pyfai: pyFAI's own path",
     )
+    p.add_argument(
+        "--engine-cache",
+        type=Path,
+        metavar="DIR",
+        help="keep built pyFAI engines in DIR and load them from there (default: the config's engine_cache, "
+        "$XRD_PIPELINE_ENGINE_CACHE, or $XDG_CACHE_HOME/xrd-pipeline/engines)",
+    )
+    p.add_argument(
+        "--no-engine-cache",
+        action="store_const",
+        const=True,
+        help="build every engine; read and write no engine cache",
+    )
+    p.add_argument(
+        "--engine-cache-shared",
+        action="store_const",
+        const=True,
+        help="the engine cache folder is shared on purpose: use entries other users wrote, and a folder "
+        "others can write (default: refuse them, as the config's engine_cache_shared: false)",
+    )
+    add_marker_options(p)  # --marker au [--pressure-scale --reflections --start-pressure]: /processed/pressure
 
     p = sub.add_parser("heatmap", help="draw a merged file as a frame × radial-axis picture")
     p.add_argument("merged", type=Path)
@@ -110,6 +132,7 @@ def build_parser(add_commands: Callable[[Any], None] | None = None) -> argparse.
     p.add_argument(
         "--partial", action="store_true", help="draw a file that is not a finished result (status in the title)"
     )
+    p.add_argument("--pressure", action="store_true", help="the file's /processed/pressure beside it, per frame")
 
     p = sub.add_parser("simulate", help="write a simulated Lambda 2M acquisition (compression ramp)")
     p.add_argument("outdir", type=Path)
@@ -120,6 +143,7 @@ def build_parser(add_commands: Callable[[Any], None] | None = None) -> argparse.
     p.add_argument("--stem", default="ramp_00001")
     p.add_argument("--seed", type=int, default=0)
 
+    add_pressure_command(sub)  # pressure RESULT.nxs --marker au: pipeline_core/science/cli_pressure.py
     add_job_commands(sub)  # reintegrate (integrate's options, as jobs) and jobs: pipeline_core/jobs/commands.py
     if add_commands is not None:
         add_commands(sub)
@@ -133,6 +157,7 @@ def cmd_integrate(args) -> int:
 
     run = resolve_integrate_options(args)
     settings = run.settings
+    pressure = pressure_settings(args)  # a bad marker, scale or reflection is refused before any work
     calibration = [settings.poni_path] + ([settings.mask_path] if settings.mask_path else [])
     sources = open_sources(args.sources, dataset=run.dataset, calibration_files=calibration, modules=run.modules)
     output = run.output
@@ -145,7 +170,7 @@ def cmd_integrate(args) -> int:
         try:
             report = integrate_source(
                 source, settings, out, workers=run.workers, progress=progress,
-                engine=getattr(args, "engine", None) or DEFAULT_ENGINE,
+                engine=getattr(args, "engine", None) or DEFAULT_ENGINE, pressure=pressure,
             )  # fmt: skip
         except IntegrationInterrupted as exc:
             progress.close()
@@ -223,13 +248,33 @@ def resolve_integrate_options(args) -> IntegrateRun:
     else:
         output = config.output_directory if config else Path(".")
     dataset = args.dataset if args.dataset is not None else (detector.dataset if detector else None)
+    apply_engine_cache_options(args, config)
     return IntegrateRun(settings, workers, output, dataset, getattr(args, "modules", None))
+
+
+def apply_engine_cache_options(args, config) -> None:
+    """``--no-engine-cache`` > ``--engine-cache DIR`` > the config's ``engine_cache`` > the environment
+    (shared when ``--engine-cache-shared``, or the config's ``engine_cache_shared`` for its folder):
+    made the process's choice (:func:`~.processing.engine_store.choose_folder`), so the engines this
+    command builds and the job tasks it starts follow it."""
+    from .processing.engine_store import choose_folder
+
+    shared = bool(getattr(args, "engine_cache_shared", None))
+    if getattr(args, "no_engine_cache", None):
+        choose_folder(None, enabled=False)
+    elif getattr(args, "engine_cache", None) is not None:
+        choose_folder(args.engine_cache, shared=shared)
+    elif config is not None:
+        shared = shared or config.engine_cache_shared
+        choose_folder(config.engine_cache, enabled=config.engine_cache_enabled, shared=shared)
+    else:
+        choose_folder(None, shared=shared)
 
 
 def cmd_heatmap(args) -> int:
     from .heatmap import render_heatmap
 
-    print(render_heatmap(args.merged, args.output, args.scale, allow_partial=args.partial))
+    print(render_heatmap(args.merged, args.output, args.scale, allow_partial=args.partial, pressure=args.pressure))
     return EXIT_OK
 
 
@@ -253,7 +298,10 @@ def cmd_simulate(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"integrate": cmd_integrate, "heatmap": cmd_heatmap, "simulate": cmd_simulate, **JOB_COMMANDS}
+COMMANDS = {
+    "integrate": cmd_integrate, "heatmap": cmd_heatmap, "simulate": cmd_simulate, "pressure": cmd_pressure,
+    **JOB_COMMANDS,
+}  # fmt: skip
 
 
 def main(

@@ -13,6 +13,8 @@ Layout (keys snake_case; see ``configs/beamtime.yaml`` for a commented example):
     data_root: /gpfs/current/raw    # required
     output_directory: /gpfs/current/processed   # required
     workers: 1                      # 1..64
+    engine_cache: /gpfs/cache/engines  # optional: where built engines are kept, or off (default ~/.cache/...)
+    engine_cache_shared: false      # optional: true trusts every user who can write engine_cache
     integration: {...}              # optional defaults, merged under each detector's block
     detectors:                      # required, at least one
       lambda1:
@@ -51,7 +53,10 @@ from .processing.integrate import (
 from .processing.units import DEFAULT_UNIT, UNITS
 
 SOURCES = ("lambda", "hdf5", "image")
-TOP_KEYS = frozenset({"beamtime", "data_root", "output_directory", "workers", "detectors", "integration"})
+TOP_KEYS = frozenset(
+    {"beamtime", "data_root", "output_directory", "workers", "detectors", "integration", "engine_cache",
+     "engine_cache_shared"}
+)
 DETECTOR_KEYS = frozenset({"source", "dataset", "frame_shape", "integration"})
 INTEGRATION_KEYS = frozenset(
     {"poni", "mask", "bins", "unit", "method", "polarization_factor", "solid_angle", "error_model"}
@@ -102,6 +107,12 @@ class BeamtimeConfig:
     detectors: dict[str, DetectorConfig]
     #: the YAML file this was loaded from; None for :func:`config_from_dict`
     path: Path | None = None
+    #: the engine cache folder (``engine_cache``; None: not given, the process's default applies)
+    engine_cache: Path | None = None
+    #: False when the config says ``engine_cache: off`` (every engine is built)
+    engine_cache_enabled: bool = True
+    #: ``engine_cache_shared: true``: the folder is shared on purpose, entries other users wrote are used
+    engine_cache_shared: bool = False
 
 
 @dataclass
@@ -231,6 +242,9 @@ def _validate(data: Any, base_dir: Path, problems: _Problems, check_files: bool)
     elif not 1 <= workers <= MAX_WORKERS:
         problems.add("workers", f"{workers} is out of range; expected an integer 1 to {MAX_WORKERS}")
 
+    engine_cache, engine_cache_enabled = _engine_cache(data.get("engine_cache"), base_dir, problems)
+    engine_cache_shared = _engine_cache_shared(data.get("engine_cache_shared", False), engine_cache, problems)
+
     defaults = data.get("integration")
     if defaults is None:
         defaults = {}
@@ -259,7 +273,35 @@ def _validate(data: Any, base_dir: Path, problems: _Problems, check_files: bool)
         output_directory=paths["output_directory"],
         workers=workers,
         detectors=detectors,
+        engine_cache=engine_cache,
+        engine_cache_enabled=engine_cache_enabled,
+        engine_cache_shared=engine_cache_shared,
     )
+
+
+def _engine_cache(value: Any, base_dir: Path, problems: _Problems) -> tuple[Path | None, bool]:
+    """``engine_cache``: a folder (relative to the YAML file), or off (YAML reads ``off``/``false`` as False)."""
+    if value is None:
+        return None, True
+    if value is False or (isinstance(value, str) and value.strip().lower() == "off"):
+        return None, False
+    if isinstance(value, str) and value.strip():
+        return _resolve(value, base_dir), True
+    problems.add("engine_cache", f"{value!r} is {_kind(value)}; expected a folder path (a string) or off")
+    return None, True
+
+
+def _engine_cache_shared(value: Any, folder: Path | None, problems: _Problems) -> bool:
+    """``engine_cache_shared``: true or false; true says of the ``engine_cache`` folder that everyone who
+    can write it is trusted, so it needs that folder (it never marks a default folder shared)."""
+    if not isinstance(value, bool):
+        problems.add("engine_cache_shared", f"{value!r} is {_kind(value)}; expected true or false")
+        return False
+    if value and folder is None:
+        problems.add("engine_cache_shared", "true needs an engine_cache folder (the one shared); "
+                     "expected engine_cache: <folder> beside it")
+        return False
+    return value
 
 
 def _detector(

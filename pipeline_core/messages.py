@@ -184,6 +184,17 @@ def _item_settings(value: Any, where: str) -> dict[str, Any]:
         raise MessageError(f"{where}: missing {', '.join(missing)} (a work item carries every setting)")
     return {key: check(value[key], f"{where}.{key}") for key, check in _ITEM_SETTINGS.items()}
 
+
+def _stamp(value: Any, where: str) -> list[int] | None:
+    """One module file's ``[size, st_mtime_ns]`` or ``[size, st_mtime_ns, frames' digest]`` (null: the
+    file was not there)."""
+    if value is None:
+        return None
+    if type(value) is not list or len(value) not in (2, 3):
+        raise _bad(where, "[size in bytes, st_mtime_ns(, frames' digest)] or null", value)
+    return [_int(0, 2**63 - 1)(v, f"{where}[{i}]") for i, v in enumerate(value)]
+
+
 _FRAME = _int(0, MAX_FRAME_NUMBER)
 _FRAMES = _list(_FRAME, MAX_FRAMES)
 _FILES = _list(_str(MAX_PATH, path=True), MAX_FILES, min_len=1)
@@ -306,6 +317,12 @@ class WorkItem(_Message):
     #: Integrator held up longer than that (SIGSTOP, swapped out) drops the item instead of
     #: integrating it a second time: the Stitcher has handed it to another one by then
     lease_s: float = 0.0
+    #: ``[size, st_mtime_ns(, frames' digest)]`` of each module file (in ``module_files``' order) when the
+    #: Stitcher took the part; the Integrator reads only files that still hold those frames (the same
+    #: name acquired again writes them over in place). Empty: not known (an older Stitcher, a part
+    #: learned from disk) -- read as they are. A field added within version 1: older readers ignore
+    #: it, older senders leave it out.
+    file_stamps: list[list[int] | None] = field(default_factory=list)
 
     FIELDS: ClassVar[dict[str, Check]] = {
         "item_id": _NAME,
@@ -323,9 +340,15 @@ class WorkItem(_Message):
         "settings_hash": _str(64),
         "modules_off": _MODULES,
         "lease_s": _float(0.0, 1e7),
+        "file_stamps": _list(_stamp, MAX_FILES),
     }
 
     def check(self) -> None:
+        if self.file_stamps and len(self.file_stamps) != len(self.module_files):
+            raise MessageError(
+                f"work.file_stamps: expected one stamp per module file ({len(self.module_files)}), "
+                f"got {len(self.file_stamps)}"
+            )
         if bool(self.settings) != bool(self.settings_hash):
             raise MessageError("work.settings_hash: expected a fingerprint exactly when settings are given")
         if self.stop < self.start:

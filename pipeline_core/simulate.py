@@ -4,8 +4,9 @@ What the files look like (``../shared/lambda-format.md``): three modules of 516 
 the real P02.2 offsets, each written to ``<stem>_m<k>_part<NNNNN>.nxs`` with the detector's NeXus
 paths, one frame per chunk, bitshuffle-LZ4 or DEFLATE. What is in them, generated with pyFAI from a
 known geometry: a gold pressure marker whose rings move to higher 2θ as the lattice shrinks along
-the ramp, a B1-structured sample phase that appears mid-ramp, a smooth background, counting noise
-and a few hot pixels flagged in ``pixel_mask``. The matching PONI and a user mask are written too.
+the ramp (0 to 100 GPa on the Fei 2007 gold scale), a B1-structured sample phase that appears
+mid-ramp, a smooth background, counting noise and a few hot pixels flagged in ``pixel_mask``. The
+matching PONI and a user mask are written too.
 
 Counting noise uses the Gaussian limit of Poisson statistics (variance = mean) drawn from a
 pre-sampled bank: exact Poisson sampling costs ~150 ms per 2.4-Mpixel frame, which would make the
@@ -14,6 +15,7 @@ simulator slower than the detector it imitates.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -28,12 +30,19 @@ from .errors import OutputError
 from .formats import lambda_layout as L
 from .formats.mask import save_mask_file
 from .processing.stitch import StitchLayout
+from .science.eos import EquationOfState, vinet_pressure
 
 WAVELENGTH = 0.4836e-10  # m, P02.2
 #: Geometry close to the beamline's L2.poni: the beam centre lies beside the detector, rings are arcs.
 GEOMETRY = dict(dist=0.30, poni1=0.045, poni2=0.120, rot1=0.007, rot2=0.0015, rot3=0.0)
-AU_A0 = 4.078  # Å, gold at ambient pressure
-AU_A_END = 3.90  # Å, at the end of the ramp (~100 GPa)
+#: Gold follows the Fei et al. 2007 scale (PNAS 104, 9182; Vinet, V0 67.850 Å³, K0 167 GPa, K0' 6.00),
+#: its pressure rising linearly from 0 to AU_P_END along the ramp (a constant compression rate), so a
+#: pressure computed from simulated data can be checked against :func:`pressure_gpa`.
+AU_FEI_2007 = EquationOfState("Fei et al. 2007 gold (Vinet)", "Fei et al., PNAS 104, 9182 (2007)", 67.850,
+                              lambda v: vinet_pressure(v, 67.850, 167.0, 6.00))  # fmt: skip
+AU_P_END = 100.0  # GPa, at the end of the ramp
+AU_A0 = float(np.cbrt(AU_FEI_2007.v0))  # 4.0786 Å, gold at ambient pressure
+AU_A_END = float(np.cbrt(AU_FEI_2007.volume_at(AU_P_END)))  # 3.7246 Å at 100 GPa (a = 3.90 Å is only 33 GPa)
 AU_HKL = [(1, 1, 1), (2, 0, 0), (2, 2, 0), (3, 1, 1), (2, 2, 2), (4, 0, 0)]
 SAMPLE_A = 5.40  # Å, B1 (rock-salt) sample phase
 SAMPLE_HKL = [(1, 1, 1), (2, 0, 0), (2, 2, 0), (3, 1, 1), (2, 2, 2), (4, 0, 0)]
@@ -55,9 +64,15 @@ class SimulatedAcquisition:
     dead_pixels: list[tuple[int, int, int]] = field(default_factory=list)  # (module index, row, col)
 
 
+def pressure_gpa(frame_index: int, n_frames: int) -> float:
+    """Pressure (GPa) at a frame: rising linearly from 0 to :data:`AU_P_END` along the ramp."""
+    return AU_P_END * frame_index / max(1, n_frames - 1)
+
+
+@functools.lru_cache(maxsize=4096)
 def lattice_a(frame_index: int, n_frames: int) -> float:
-    """Gold lattice parameter (Å) at a frame: linear compression along the ramp."""
-    return AU_A0 + (AU_A_END - AU_A0) * frame_index / max(1, n_frames - 1)
+    """Gold lattice parameter (Å) at a frame: the Fei 2007 volume at :func:`pressure_gpa`."""
+    return float(np.cbrt(AU_FEI_2007.volume_at(pressure_gpa(frame_index, n_frames))))
 
 
 def two_theta_deg(a: float, hkl: tuple[int, int, int]) -> float:

@@ -9,6 +9,7 @@ Put this folder on the MacroServer's ``MacroPath``. Device names default to the 
     xrd_settings /gpfs/.../L2.poni 4038 -       # ... and 4038 bins, no user mask
     xrd_reintegrate /gpfs/.../ramp_00042_m1_part00000.nxs True   # wait for the new merged file
                                                 # (or the job's, with ReintegrationBackend local/slurm)
+    xrd_pressure                                # the Merger's last pressure, its sigma and the rate
 
 The devices are reached with plain ``tango.DeviceProxy`` (Sardana's ``getDevice`` gives a Taurus
 device, whose ``state`` is a property and whose values are pint quantities: not what these verbs
@@ -117,6 +118,42 @@ class xrd_status(Macro):
         except tango.DevFailed as exc:  # not defined in the database
             last = f"? ({_reason(exc)})"
         self.output(f"last merged file: {last}")
+
+
+#: the Merger's pressure attributes xrd_pressure prints (GPa, GPa, GPa/s)
+PRESSURE = ("pressure", "pressureSigma", "compressionRate")
+
+
+def pressure_text(merger: str, v: dict) -> str:
+    """One line: the last frame's pressure ± sigma and the compression rate, with units; NaN (no
+    marker, or no fit for that frame) is said as such, an unreadable value as '?' with why."""
+
+    def shown(value, fmt: str, unit: str) -> str:
+        if not isinstance(value, float):
+            return str(value)
+        return "NaN" if value != value else f"{value:{fmt}} {unit}"
+
+    p, sigma, rate = (v[a] for a in PRESSURE)
+    return (
+        f"{merger}: pressure {shown(p, '.2f', 'GPa')} ± {shown(sigma, '.2f', 'GPa')} (last frame), "
+        f"compression rate {shown(rate, '.3f', 'GPa/s')}"
+    )
+
+
+class xrd_pressure(Macro):
+    """Show the Merger's pressure of the last frame, its uncertainty and the compression rate.
+
+    NaN means no value: the Merger has no ``Marker`` (its Status says so when one was refused), or the
+    last frame's marker peaks did not fit (the merged file's ``/processed/pressure/reason`` says why).
+    """
+
+    result_def = [["pressure", "Float", None, "GPa of the last frame (NaN: none)"]]  # Type.Float: only in a MacroServer
+
+    def run(self):
+        merger = _device_names(self)["XrdMerger"]
+        v = _read(_proxy(merger), PRESSURE)
+        self.output(pressure_text(merger, v))
+        return v["pressure"] if isinstance(v["pressure"], float) else float("nan")
 
 
 def _settings_text(v: dict) -> str:

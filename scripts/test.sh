@@ -15,6 +15,7 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q -e '.[test]'
 .venv/bin/ruff check .
 .venv/bin/python -m mypy  # [tool.mypy] in pyproject.toml: pipeline_core/
+bash scripts/browser_local.sh  # Debian's chromium for the web interface's browser tests
 
 slurm_answers() {  # a controller answers with the current SLURM_CONF (or the default configuration)
     command -v scontrol >/dev/null && timeout 15 scontrol ping 2>/dev/null | grep -q " is UP"
@@ -58,9 +59,13 @@ if [ -n "$slurm_skip" ] && [ "${XRD_TEST_SLURM:-}" = required ]; then
 fi
 export XRD_TEST_SLURM_SKIP="$slurm_skip"
 
+# The tests run in parallel (pytest-xdist): most of their time is spent waiting (servers starting, Slurm,
+# time-outs), so more workers than cores pays. XRD_TEST_WORKERS sets how many (0: none; also `-n N`
+# among the arguments, which come last and win). Tests that share a live chain, or the Slurm cluster,
+# run on one worker (tests/xdist_groups.py).
 # pytest exit code 5 means "no tests ran": that is a failure here, as in CI.
 status=0
-.venv/bin/python -m pytest -q -rs -p no:cacheprovider "$@" || status=$?
+.venv/bin/python -m pytest -q -rs -p no:cacheprovider -n "${XRD_TEST_WORKERS:-3}" "$@" || status=$?
 if [ -n "$slurm_skip" ]; then
     echo "test.sh: the Slurm tests were skipped: $slurm_skip" >&2
 fi

@@ -18,6 +18,8 @@ import tango
 from tango import AttrWriteType, DevState
 from tango.server import Device, attribute, command, device_property
 
+from pipeline_core.live.deadline import STOP_BUDGET_S, Deadline
+
 from .change_events import ChangePublisher, read_value
 from .counter_attributes import CounterAttributes, ThroughputWindow
 from .hangup import stop_on_hangup
@@ -75,12 +77,27 @@ class PipelineDevice(CounterAttributes, Device):
         self.publisher.start()  # reads that fail while the subclass builds its stage are retried next period
 
     def delete_device(self) -> None:
-        self.publisher.stop()
-        self.subscriptions.close()
-        stage = getattr(self, "stage", None)
-        if stage is not None:  # every pipeline device forwards to a core stage with its own thread
-            stage.stop()
+        """Server stop (SIGINT/TERM/HUP) or Init: every thread of the device ends within one deadline
+        (:func:`stop_deadline`); one that does not is named in the log and left behind, never waited
+        for beyond it."""
+        deadline = self.stop_deadline()
+        try:
+            self.publisher.stop(deadline.left())
+            self.subscriptions.close()
+            stage = getattr(self, "stage", None)
+            if stage is not None:  # every pipeline device forwards to a core stage with its own thread
+                stage.stop(deadline)
+        finally:
+            self._stop_deadline = None  # the next Init's stop gets a whole budget again
+        log.info("%s stopped in %.1f s", self.get_name(), deadline.seconds - deadline.left())
         super().delete_device()
+
+    def stop_deadline(self) -> Deadline:
+        """The deadline of the stop under way: made by the first caller (a subclass's delete_device,
+        which stops its own threads first), shared by every join of that stop."""
+        if getattr(self, "_stop_deadline", None) is None:
+            self._stop_deadline = Deadline(STOP_BUDGET_S)
+        return self._stop_deadline
 
     # -- events in --------------------------------------------------------------------------------
     def subscribe(self, trl: str, attr: str, handler: EventHandler) -> None:

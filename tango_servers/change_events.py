@@ -47,13 +47,18 @@ def follow_set_point(device: Any, name: str, value: Any) -> None:
         pass
 
 
-def _same(a: Any, b: Any) -> bool:
+def _same(a: Any, b: Any, exact: bool = False) -> bool:
     """Equal for a client: arrays element by element, floats within 0.1 % (a slowly drifting
-    busyFraction or throughput is not an event every period)."""
+    busyFraction or throughput is not an event every period) unless ``exact`` (a measured result,
+    e.g. the pressure: the last event must be the value a read gives, not one 0.1 % away)."""
     if isinstance(a, float) and isinstance(b, float):
-        return math.isclose(a, b, rel_tol=1e-3, abs_tol=1e-4)
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and np.array_equal(a, b)
+        if math.isnan(a) and math.isnan(b):
+            return True
+        return a == b if exact else math.isclose(a, b, rel_tol=1e-3, abs_tol=1e-4)
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):  # NaN equals NaN (a pressure trace's gaps)
+        if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
+            return False
+        return np.array_equal(a, b, equal_nan=a.dtype.kind == "f" and b.dtype.kind == "f")
     return type(a) is type(b) and a == b
 
 
@@ -74,6 +79,7 @@ class ChangePublisher:
         #: called at the start of each comparison (e.g. to update an attribute's unit)
         self._before = before
         self._names: list[str] = []
+        self._exact: set[str] = set()
         self._last: dict[str, Any] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -82,8 +88,11 @@ class ChangePublisher:
         self._flag = threading.Lock()
         self._waiting = False
 
-    def watch(self, *names: str) -> None:
-        """Declare ``names`` as pushed by the server (change events) and push them when they change."""
+    def watch(self, *names: str, exact: bool = False) -> None:
+        """Declare ``names`` as pushed by the server (change events) and push them when they change
+        (``exact``: any change of a float, not only one beyond 0.1 %)."""
+        if exact:
+            self._exact.update(names)
         for name in names:
             if name not in self._names:
                 self._device.set_change_event(name, True, False)
@@ -104,13 +113,13 @@ class ChangePublisher:
         """Compare now (from any thread; returns at once)."""
         self._wake.set()
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 5.0) -> None:
         with self._flag:
             self._stop.set()
             waiting = self._waiting  # for the device's monitor, which our caller (Init, shutdown) may hold
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread() and not waiting:
-            self._thread.join(timeout=5.0)
+            self._thread.join(timeout=timeout_s)
 
     def _run(self) -> None:
         with tango.EnsureOmniThread():
@@ -169,7 +178,7 @@ class ChangePublisher:
         except Exception:  # e.g. the stage not built yet, the Stitcher not reachable: next time
             log.debug("%s/%s: not readable now", self._device.get_name(), name, exc_info=True)
             return
-        if name in self._last and _same(self._last[name], value):
+        if name in self._last and _same(self._last[name], value, exact=name in self._exact):
             return
         self._last[name] = value  # a push that fails is not retried with the same value (no log flood)
         try:

@@ -13,7 +13,8 @@ from pathlib import Path
 from pipeline_core import cli as core_cli
 from pipeline_core.signals import signals_deferred
 
-from .panel_command import add_panel_command, cmd_panel  # no Qt imported until the panel runs
+from .clients.panel.command import add_panel_command, cmd_panel  # no Qt imported until the panel runs
+from .clients.web.command import add_web_command, cmd_web  # no Starlette imported until the server runs
 
 
 def build_parser():
@@ -54,6 +55,7 @@ def add_tango_commands(sub) -> None:
     )
 
     add_panel_command(sub)
+    add_web_command(sub)
 
 
 def cmd_demo(args) -> int:
@@ -101,7 +103,13 @@ def cmd_database(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    commands = {"demo": cmd_demo, "register": cmd_register, "database": cmd_database, "panel": cmd_panel}
+    commands = {
+        "demo": cmd_demo,
+        "register": cmd_register,
+        "database": cmd_database,
+        "panel": cmd_panel,
+        "web": cmd_web,
+    }
     return core_cli.main(argv, parser=build_parser(), extra_commands=commands)
 
 

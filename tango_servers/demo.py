@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
@@ -39,15 +40,44 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def layout_for(workdir: Path, integrators: int):
+def layout_for(workdir: Path, integrators: int, marker: str = "", rate: float | None = None, reflections: str = ""):
+    """The demo's devices with ``integrators`` Integrators; ``marker`` (e.g. ``au``) makes the Merger
+    follow its pressure (from ``reflections``, default all), ``rate`` (frames/s of the simulator) gives
+    it the frame period for the compression rate (the simulator's files record no count_time)."""
     specs = load_layout(DEFAULT_FILE, state=workdir)
     names = [s.name for s in specs if s.klass == "Integrator"][:integrators]
     if len(names) < integrators:
         raise SystemExit(f"tango_db_setup/pipeline.yaml defines {len(names)} Integrators; asked for {integrators}")
     specs = [s for s in specs if s.klass != "Integrator" or s.name in names]
-    return [
-        replace(s, properties={**s.properties, "IntegratorDevices": names}) if s.klass == "Merger" else s for s in specs
-    ], names
+    merger = {"IntegratorDevices": names}
+    if marker:
+        merger["Marker"] = [marker]
+    if reflections:
+        merger["MarkerReflections"] = [reflections]
+    if rate:
+        merger["FramePeriod"] = [repr(1.0 / rate)]
+    return [replace(s, properties={**s.properties, **merger}) if s.klass == "Merger" else s for s in specs], names
+
+
+def pressure_line(merger, output: Path) -> str:
+    """The scan's final pressure and compression rate as the Merger shows them (its file's last frame,
+    gold on the Fei 2007 scale); when that frame has none, why, and the last frame that has one."""
+    import h5py
+
+    from pipeline_core.science.nexus_pressure import read_pressure
+
+    with h5py.File(output, "r") as h5:
+        if "processed/pressure" not in h5:
+            return "pressure:    none (the Merger has no Marker)"
+        series = read_pressure(h5)
+    numbers, values, sigma = series["frame_number"], series["pressure"], series["pressure_errors"]
+    rate = f"compression rate {merger.compressionRate:.2f} GPa/s"
+    if math.isfinite(merger.pressure):
+        return f"pressure:    {merger.pressure:.2f} ± {merger.pressureSigma:.2f} GPa at frame {numbers[-1]}; {rate}"
+    good = [i for i in range(len(values)) if math.isfinite(values[i])]
+    last = (f"last value {values[good[-1]]:.2f} ± {sigma[good[-1]]:.2f} GPa at frame {numbers[good[-1]]}"
+            if good else "no frame has one")  # fmt: skip
+    return f"pressure:    none at frame {numbers[-1]} ({series['reason'][-1]}); {last}; {rate}"
 
 
 def demo_calibration(directory: Path) -> tuple[Path, Path]:
@@ -99,7 +129,9 @@ def run_demo(
         tango_host, db = ensure_database(workdir / "tango-db", tango_host, host=endpoint)
         say(f"Tango database: {tango_host} ({'embedded, started now' if db else 'already running'})")
         host, port = tango_host.rsplit(":", 1)
-        specs, integrator_names = layout_for(workdir, integrators)
+        # gold 111 only: from mid-ramp the simulator's B1 sample (a = 5.40 Å, about √2 × gold's) lies on
+        # gold 200 and 220 at once, where no majority can tell which line is the sample's (README)
+        specs, integrator_names = layout_for(workdir, integrators, marker="au", rate=rate, reflections="111")
         for line in register(specs, tango.Database(host, int(port))):
             say(f"  {line}")
         poni, mask = demo_calibration(workdir / "calibration")
@@ -141,6 +173,7 @@ def run_demo(
         png = render_heatmap(output)
         print(f"merged file: {output}")
         print(f"heatmap:     {png}")
+        print(pressure_line(merger, output))
         return output
     finally:
         with signals_deferred():  # a second Ctrl-C/SIGTERM must not cut the cleanup short

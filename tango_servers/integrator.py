@@ -15,8 +15,10 @@ import sys
 import tango
 from tango.server import command, device_property, run
 
+from pipeline_core.errors import PipelineError
 from pipeline_core.live.integrate_stage import DEFAULT_POLL_INTERVAL_S, IntegrateStage
 from pipeline_core.processing.engine_choice import DEFAULT_ENGINE, ENGINES
+from pipeline_core.processing.engine_store import EngineStore, store_for
 from pipeline_core.processing.integrate import DEFAULT_BINS
 from pipeline_core.processing.units import DEFAULT_UNIT
 
@@ -64,6 +66,18 @@ class Integrator(IntegratorAttributes, ChainSettingsDevice):
         doc=f"integration engine, one of {', '.join(ENGINES)}: auto = the sparse csr engine where it equals "
         "pyFAI exactly, else pyFAI's own path; an unknown name is reported and no work is claimed",
     )
+    EngineCache = device_property(
+        dtype=str,
+        default_value="",
+        doc="folder of the engine cache (pyFAI's coefficients built once per geometry, loaded by a restarted "
+        "Integrator in well under a second): an absolute folder, 'off' (build every time), or empty = the "
+        "server's environment ($XRD_PIPELINE_ENGINE_CACHE, else $XDG_CACHE_HOME/xrd-pipeline/engines)",
+    )
+    EngineCacheShared = device_property(
+        dtype=bool,
+        default_value=False,
+        doc="the EngineCache folder is shared on purpose: everyone who can write it is trusted",
+    )
 
     def init_device(self) -> None:
         super().init_device()
@@ -103,7 +117,17 @@ class Integrator(IntegratorAttributes, ChainSettingsDevice):
             offer=self._initial if self.PoniPath else {},  # adopted by the Stitcher only while the chain has none
             thread_context=tango.EnsureOmniThread,  # its threads call the Stitcher and push events
             engine=self.Engine,
+            engine_store=self._engine_store(),
         )
+
+    def _engine_store(self) -> EngineStore | None:
+        """The store the EngineCache property names; a bad value is said in Status and the engines are
+        built every time (the patterns are the same, only slower to start)."""
+        try:
+            return store_for(self.EngineCache, self.EngineCacheShared)
+        except PipelineError as exc:
+            self.report_error(f"EngineCache property: {exc}; engines are built every time")
+            return None
 
     # -- wiring -----------------------------------------------------------------------------------------
     def _hint(self, event) -> None:

@@ -114,6 +114,26 @@ class IntegratorAttributes:
         return ""
 
     @attribute(
+        dtype=tango.DevLong64,
+        label="Hints while stopped",
+        display_level=DispLevel.EXPERT,
+        doc="work hints and polls that came while stopped and claimed nothing: growing while stopped "
+        "shows the Integrator is asked for work and declines it (0 for one started all along)",
+    )
+    def hintsWhileStopped(self) -> int:
+        return self.stage.hints_while_stopped
+
+    @attribute(
+        dtype=str,
+        label="Engine source",
+        display_level=DispLevel.EXPERT,
+        doc="how the last integration engine came to be: loaded from the engine cache (and in how long) or "
+        "built (a restarted Integrator that builds again instead of loading says so here)",
+    )
+    def engineSource(self) -> str:
+        return self.stage.engines.last_source
+
+    @attribute(
         dtype=float,
         label="Busy fraction",
         unit="",

@@ -53,6 +53,10 @@ def _connected(dev: tango.DeviceProxy) -> bool:
         return False
 
 
+#: What cppTango prints once a server's start-up is over (``Util::server_run``)
+READY = "Ready to accept request"
+
+
 @dataclass
 class ServerProcess:
     server: str  # "XrdStitcher/demo"
@@ -62,6 +66,8 @@ class ServerProcess:
     #: the address the server listens on and publishes (an address of this host the clients reach)
     endpoint: str = LOOPBACK_ADDRESS
     process: subprocess.Popen | None = field(default=None, repr=False)
+    #: the log's size when this process was started (the log is appended to across restarts)
+    log_offset: int = field(default=0, repr=False)
 
     def command(self) -> list[str]:
         """The server's command line: ``python -m MODULE INSTANCE -ORBendPoint giop:tcp:ENDPOINT:``."""
@@ -71,6 +77,7 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         executable, instance = self.server.split("/", 1)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
         # a stop signal during Popen would lose the child: it is started and recorded, then we stop
         with open(self.log_dir / f"{executable}-{instance}.log", "ab") as log, signals_deferred():
             self.process = subprocess.Popen(
@@ -89,13 +96,16 @@ class ServerProcess:
         return self.log_dir / f"{executable}-{instance}.log"
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
-        """Wait until every device of the server answers a ping (the server is exported)."""
+        """Wait until every device of the server answers a ping (the server is exported) and the server
+        has said ``Ready to accept request`` (cppTango's start-up is over).
+
+        Why both: devices answer while cppTango is still starting, and a stop signal in that window
+        makes cppTango's shutdown fail and the server ``raise(SIGKILL)`` itself (``thsig.cpp``): exit
+        -9 instead of a clean stop, as a test that signalled a server right after its ping saw."""
         deadline = time.monotonic() + timeout_s
         pending = list(self.devices)
         while pending:
-            if self.process is not None and self.process.poll() is not None:
-                tail = self.log_file.read_text(errors="replace")[-1500:]
-                raise RuntimeError(f"server {self.server} exited with code {self.process.returncode}:\n{tail}")
+            self._check_alive()
             try:
                 tango.DeviceProxy(f"tango://{self.tango_host}/{pending[0]}").ping()
                 pending.pop(0)
@@ -107,6 +117,27 @@ class ServerProcess:
                     f"server {self.server}: {pending[0]} did not answer within {timeout_s:.0f} s; see {self.log_file}"
                 )
             time.sleep(0.2)
+        while READY not in self._log_since_start():
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server {self.server} did not say {READY!r} within {timeout_s:.0f} s; "
+                                   f"see {self.log_file}")  # fmt: skip
+            time.sleep(0.1)
+
+    def _check_alive(self) -> None:
+        """RuntimeError with the log's tail when the server has exited."""
+        if self.process is not None and self.process.poll() is not None:
+            tail = self.log_file.read_text(errors="replace")[-1500:]
+            raise RuntimeError(f"server {self.server} exited with code {self.process.returncode}:\n{tail}")
+
+    def _log_since_start(self) -> str:
+        """What this process wrote to the log (it is appended to across restarts)."""
+        try:
+            with open(self.log_file, "rb") as fh:
+                fh.seek(self.log_offset)
+                return fh.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def wait_connected(self, timeout_s: float = 60.0) -> None:
         """Wait until every device's upstream event subscriptions deliver (``upstreamConnected``)."""

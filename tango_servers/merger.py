@@ -21,9 +21,10 @@ from pipeline_core.messages import MessageError, PatternBatch, RequeueRequest, S
 from .chain_settings import ChainSettingsClient, ChainSettingsDevice
 from .dev_failed import throw
 from .merger_attributes import MergerAttributes
+from .merger_pressure import PRESSURE_ATTRIBUTES, MergerPressure
 
 
-class Merger(MergerAttributes, ChainSettingsDevice):
+class Merger(MergerAttributes, MergerPressure, ChainSettingsDevice):
     """Merges every Integrator's pattern batches; the stage holds the state, the device shows it."""
 
     StitcherDevice = device_property(dtype=str, default_value="", doc="TRL of the Stitcher (scan announcements)")
@@ -49,6 +50,7 @@ class Merger(MergerAttributes, ChainSettingsDevice):
         super().init_device()
         self.stage = self.create_stage()
         self.publisher.watch("poniPath", "maskPath", "bins", "unit", "currentOutputFile", "queueDepth")
+        self.publisher.watch(*PRESSURE_ATTRIBUTES, exact=True)  # results: every change, to the last digit
         self._running = bool(self.AutoStart)
         self._ignored_while_stopped = 0
         self.chain_settings = ChainSettingsClient(self.StitcherDevice)
@@ -70,6 +72,7 @@ class Merger(MergerAttributes, ChainSettingsDevice):
             request_missing=self._request_missing if self.StitcherDevice else None,
             gap_check_s=self.GapCheck,
             thread_context=tango.EnsureOmniThread,  # its thread pushes events and calls the Stitcher
+            pressure=self.live_pressure(self.report_error),
         )
 
     # -- callbacks: decode (small) and enqueue --------------------------------------------------------
@@ -156,7 +159,7 @@ class Merger(MergerAttributes, ChainSettingsDevice):
         text += f"merged {c.frames_processed} frames, {c.frames_failed} failed; scan {self.stage.current_scan or '-'}"
         if last:
             text += f"; last file {last.path} ({'complete' if last.complete else 'INCOMPLETE'})"
-        return f"{text}; {self.chain_settings.describe()}"
+        return f"{text}; {self.chain_settings.describe()}{self.pressure_note()}"
 
     @command
     def Start(self) -> None:

@@ -130,7 +130,7 @@ class Stitcher(StitcherQueues, StitcherSettings, StitcherWork, StitcherScanView,
         self._scan_json = ""
         self.trigger = None
         self.stage = self.create_stage()
-        self.restore_memorized()  # after Init too (Tango restores memorized values at a server start only)
+        self.restore_memorized()  # before the trigger starts: no part is queued with half the settings
         try:
             self.trigger = make_trigger(self)
         except PipelineError as exc:  # a bad Trigger/WatchDirectories...: the device says why and serves on
@@ -139,8 +139,9 @@ class Stitcher(StitcherQueues, StitcherSettings, StitcherWork, StitcherScanView,
         self.trigger.start()
 
     def delete_device(self) -> None:
+        """The trigger first (no new announcements), then the rest, all within one stop deadline."""
         if self.trigger is not None:
-            self.trigger.stop()
+            self.trigger.stop(self.stop_deadline())
         super().delete_device()
 
     def create_stage(self) -> StitchStage:

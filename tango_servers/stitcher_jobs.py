@@ -101,7 +101,7 @@ class StitcherJobs:
 
     def delete_device(self) -> None:
         if getattr(self, "job_watcher", None) is not None:
-            self.job_watcher.stop()
+            self.job_watcher.stop(min(10.0, self.stop_deadline().left()))  # type: ignore[attr-defined]
         super().delete_device()  # type: ignore[misc]
 
     def jobs_config(self) -> JobsConfig:

@@ -118,14 +118,19 @@ class StitcherSettings:
         return self._settings_json()
 
     def restore_memorized(self) -> None:
-        """Take the memorized settings from the database into a new stage.
+        """Take the memorized settings from the database into a new stage, all at once, before the
+        trigger starts.
 
-        Tango writes memorized attributes when the server starts, but not after the ``Init``
-        command, which builds a new stage: without this, an operator's Init in Jive would leave the
-        chain without its PONI. At a server start Tango writes them itself (parsing the PONI and the
-        mask twice would only slow the start). A value that no longer holds (a PONI file since
-        removed) is reported and left out."""
-        if not tango.Util._UseDb or tango.Util.instance().is_svr_starting():
+        At a server start Tango writes memorized attributes too, but only after ``init_device``,
+        one attribute at a time, while the trigger may already announce parts: a scan queued
+        between the poniPath and the bins writes was fixed with the PONI and the default bins, its
+        patterns refused by the Merger as "other settings", the file closed with most frames failed
+        (seen after a kill -9 of the Stitcher mid-scan). Restored here, every scan a new life queues
+        has the settings of the last one; Tango's own writes that follow change nothing. After the
+        ``Init`` command Tango writes none: without this an operator's Init in Jive would leave the
+        chain without its PONI. A value that no longer holds (a PONI file since removed) is reported
+        and left out, the others restored."""
+        if not tango.Util._UseDb:
             return
         try:
             stored = tango.Util.instance().get_database().get_device_attribute_property(
@@ -134,15 +139,21 @@ class StitcherSettings:
         except tango.DevFailed as exc:
             self.report_error(f"memorized settings not read: {exc}")  # type: ignore[attr-defined]
             return
+        values = {}
         for field, name in ATTRIBUTE_NAMES.items():
             value = stored.get(name, {}).get("__value")
-            if not value:
-                continue
-            convert = SETTING_ATTRIBUTES[field][0]
+            if value:
+                values[field] = (name, value[0])
+        try:
+            self.stage.set_settings({f: SETTING_ATTRIBUTES[f][0](v) for f, (_, v) in values.items()})
+            return
+        except (PipelineError, ValueError):
+            pass  # one value no longer holds: restore the others one by one, naming the bad one
+        for field, (name, value) in values.items():
             try:
-                self.stage.set_settings({field: convert(value[0])})
+                self.stage.set_settings({field: SETTING_ATTRIBUTES[field][0](value)})
             except (PipelineError, ValueError) as exc:
-                self.report_error(f"memorized {name} {value[0]!r} not restored: {exc}")  # type: ignore[attr-defined]
+                self.report_error(f"memorized {name} {value!r} not restored: {exc}")  # type: ignore[attr-defined]
 
     def _memorize(self, changes: dict) -> None:
         """Store forwarded values as Tango stores a memorized attribute write (the ``__value`` attribute

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import tango
 
 from pipeline_core.errors import ConfigError
+from pipeline_core.live.deadline import Deadline, as_deadline
 from pipeline_core.live.triggers import check_trigger
 from pipeline_core.live.triggers.lambda_follow import LAMBDA_ATTRIBUTES, LambdaFollower, LambdaSnapshot
 from pipeline_core.live.triggers.watch import DirectoryWatch, watch_config
@@ -37,11 +38,13 @@ NOT_PUSHED = {"API_AttributePollingNotStarted", "API_EventPropertiesNotSet", "AP
 REQUIRED_ATTRIBUTES = ("State", "SaveFilePath", "FramesPerFile", "FrameNumbers", "LatestImageNumber")
 #: seconds between attempts to subscribe while the detector server is not reachable
 RESUBSCRIBE_S = 10.0
+#: seconds a trigger's stop waits for its thread when the device gives no deadline
+TRIGGER_STOP_S = 5.0
 
 
 class Trigger(Protocol):
     def start(self) -> None: ...
-    def stop(self) -> None: ...
+    def stop(self, deadline: Deadline | None = None) -> bool: ...
     def describe(self) -> str: ...
 
 
@@ -55,8 +58,9 @@ class FileAttributeTrigger:
         if self._trl:
             self._device.subscribe(self._trl, self._attr, self._announced)
 
-    def stop(self) -> None:
+    def stop(self, deadline: Deadline | None = None) -> bool:
         """Subscriptions are the device's: closed in its delete_device."""
+        return True
 
     def _announced(self, event) -> None:
         path = event.attr_value.value if event.attr_value is not None else ""
@@ -99,17 +103,19 @@ class LambdaTrigger:
         self._thread = threading.Thread(target=self._run, name="xrd-lambda-trigger", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, deadline: Deadline | None = None) -> bool:
+        """End the trigger's thread within ``deadline`` (it may be in a read of the Lambda server: at
+        most its client timeout), then unsubscribe; False when the thread still runs (logged)."""
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5.0)
+        ended = as_deadline(deadline, TRIGGER_STOP_S).join(self._thread, f"following {self._trl}")
         for proxy, event_id in self._events:
             try:
                 proxy.unsubscribe_event(event_id)
             except tango.DevFailed:
                 pass
         self._events.clear()
+        return ended
 
     def describe(self) -> str:
         how = (
@@ -229,8 +235,8 @@ class WatchTrigger:
     def start(self) -> None:
         self._watch.start()
 
-    def stop(self) -> None:
-        self._watch.stop()
+    def stop(self, deadline: Deadline | None = None) -> bool:
+        return self._watch.stop(deadline)
 
     def describe(self) -> str:
         return self._watch.describe()

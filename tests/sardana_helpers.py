@@ -202,14 +202,18 @@ class Door:
             self._states.clear()
             self._results.clear()
         self.proxy.RunMacro(list(macro))
-        deadline = time.monotonic() + timeout_s
+        started = time.monotonic()
+        deadline = started + timeout_s
         with self._changed:
             while not self._finished():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise AssertionError(f"{macro} still running after {timeout_s:.0f} s: {self.proxy.status()}")
-                self._changed.wait(left)
-            final, result = self._states[-1], (self._results[-1] if self._results else [])
+                self._changed.wait(min(left, 1.0))
+                if self._ended_unseen(time.monotonic() - started):
+                    break
+            final = self._states[-1] if self._finished() else self.proxy.state()
+            result = self._results[-1] if self._results else []
         return MacroRun(final, self._lines("Output"), self._lines("Error"), result)
 
     def _finished(self) -> bool:
@@ -217,6 +221,15 @@ class Door:
             return False
         after = self._states[self._states.index(tango.DevState.RUNNING) + 1 :]
         return any(s != tango.DevState.RUNNING for s in after)
+
+    def _ended_unseen(self, waited_s: float) -> bool:
+        """The macro ended though its RUNNING event never arrived (a loaded host can coalesce a short
+        macro's ON -> RUNNING -> ON): 10 s after RunMacro the Door reads idle (ON, or ALARM after an
+        error) without ever having said RUNNING. Not sooner: Sardana starts the macro in a job thread
+        after RunMacro returns, so right after it an idle Door may not have begun yet."""
+        if tango.DevState.RUNNING in self._states or waited_s < 10.0:
+            return False
+        return self.proxy.state() in (tango.DevState.ON, tango.DevState.ALARM)
 
     def _lines(self, attr: str) -> list[str]:
         value = self.proxy.read_attribute(attr).value

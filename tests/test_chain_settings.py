@@ -302,6 +302,9 @@ def test_a_restarted_stitcher_restores_the_settings_forwarded_to_it(demo):
     server.start()
     server.wait_ready(60)
     stitcher = tango.DeviceProxy(f"tango://{host}/{STITCHER}")
+    # its first reads wait for the settings it restores after Init (a PONI and a mask parsed): more
+    # than Tango's 3 s client time-out on a loaded machine (seen with the suite on 3 workers)
+    stitcher.set_timeout_millis(30_000)
     assert (stitcher.poniPath, stitcher.bins) == (str(tmp / "cal" / "small.poni"), 77)
     wait_for(lambda: _readable(integrator), timeout_s=30, what="integrator1 to read the chain again")
     assert integrator.bins == 77

@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 
 from pipeline_core.errors import SourceError
-from pipeline_core.formats.chunk_check import CorruptChunk, check_bitshuffle_lz4, fletcher32, strip_fletcher32
+from pipeline_core.formats.chunk_check import (
+    CorruptChunk,
+    check_bitshuffle_lz4,
+    decode_bitshuffle_lz4,
+    fletcher32,
+    native_decoder_available,
+    strip_fletcher32,
+)
 from pipeline_core.formats.lambda_files import ModuleFile
 from pipeline_core.formats.lambda_part import open_part
 from pipeline_core.processing.sources import read_part_range
@@ -82,24 +89,117 @@ def _garble_first_block(raw):
     return bytes(b)
 
 
-@pytest.mark.parametrize(
-    ("corrupt", "message"),
-    [
-        (lambda r: r[:10], r"shorter than the 12-byte bitshuffle header"),
-        (lambda r: struct.pack(">Q", 10**15) + r[8:], r"header says 10{15} uncompressed bytes, .* needs 4880"),
-        (lambda r: _set_u32(r, 8, 0), r"header block size 0 bytes"),
-        (lambda r: _set_u32(r, 8, 100), r"header block size 100 bytes; expected a positive multiple of 16"),
-        (lambda r: _set_u32(r, 12, 2**31 + 5), r"block 1 of \d+ says 2147483653 compressed bytes, only \d+ remain"),
-        (_garble_first_block, r"block 1 of \d+ is not a valid LZ4 block"),
-        (lambda r: r + b"\0", r"ends at byte \d+, the chunk holds \d+ bytes"),
-        (lambda r: r[:-1], r"block 39 of 39 says \d+ compressed bytes, only \d+ remain"),
-    ],
-)
+BROKEN = [
+    (lambda r: r[:10], r"shorter than the 12-byte bitshuffle header"),
+    (lambda r: struct.pack(">Q", 10**15) + r[8:], r"header says 10{15} uncompressed bytes, .* needs 4880"),
+    (lambda r: _set_u32(r, 8, 0), r"header block size 0 bytes"),
+    (lambda r: _set_u32(r, 8, 100), r"header block size 100 bytes; expected a positive multiple of 16"),
+    (lambda r: _set_u32(r, 12, 2**31 + 5), r"block 1 of \d+ says 2147483653 compressed bytes, only \d+ remain"),
+    (_garble_first_block, r"block 1 of \d+ is not a valid LZ4 block"),
+    (lambda r: r + b"\0", r"ends at byte \d+, the chunk holds \d+ bytes"),
+    (lambda r: r[:-1], r"block 39 of 39 says \d+ compressed bytes, only \d+ remain"),
+]
+
+
+@pytest.mark.parametrize(("corrupt", "message"), BROKEN)
 def test_a_broken_stream_is_refused_saying_what_is_wrong(tmp_path, corrupt, message):
     raw = _raw_chunk(tmp_path, nelems=64)  # 40 x 61 = 2440 elements: 38 blocks of 64, one of 8, tail 0
     check_bitshuffle_lz4(raw, 40 * 61 * 2, 2)  # the intact chunk passes
     with pytest.raises(CorruptChunk, match=message):
         check_bitshuffle_lz4(corrupt(raw), 40 * 61 * 2, 2)
+
+
+needs_native = pytest.mark.skipif(
+    not native_decoder_available(), reason="hdf5plugin's bitshuffle library cannot be loaded with ctypes"
+)
+
+
+@needs_native
+@pytest.mark.parametrize("corrupt", [c for c, _ in BROKEN], ids=[m for _, m in BROKEN])
+def test_the_one_pass_decoder_refuses_what_the_check_refuses_and_writes_nothing_past_its_buffers(tmp_path, corrupt):
+    raw = _raw_chunk(tmp_path, nelems=64)
+    out = np.zeros((40, 61), np.uint16)
+    scratch = np.zeros(out.nbytes + 64, np.uint8)  # the bytes past the chunk's size must stay untouched
+    with pytest.raises(CorruptChunk) as checked:
+        check_bitshuffle_lz4(corrupt(raw), out.nbytes, 2)
+    with pytest.raises(CorruptChunk) as decoded:
+        decode_bitshuffle_lz4(corrupt(raw), out, scratch)
+    assert str(decoded.value).split(" (")[0] == str(checked.value).split(" (")[0]  # lz4's own detail aside
+    assert not scratch[out.nbytes :].any()
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("dtype", "shape", "nelems"),
+    [(np.int16, (516, 1554), 0), (np.uint16, (3, 7), 0), (np.uint32, (37, 45), 64), (np.uint16, (200, 210), 0)],
+    ids=["lambda module int16", "raw tail only", "uint32 small blocks", "full blocks + partial"],
+)
+def test_the_one_pass_decoder_gives_hdf5s_frame_bit_for_bit(tmp_path, dtype, shape, nelems):
+    frames = _frames(2, shape, dtype, seed=3)
+    path = _module(tmp_path / "m.nxs", frames, (1, *shape), hdf5plugin.Bitshuffle(nelems, "lz4"))
+    with h5py.File(path, "r") as h5:
+        raw = h5[DATA].id.read_direct_chunk((1, 0, 0))[1]
+        by_hdf5 = h5[DATA][1]
+    out = np.empty(shape, dtype)
+    decode_bitshuffle_lz4(raw, out, np.empty(out.nbytes, np.uint8))
+    np.testing.assert_array_equal(out, by_hdf5)
+    np.testing.assert_array_equal(out, frames[1])
+
+
+@needs_native
+def test_a_lambda_module_file_is_decompressed_once_per_read_by_the_one_pass_decoder(tmp_path, monkeypatch):
+    """One-frame chunks never go through the separate check (a second decompression) nor HDF5's filter."""
+    import pipeline_core.formats.chunk_check as chunk_check
+
+    frames = _frames(3, (40, 61), np.int16)
+    module = ModuleFile.open(_module(tmp_path / "m.nxs", frames, (1, 40, 61)))
+    try:
+        monkeypatch.setattr(chunk_check, "check_bitshuffle_lz4", _fails("the separate check ran"))
+        monkeypatch.setattr(chunk_check.ChunkChecker, "check", _fails("the check-then-HDF5 path ran"))
+        out = np.empty((2, 40, 61), np.int16)
+        module.read(1, 3, out)
+        np.testing.assert_array_equal(out, frames[1:3])
+    finally:
+        module.close()
+
+
+def test_two_threads_reading_one_module_file_get_their_own_frames(tmp_path):
+    """The one-pass decoder reuses a scratch buffer and its foreign calls release the GIL: two threads
+    reading frames of one file at once must each get their own frames, never a mix."""
+    import threading
+
+    frames = _frames(40, (200, 301), np.int32)
+    module = ModuleFile.open(_module(tmp_path / "m.nxs", frames, (1, 200, 301)))
+    wrong: list[int] = []
+
+    def read(first: int) -> None:
+        out = np.empty((1, 200, 301), np.int32)
+        for _ in range(5):
+            for i in range(first, 40, 2):
+                try:
+                    module.read(i, i + 1, out)
+                except Exception:  # a frame refused as corrupt is as wrong as a mixed one
+                    wrong.append(i)
+                    continue
+                if not np.array_equal(out[0], frames[i]):
+                    wrong.append(i)
+
+    try:
+        threads = [threading.Thread(target=read, args=(k,)) for k in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        module.close()
+    assert wrong == []
+
+
+def _fails(why):
+    def fail(*_args, **_kwargs):
+        raise AssertionError(why)
+
+    return fail
 
 
 def test_the_raw_tail_of_elements_not_a_multiple_of_8_is_accounted_for(tmp_path):

@@ -15,11 +15,12 @@ MAX_CLASS_LINES = 180
 def class_sizes(folder: Path) -> dict[str, int]:
     """``module.Class`` -> lines it spans, for every class defined in ``folder``'s modules."""
     sizes = {}
-    for path in sorted(folder.glob("*.py")):
+    for path in sorted(folder.rglob("*.py")):  # the clients' sub-packages too
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.ClassDef):
                 first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
-                sizes[f"{path.stem}.{node.name}"] = node.end_lineno - first + 1
+                module = ".".join(path.relative_to(folder).with_suffix("").parts)
+                sizes[f"{module}.{node.name}"] = node.end_lineno - first + 1
     return sizes
 
 

@@ -149,7 +149,7 @@ def test_integration_flags_give_what_pyfai_gives(tmp_path, small_poni, options, 
         if want.unit == "d_A":  # README: result_d holds the same rows on a d axis, and is what viewers plot
             assert h5["processed"].attrs["default"] == "result_d"
             result_d = h5["processed/result_d"]
-            assert result_d.attrs["NX_class"] == "NXdata" and result_d.attrs["signal"] == "data"
+            assert result_d.attrs["NX_class"] == "NXdata" and result_d.attrs["signal"] == "I"
             np.testing.assert_array_equal(result_d["data"][()], result["data"][()])
     assert_rows_equal_pyfai(tmp_path / "out.nxs", frames, want)  # rows, sigma and the plotted axis
 

@@ -1,6 +1,7 @@
 """The main job as a user runs it: `xrd-pipeline demo` in its own process, also interrupted by Ctrl-C."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import threading
 from pathlib import Path
 
 import psutil
+import pytest
 
 from pipeline_core.formats.nexus import read_merged
 
@@ -67,8 +69,31 @@ def test_demo_runs_the_whole_chain_and_leaves_nothing_running(tmp_path):
     assert merged.parent == tmp_path / "processed" and png.stat().st_size > 10_000
     assert read_merged(merged)["frame_number"].tolist() == list(range(1, 41))
     assert "40 frames merged, 0 failed" in err
+    _assert_pressure_is_the_ramps(out, merged, frames=40, rate=40.0)
     assert len(children) >= 6  # database + 5 device servers
     assert not _left(children)  # the demo waited for each one before it exited
+
+
+def _assert_pressure_is_the_ramps(out: str, merged: Path, frames: int, rate: float) -> None:
+    """Issue 19: the demo's Merger follows gold; its printed final pressure is the file's and the one
+    the simulator's ramp put in (Fei 2007, 0 to 100 GPa, linear), its rate the ramp's GPa/s."""
+    import h5py
+
+    from pipeline_core.science.nexus_pressure import read_pressure
+    from pipeline_core.simulate import AU_P_END, pressure_gpa
+
+    line = next(s for s in out.splitlines() if s.startswith("pressure:"))
+    found = re.search(r"(?:^pressure:\s+|last value )([\d.]+) ± ([\d.]+) GPa at frame (\d+);.* compression rate "
+                      r"([\d.]+) GPa/s$", line)  # fmt: skip
+    assert found, line
+    value, sigma, frame, printed_rate = float(found[1]), float(found[2]), int(found[3]), float(found[4])
+    with h5py.File(merged, "r") as h5:
+        written = read_pressure(h5)
+    k = written["frame_number"].tolist().index(frame)
+    assert (value, sigma) == (round(written["pressure"][k], 2), round(written["pressure_errors"][k], 2)), line
+    assert frame == frames and line.startswith(f"pressure:    {value:.2f} ±"), line  # the last frame has one
+    assert abs(value - pressure_gpa(frame - 1, frames)) < 0.1 and pressure_gpa(frame - 1, frames) == AU_P_END, line
+    assert printed_rate == pytest.approx(AU_P_END / (frames - 1) * rate, rel=0.02), line
 
 
 def test_ctrl_c_stops_everything_cleanly(tmp_path):

@@ -12,6 +12,8 @@ from pipeline_core.formats.nexus import read_merged
 from pipeline_core.processing.integrate import IntegrationSettings
 from pipeline_core.processing.offline import integrate_source
 from pipeline_core.processing.sources import LambdaSource
+from pipeline_core.science.nexus_pressure import compute_pressure, read_pressure
+from pipeline_core.science.tracker import PressureSettings
 from pipeline_core.simulate import write_calibration
 from tango_servers.demo import MERGER, SIMULATOR, STITCHER, layout_for
 from tango_servers.embedded_db import EmbeddedDatabase, free_port
@@ -48,13 +50,61 @@ def _assert_rows_equal_pyfai(merged, first_raw, poni, mask_file, bins, frames):
         assert np.max(np.abs(row - ref.intensity)) <= 1e-5 * np.max(ref.intensity), f"frame {number}"
 
 
+class _TaurusEvents:
+    """Taurus listeners on Merger attributes: the magnitudes of their change events, and their units."""
+
+    def __init__(self, host: str, names: tuple[str, ...]):
+        import taurus
+        from taurus.core.taurusbasetypes import TaurusEventType
+
+        self.values: dict[str, list] = {n: [] for n in names}
+        self.units: dict[str, str] = {}
+        self._attrs, self._listeners = {}, {}
+        for name in names:
+
+            def listener(src, evt_type, evt_value, name=name):
+                if evt_type == TaurusEventType.Change and evt_value is not None and evt_value.rvalue is not None:
+                    self.values[name].append(float(evt_value.rvalue.magnitude))
+                    self.units[name] = f"{evt_value.rvalue.units:~}"
+
+            self._attrs[name] = attr = taurus.Attribute(f"tango://{host}/{MERGER}/{name}")
+            self._listeners[name] = listener
+            attr.addListener(listener)
+
+    def close(self) -> None:
+        for name, attr in self._attrs.items():
+            attr.removeListener(self._listeners[name])
+
+
+def _assert_pressure_is_offline_and_shown(merger, live_file, offline_file, events):
+    """Issue 19: the Merger (Marker au) wrote the pressure `integrate --marker au` writes offline and
+    `xrd-pipeline pressure` computes from its file, and shows the file's last frame (read and evented)."""
+    with h5py.File(live_file) as h5:
+        live = read_pressure(h5)
+        recomputed = compute_pressure(h5, PressureSettings("au"))
+        rate = float(h5["processed/pressure/compression_rate"][()])
+    with h5py.File(offline_file) as h5:
+        offline = read_pressure(h5)
+    assert live["frame_number"].tolist() == list(range(1, 41)) and np.isfinite(live["pressure"]).sum() > 10
+    for name in ("pressure", "pressure_errors", "lattice_a"):
+        np.testing.assert_array_equal(live[name], offline[name], err_msg=name)
+    np.testing.assert_array_equal(live["pressure"], recomputed.pressure)
+    last, last_sigma = live["pressure"][-1], live["pressure_errors"][-1]
+    assert np.array_equal([merger.pressure, merger.pressureSigma], [last, last_sigma], equal_nan=True)
+    trace = np.column_stack([np.arange(1.0, 41.0), live["pressure"]])
+    assert np.array_equal(merger.pressureTrace, trace, equal_nan=True)
+    assert np.array_equal([merger.compressionRate], [rate], equal_nan=True)
+    assert rate == pytest.approx(100.0 / 39 * 200.0, rel=0.02)  # the simulator's ramp: 0-100 GPa, 40 frames, 200 Hz
+    wait_for(lambda: np.array_equal(events[-1:], [last], equal_nan=True), 30, f"the pressure event {last}: {events}")
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     db = EmbeddedDatabase(tmp / "db", free_port()).start()
     servers = []
     try:
-        specs, integrators = layout_for(tmp, integrators=2)
+        specs, integrators = layout_for(tmp, integrators=2, marker="au", rate=200.0)  # gold: issue 19
         specs = [
             s
             if s.klass != "Stitcher"
@@ -86,6 +136,9 @@ def test_live_scan_with_two_integrators_equals_offline_and_reintegration_keeps_i
         dev.Start()
     stitcher.Start()
     sim.FrameNumbers, sim.FramesPerFile, sim.rate = 40, 20, 200.0
+    # the Merger's pressure and rate as an operator's Taurus form gets them: Taurus' model API, change events
+    taurus_events = _TaurusEvents(host, ("pressure", "compressionRate"))
+    pressure_events = taurus_events.values["pressure"]
     stem = sim.Start()
     wait_for(lambda: merger.lastOutputFile != "", what=f"the merged file of {stem}")
     first = Path(merger.lastOutputFile)
@@ -105,11 +158,24 @@ def test_live_scan_with_two_integrators_equals_offline_and_reintegration_keeps_i
         LambdaSource.from_file(raw[0]),
         IntegrationSettings(poni, bins=1000, mask_path=mask),
         tmp / "offline" / f"{stem}.nxs",
+        pressure=PressureSettings("au"),
     )
     ref = read_merged(offline.output)
     np.testing.assert_allclose(live["data"], ref["data"], rtol=1e-6)
     np.testing.assert_array_equal(live["pos_map"], ref["pos_map"])
     assert live["files"] == ref["files"] and live["status"] == "complete"
+    _assert_pressure_is_offline_and_shown(merger, first, offline.output, pressure_events)
+    rate = merger.compressionRate
+    # the last event is the value a read gives, to the last digit (not one 0.1 % away: issue 19's rate)
+    wait_for(
+        lambda: taurus_events.values["compressionRate"][-1:] == [rate], 30,
+        f"the rate event {rate} in Taurus: {taurus_events.values}",
+    )  # fmt: skip
+    assert taurus_events.units == {"pressure": "GPa", "compressionRate": "GPa / s"}  # as Taurus shows them
+    taurus_events.close()
+    from .test_nxazint1d import nxazint1d_errors  # issue 19: the live Merger's file is an NXazint1d file
+
+    assert nxazint1d_errors(first) == 0
     with h5py.File(first) as h5:  # the engine that integrated the rows, as the offline file records it too
         proc = h5["processed/process"]
         assert proc["engine"][()].decode() == "csr" and "sparse" in proc["engine_note"][()].decode()

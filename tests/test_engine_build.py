@@ -15,12 +15,19 @@ import pytest
 
 from pipeline_core.formats.mask import save_mask_file
 from pipeline_core.processing.engine_build import build_in_child
+from pipeline_core.processing.engine_store import ENV_VAR
 from pipeline_core.processing.integrate import IntegrationEngine, IntegrationSettings
 
 from .helpers import REAL_STEM, SMALL_FRAME, dioptas_stitch
 
 BINS = 40
 METHOD = ("bbox", "csr", "cython")
+
+
+@pytest.fixture(autouse=True)
+def _always_build(monkeypatch):
+    """These tests are about the build: no engine comes from the engine cache (tests/test_engine_store.py)."""
+    monkeypatch.setenv(ENV_VAR, "off")
 
 
 @pytest.fixture

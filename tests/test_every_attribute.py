@@ -136,7 +136,7 @@ def scanned(tmp_path_factory):
     from tango_servers.demo import layout_for
 
     tmp = tmp_path_factory.mktemp("every-attribute")
-    specs, names = layout_for(tmp, integrators=2)
+    specs, names = layout_for(tmp, integrators=2, marker="au", rate=50.0)  # the Merger follows gold's pressure
     assert tuple(names) == INTEGRATORS
     tuned = {"Stitcher": {"FramesPerItem": ["5"]}, "Integrator": {"PollInterval": ["0.3"]}}
     specs = [replace(s, properties={**s.properties, **tuned.get(s.klass, {})}) for s in specs]
@@ -246,6 +246,11 @@ def _expected(ctx, name: str) -> dict:
             "lastPattern": lambda v: len(v) == BINS and np.isfinite(v).all() and v.max() > 0,
             "radialAxis": lambda v: len(v) == BINS and (np.diff(v) > 0).all(),
             "busyFraction": lambda v: 0 <= v <= 1,
+            "hintsWhileStopped": lambda v: v == 0,  # started from init on (AutoStart): none declined
+            # an Integrator that integrated got its engine somehow: loaded or built, for the chain's PONI
+            "engineSource": lambda v: v == "no engine yet"
+            if devices[name].framesProcessed == 0
+            else ("lambda2m.poni: loaded from the engine cache " in v or "lambda2m.poni: built in " in v),
         }
     assert name == MERGER, name
     return {
@@ -255,6 +260,24 @@ def _expected(ctx, name: str) -> dict:
         "lastOutputFile": lambda v: v.endswith(f"processed/{stem}.nxs") and Path(v).is_file(),
         "currentOutputFile": lambda v: v == devices[MERGER].lastOutputFile,
         "queueDepth": lambda v: v == 0,
+        **_pressure_expected(devices[MERGER].lastOutputFile),
+    }
+
+
+def _pressure_expected(path: str) -> dict:
+    """The Merger's pressure attributes after the scan: its file's last frame and its trace (issue 19)."""
+    import h5py
+
+    from pipeline_core.science.nexus_pressure import read_pressure
+
+    with h5py.File(path, "r") as h5:
+        p, rate = read_pressure(h5), float(h5["processed/pressure/compression_rate"][()])
+    trace = np.column_stack([np.arange(1.0, FRAMES + 1), p["pressure"]])
+    return {
+        "pressure": lambda v: np.array_equal([v], p["pressure"][-1:], equal_nan=True),
+        "pressureSigma": lambda v: np.array_equal([v], p["pressure_errors"][-1:], equal_nan=True),
+        "compressionRate": lambda v: np.array_equal([v], [rate], equal_nan=True),
+        "pressureTrace": lambda v: np.array_equal(v, trace, equal_nan=True),
     }
 
 
@@ -268,7 +291,9 @@ PYTHON_TYPES = {
     tango.CmdArgType.DevState: (tango.DevState,),
 }
 #: attributes an operator form does not need (transport, hints to other devices, big images)
-EXPERT = {(STITCHER, "scanInfo"), (STITCHER, "settings"), (STITCHER, "mask")} | {(n, "patterns") for n in INTEGRATORS}
+EXPERT = {(STITCHER, "scanInfo"), (STITCHER, "settings"), (STITCHER, "mask")} | {
+    (n, a) for n in INTEGRATORS for a in ("patterns", "hintsWhileStopped", "engineSource")
+}
 
 
 def test_every_attribute_of_every_device_reads_a_plausible_value_after_a_scan(scanned):

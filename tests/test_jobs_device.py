@@ -26,7 +26,9 @@ from .helpers import SMALL_PONI, readme_block, wait_for, write_small_acquisition
 from .test_jobs_local import JOB_TIMEOUT_S, assert_same_rows
 from .test_jobs_slurm import SLURM_PROBLEM, SLURM_SKIP_REASON
 
-pytestmark = pytest.mark.skipif(SLURM_PROBLEM is not None, reason=SLURM_SKIP_REASON)
+#: under xdist the Slurm tests run one after the other on one worker: they hold the one-node cluster
+#: (2 CPUs) with --exclusive blockers, so two at once would wait for each other's jobs
+pytestmark = [pytest.mark.skipif(SLURM_PROBLEM is not None, reason=SLURM_SKIP_REASON), pytest.mark.xdist_group("slurm")]
 
 STITCHER = "test/jobs/stitcher"
 BINS = 30

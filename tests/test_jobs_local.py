@@ -78,8 +78,10 @@ def test_ranges_cover_every_frame_at_part_or_chunk_boundaries():
     parts = FrameLayout(((1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12)), by_part=True)
     by_part = plan_ranges(parts, 2)
     assert [(r.first, r.last, r.frames, r.parts) for r in by_part] == [(1, 4, 4, (0,)), (5, 12, 8, (1, 2))]
-    shared = plan_ranges(parts, 5)  # more ranges than parts: cut inside parts at even offsets (chunk 2)
+    shared = plan_ranges(parts, 5, chunk_size=2)  # more ranges than parts: cut inside parts at even offsets
     assert [(r.first, r.last) for r in shared] == [(1, 2), (3, 4), (5, 8), (9, 10), (11, 12)]
+    # integrate's chunks of 8 (the default): parts of 4 frames are cut at their starts only
+    assert [(r.first, r.last) for r in plan_ranges(parts, 5)] == [(1, 4), (5, 8), (9, 12)]
     assert sum(r.frames for r in shared) == 12 and all((r.first - 1) % 2 == 0 for r in shared)
     unknown = plan_ranges(FrameLayout(((1, 2), None, (5, 6)), by_part=True), 2)
     assert [r.parts for r in unknown] == [(0, 1), (1, 2)]  # a part unreadable now is read by every range
@@ -158,6 +160,9 @@ def test_a_local_job_equals_integrate_row_for_row_failures_included(setup):
     got = read_merged(final.output)
     assert_same_rows(expected, got)
     assert got["status"] == "incomplete" and got["failed_frames"] == ["5-8"]
+    from .test_nxazint1d import nxazint1d_errors  # issue 19: a job's merge is an NXazint1d file too
+
+    assert nxazint1d_errors(final.output) == 0
     provenance = JobSpec.read(provenance_path(final.output))
     assert provenance.settings == settings and str(provenance.output) == final.output
     assert len(provenance.ranges) == 2  # local.workers = 2
@@ -193,16 +198,16 @@ def test_a_range_that_fails_is_retried_once_then_the_job_fails_naming_the_range(
 
 def test_a_corrupt_acquisition_fails_its_tasks_with_the_reader_s_reason(setup):
     config = setup["config"]
-    acq = write_small_acquisition(setup["raw"], stem="one_00001", n_parts=1, frames_per_part=4)
+    acq = write_small_acquisition(setup["raw"], stem="one_00001", n_parts=1, frames_per_part=16)
     source = open_checked_sources([acq["files"][0]], IntegrationSettings(setup["poni"]), config)[0]
     spec = plan_job(source, IntegrationSettings(setup["poni"], bins=10), setup["out"], config, "local", 2)
-    assert [(r.first, r.last) for r in spec.ranges] == [(1, 2), (3, 4)]  # one part, shared at a chunk boundary
+    assert [(r.first, r.last) for r in spec.ranges] == [(1, 8), (9, 16)]  # one part, shared at a chunk boundary
     for f in acq["files"]:  # overwritten after planning: HDF5 no more
         f.write_bytes(b"\x89HDF garbage " * 100)
     manager = JobManager(config)
     final = manager.wait(_submit_spec(manager, spec), JOB_TIMEOUT_S)
     assert final.state == "failed"
-    first = r"range [01] \(frames (1-2|3-4)\) failed after 2 attempts: no part of one_00001 could be opened"
+    first = r"range [01] \(frames (1-8|9-16)\) failed after 2 attempts: no part of one_00001 could be opened"
     assert re.match(first, final.reason), final.reason  # whichever of the two failed first
     assert "cannot be opened as HDF5" in final.reason and "1 more range(s) did not finish" in final.reason
     assert not Path(spec.output).exists() and not Path(f"{spec.output}.part").exists()

@@ -34,7 +34,9 @@ SLURM_PROBLEM = slurm.cluster_problem()
 SLURM_SKIP_REASON = f"no Slurm cluster: {SLURM_PROBLEM}; " + (
     os.environ.get("XRD_TEST_SLURM_SKIP") or "scripts/test.sh starts a one-node Slurm as root on Debian"
 )
-pytestmark = pytest.mark.skipif(SLURM_PROBLEM is not None, reason=SLURM_SKIP_REASON)
+#: under xdist the Slurm tests run one after the other on one worker: they hold the one-node cluster
+#: (2 CPUs) with --exclusive blockers, so two at once would wait for each other's jobs
+pytestmark = [pytest.mark.skipif(SLURM_PROBLEM is not None, reason=SLURM_SKIP_REASON), pytest.mark.xdist_group("slurm")]
 
 
 #: an acquisition name a shell would run, and % that sbatch would expand: it reaches no command line
@@ -128,7 +130,8 @@ def test_a_cancelled_slurm_job_leaves_no_result_and_removes_its_partials(setup):
     work = WorkDir(record.work_dir)
     wait_for(lambda: work.task(0) is not None and work.task(0).state == "done", JOB_TIMEOUT_S, "range 0 done")
     assert work.partial(0).exists() and Path(f"{record.output}.part").exists()
-    assert manager.get(record.job_id).state == "running"
+    # Slurm's view (squeue) follows the task's own record a moment later: "pending" until it does
+    wait_for(lambda: manager.get(record.job_id).state == "running", 60, "the job running (range 0 done)")
     cancelled = manager.cancel(record.job_id)
     assert (cancelled.state, cancelled.reason) == ("cancelled", "cancelled")
     assert not Path(record.output).exists() and not Path(f"{record.output}.part").exists()

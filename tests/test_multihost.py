@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -187,8 +188,23 @@ def alias() -> str:
         pytest.skip(f"no second loopback address here: {exc}")
 
 
+def _port_free_on_both(alias: str) -> tuple[int, socket.socket]:
+    """A port free on ``alias``, and a socket bound (not listening) to it on 127.0.0.1: no other test
+    running beside this one (pytest-xdist) can listen there meanwhile, so a connection to 127.0.0.1
+    reaches nobody unless the database itself listens there."""
+    for _ in range(20):
+        port = free_port(alias)
+        guard = socket.socket()
+        try:
+            guard.bind(("127.0.0.1", port))
+            return port, guard
+        except OSError:
+            guard.close()
+    raise AssertionError(f"no port free on both {alias} and 127.0.0.1 in 20 tries")
+
+
 def test_database_host_is_where_it_listens_and_what_it_publishes(alias, tmp_path):
-    port = free_port(alias)
+    port, guard = _port_free_on_both(alias)
     env = {k: v for k, v in os.environ.items() if k != "TANGO_HOST"}
     database = _started(
         [str(BIN / "xrd-pipeline"), "database", "--host", alias, "--port", str(port), "--state", str(tmp_path)],
@@ -203,6 +219,7 @@ def test_database_host_is_where_it_listens_and_what_it_publishes(alias, tmp_path
         assert not tango_host_reachable("127.0.0.1", port)  # that address only
     finally:
         terminate(database)
+        guard.close()
     assert database.returncode == 128 + signal.SIGTERM
 
 

@@ -50,10 +50,16 @@ def test_nexus_default_plot_attributes(tmp_path, small_poni):
     with h5py.File(tmp_path / "scan.nxs", "r") as h5:
         assert h5.attrs["default"] == "processed"
         entry = h5["processed"]
-        assert entry.attrs["NX_class"] == "NXentry" and entry.attrs["default"] == "result"
-        result = entry["result"]
-        assert result.attrs["NX_class"] == "NXdata" and result.attrs["signal"] == "data"
-        assert list(result.attrs["axes"]) == ["frame_number", "binning"]
+        assert entry.attrs["NX_class"] == "NXentry" and entry.attrs["default"] == "result_2th"
+        view = entry["result_2th"]
+        assert view.attrs["NX_class"] == "NXdata" and view.attrs["signal"] == "I"
+        assert list(view.attrs["axes"]) == ["frame_number", "two_theta"] and view.attrs["interpretation"] == "image"
+        np.testing.assert_array_equal(view["two_theta"][()], RADIAL)
+        assert view["two_theta"].attrs["units"] == "deg"
+        result = entry["result"]  # NXazint1d's NXdata, and what Dioptas reads by path
+        assert result.attrs["NX_class"] == "NXdata" and result.attrs["signal"] == "I"
+        assert list(result.attrs["axes"]) == [".", "radial_axis"] and result.attrs["interpretation"] == "spectrum"
+        np.testing.assert_array_equal(result["data"][()][:, 0], [1, 2])
         assert result["binning"].attrs["units"] == "deg"
         assert result["binning"].attrs["radial_unit"] == "2th_deg"
         proc = entry["process"]

@@ -150,6 +150,18 @@ def test_a_simulate_folder_gives_one_acquisition_and_no_calibration_file_as_data
     assert m["status"] == "complete" and m["frame_number"].tolist() == [1, 2, 3, 4]
 
 
+class _HeldAfterFirstChunk(LambdaSource):
+    """Yields its second and later chunks only once ``held`` is set (a reader slower than the stop)."""
+
+    held = None
+
+    def chunks(self, chunk_size, on_error):
+        for i, batch in enumerate(super().chunks(chunk_size, on_error)):
+            if i:
+                self.held.wait(30)
+            yield batch
+
+
 def test_a_stopped_run_stays_part_and_interrupted(tmp_path, small_poni):
     import threading
 
@@ -162,11 +174,12 @@ def test_a_stopped_run_stays_part_and_interrupted(tmp_path, small_poni):
         if n >= 3:
             stop.set()
 
-    source = LambdaSource.from_file(acq["files"][0])
+    source = _HeldAfterFirstChunk(LambdaSource.from_file(acq["files"][0]).acquisition)
+    source.held = stop  # the second chunk is read only once the stop is asked: the stop is met mid-run
     report = integrate_source(source, IntegrationSettings(small_poni, bins=10), tmp_path / "scan.nxs", chunk_size=3,
                               progress=progress, stop=stop)
     assert report.status == "interrupted" and report.output == tmp_path / "scan.nxs.part"
-    assert report.frames_expected == 9 and 3 <= report.frames_integrated < 9
+    assert report.frames_expected == 9 and report.frames_integrated == 3
     assert not (tmp_path / "scan.nxs").exists()
     m = read_merged(report.output)
     assert m["status"] == "interrupted" and m["frame_number"].tolist() == list(range(1, report.frames_integrated + 1))
@@ -184,15 +197,61 @@ def test_complete_only_when_every_announced_frame_is_there(tmp_path, small_poni)
 
 def test_frames_in_flight_stay_bounded_whatever_the_scan_length(small_poni):
     from pipeline_core.processing.integrate import IntegrationEngine
-    from pipeline_core.processing.offline import frames_in_flight, release_build_memory
+    from pipeline_core.processing.offline import (
+        FRAME_MEMORY_BYTES,
+        chunk_frames,
+        frames_in_flight,
+        release_build_memory,
+    )
 
-    lambda_2m_frame = 1833 * 1556 * 4  # bytes of one stitched frame (int32 at most)
-    assert frames_in_flight(1) * lambda_2m_frame < 160e6 and frames_in_flight(2) * lambda_2m_frame < 250e6
+    stitched = 1833 * 1556 * 4  # bytes of one stitched Lambda 2M frame (int32 at most)
+    as_decoded = 3 * 1556 * 516 * 2  # its three int16 module frames, as a Lambda chunk holds them
+    for workers in (1, 2, 4):
+        for frame in (stitched, as_decoded):
+            assert frames_in_flight(workers, frame) * frame <= FRAME_MEMORY_BYTES == 128 * 2**20
+    # int16 frames go in blocks of 8 (the csr engine's cheapest), 4-byte ones in 4s or 2s
+    assert [chunk_frames(w, as_decoded) for w in (1, 2)] == [8, 8]
+    assert [chunk_frames(w, stitched) for w in (1, 2)] == [4, 2]
+    assert chunk_frames(1, as_decoded, most=3) == 3 and chunk_frames(8, stitched) == 1
     # freeing pyFAI's build-only arrays changes neither the result nor the engine in use
-    engine = IntegrationEngine(IntegrationSettings(small_poni, bins=10), (67, 32))
+    # built here, not loaded from the session's engine store (a loaded engine has no pyFAI build to free)
+    engine = IntegrationEngine(IntegrationSettings(small_poni, bins=10), (67, 32), engine_store=None)
     frame = np.arange(67 * 32, dtype=np.float32).reshape(67, 32)
     before = engine.integrate(frame).intensity
     sparse = [h.engine for h in engine.ai.engines.values()]
     release_build_memory(engine)
     np.testing.assert_array_equal(engine.integrate(frame).intensity, before)
     assert [h.engine for h in engine.ai.engines.values()] == sparse
+
+
+def test_a_job_range_reads_the_chunks_integrate_reads(tmp_path):
+    """A job's task (RangeSource) sizes its chunks by the frames as its Lambda source decodes them, as
+    ``integrate`` does, not by a stitched 4-byte guess (which halved them)."""
+    from pipeline_core.jobs.range_source import RangeSource
+    from pipeline_core.jobs.spec import FrameRange
+    from pipeline_core.processing.offline import chunk_frames
+
+    acq = write_small_acquisition(tmp_path / "raw", n_parts=2, dtype=np.uint32)
+    source = LambdaSource.from_file(acq["files"][0])
+    source.prepare()
+    ranged = RangeSource(LambdaSource.from_file(acq["files"][0]), FrameRange(0, 1, 3, 3, (0,)))
+    ranged.prepare()
+    assert source.frame_bytes() == ranged.frame_bytes() == source.layout.module_pixels * 4
+    assert source.frame_bytes() < source.frame_shape[0] * source.frame_shape[1] * 4  # the gaps are not read
+    lambda_2m = 3 * 1556 * 516 * 2  # int16 module frames
+    assert chunk_frames(2, lambda_2m) == 8
+
+
+class _FailsAtOnce(LambdaSource):
+    """A source whose ``chunks`` raises before it yields anything (not a generator)."""
+
+    def chunks(self, chunk_size, on_error):
+        raise ValueError("no reader for you")
+
+
+def test_a_source_failing_before_its_first_chunk_ends_the_run_instead_of_hanging(tmp_path, small_poni):
+    acq = write_small_acquisition(tmp_path / "raw", n_parts=1)
+    source = _FailsAtOnce(LambdaSource.from_file(acq["files"][0]).acquisition)
+    with pytest.raises(RuntimeError, match="crashed: ValueError\\('no reader for you'\\)"):
+        integrate_source(source, IntegrationSettings(small_poni, bins=10), tmp_path / "scan.nxs", workers=2)
+    assert read_merged(tmp_path / "scan.nxs.part")["status"] == "failed"

@@ -34,10 +34,12 @@ FRAMES, PER_FILE, BINS = 12, 4, 300
 # -- without Qt ----------------------------------------------------------------------------------------
 
 
-def test_panel_options_default_to_the_demo_layout_and_without_the_extra_say_what_to_install(monkeypatch, capsys):
+def test_panel_options_default_to_the_demo_layout_and_without_the_extra_say_what_to_install(
+    monkeypatch, capsys, tmp_path
+):
     import argparse
 
-    from tango_servers.panel_command import INSTALL_HINT, add_panel_command, chain_from_args, cmd_panel
+    from tango_servers.clients.panel.command import INSTALL_HINT, add_panel_command, chain_from_args, cmd_panel
 
     parser = argparse.ArgumentParser()
     add_panel_command(parser.add_subparsers(dest="command"))
@@ -47,15 +49,22 @@ def test_panel_options_default_to_the_demo_layout_and_without_the_extra_say_what
     assert chain.trl(chain.merger, "queueDepth") == "tango://beamline:10000/p02/xrd/merger/queueDepth"
     other = chain_from_args(parser.parse_args(["panel", "--tango-host", "h:1", "--integrator", "x/y/z"]))
     assert (other.tango_host, other.integrators) == ("h:1", ("x/y/z",))
+    config = tmp_path / "chain.yaml"  # the chain: section of a client's --config file; options win over it
+    config.write_text("chain:\n  integrators: [a/b/i1]\n  merger: a/b/m\n")
+    named = chain_from_args(parser.parse_args(["panel", "--config", str(config), "--merger", "c/d/m"]))
+    assert (named.integrators, named.merger, named.stitcher) == (("a/b/i1",), "c/d/m", "p02/xrd/stitcher")
+    config.write_text("chain:\n  merger: nonsense\n")
+    with pytest.raises(SystemExit, match="chain: merger 'nonsense': expected a device name domain/family/member"):
+        chain_from_args(parser.parse_args(["panel", "--config", str(config)]))
 
-    monkeypatch.setitem(sys.modules, "tango_servers.panel", None)  # as if Qt/Taurus were not installed
+    monkeypatch.setitem(sys.modules, "tango_servers.clients.panel.window", None)  # as if Qt/Taurus were not installed
     args = type("Args", (), {"tango_host": "localhost:1", "stitcher": "a/b/c", "integrators": None, "merger": "a/b/d"})
     assert cmd_panel(args) == 2
     assert INSTALL_HINT in capsys.readouterr().err and "pip install xrd-pipeline[panel]" in INSTALL_HINT
 
 
 def test_apply_sends_only_the_fields_the_operator_changed():
-    from tango_servers.panel_data import edited_settings, settings_request
+    from tango_servers.clients.settings_request import edited_settings, settings_request
 
     in_force = {"poniPath": "/cal/a.poni", "maskPath": "", "bins": 1000, "unit": "2th_deg"}
     editor = {**in_force, "unit": "q_nm^-1"}
@@ -76,8 +85,8 @@ def test_apply_sends_only_the_fields_the_operator_changed():
 
 def test_without_the_x11_libraries_the_panel_names_the_debian_packages_and_exits_2(monkeypatch, capsys):
     pytest.importorskip("taurus", reason="the panel needs the [panel] extra (taurus, PyQt5, pyqtgraph)")
-    from tango_servers import panel_platform
-    from tango_servers.panel_command import cmd_panel
+    from tango_servers.clients.panel import qt_platform as panel_platform
+    from tango_servers.clients.panel.command import cmd_panel
 
     absent = {"libxcb-icccm.so.4", "libxcb-keysyms.so.1", "libxcb-xinerama.so.0"}
     monkeypatch.setattr(panel_platform, "loadable", lambda soname: soname not in absent)
@@ -98,7 +107,7 @@ def test_without_the_x11_libraries_the_panel_names_the_debian_packages_and_exits
 
 def test_the_panel_command_does_not_let_qt_abort_where_x11_libraries_are_missing():
     pytest.importorskip("taurus", reason="the panel needs the [panel] extra (taurus, PyQt5, pyqtgraph)")
-    from tango_servers.panel_platform import missing_xcb_packages
+    from tango_servers.clients.panel.qt_platform import missing_xcb_packages
 
     missing = missing_xcb_packages()
     if not missing:
@@ -131,7 +140,7 @@ w.close()
 
 
 def test_the_heatmap_reads_the_part_file_the_merger_holds_open(tmp_path, small_poni):
-    from tango_servers.panel_data import read_scan_so_far
+    from tango_servers.clients.scan_so_far import read_scan_so_far
 
     final = tmp_path / "scan_00001.nxs"
     writer = subprocess.Popen(
@@ -168,17 +177,13 @@ def chain(tmp_path_factory):
     (tmp / "cal" / "bad.poni").write_text("garbage\n")
     (tmp / "elsewhere").mkdir()
     (tmp / "elsewhere" / "other.poni").write_text(poni.read_text())
-    specs, names = layout_for(tmp, integrators=2)
+    specs, names = layout_for(tmp, integrators=2, marker="au", rate=20.0)  # the Merger follows gold (P(t))
     tuned = {
         "Stitcher": {"FramesPerItem": ["4"], "CalibrationRoots": [str(tmp / "cal")]},
         "Integrator": {"PollInterval": ["0.3"]},
     }
     specs = [replace(s, properties={**s.properties, **tuned.get(s.klass, {})}) for s in specs]
-    with real_servers(tmp, specs) as host:
-        for spec in specs:
-            if spec.klass != "LambdaSimulator":
-                dev = tango.DeviceProxy(f"tango://{host}/{spec.name}")
-                wait_for(lambda d=dev: d.upstreamConnected, timeout_s=60, what=f"{spec.name} connected upstream")
+    with real_servers(tmp, specs) as host:  # every device connected upstream already
         yield tmp, host, poni, mask
 
 
@@ -187,8 +192,8 @@ def panel(chain):
     pytest.importorskip("taurus", reason="the panel needs the [panel] extra (taurus, PyQt5, pyqtgraph)")
     pytest.importorskip("pyqtgraph")
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from tango_servers.panel import PanelWindow, application
-    from tango_servers.panel_data import ChainNames
+    from tango_servers.clients.chain_names import ChainNames
+    from tango_servers.clients.panel.window import PanelWindow, application
 
     tmp, host, _, _ = chain
     app = application()
@@ -252,7 +257,7 @@ def test_apply_sends_valid_settings_and_shows_refusals_keeping_the_chain_unchang
 
 
 def test_the_panel_shows_a_live_scan_and_writes_a_screenshot(chain, panel):
-    from tango_servers.panel_states import STATE_COLOURS
+    from tango_servers.clients.states import STATE_COLOURS
 
     tmp, host, _, _ = chain
     app, window = panel
@@ -300,6 +305,7 @@ def test_the_panel_shows_a_live_scan_and_writes_a_screenshot(chain, panel):
         show=window.alarms.view.toPlainText,
     )
 
+    _assert_pressure_shown(app, window, merger)
     shot = window.screenshot(tmp / "panel.png")
     # README's picture: written when missing or on request, so that a test run leaves the tree unchanged
     docs = REPO / "docs" / "panel.png"
@@ -307,6 +313,29 @@ def test_the_panel_shows_a_live_scan_and_writes_a_screenshot(chain, panel):
         window.screenshot(docs)
     assert shot.stat().st_size > 10_000
     print(f"panel screenshot: {shot}")
+
+
+def _assert_pressure_shown(app, window, merger) -> None:
+    """Issue 19: P(t) beside the heatmap is the Merger's pressureTrace (the closed file's), titled with
+    its last pressure and rate."""
+    import numpy as np
+
+    from tango_servers.clients.panel.pressure_plot import pressure_title
+
+    trace = merger.pressureTrace
+    assert trace.shape == (FRAMES, 2) and trace[:, 0].tolist() == list(range(1, FRAMES + 1))
+    title = pressure_title(merger.pressure, merger.pressureSigma, merger.compressionRate)
+    box = window.pressure
+
+    def drawn():
+        x, y = box.curve.getData()
+        return None if x is None else np.column_stack([x, y])
+
+    # title and curve each settle on a later refresh: the Merger pushes the pressure before the trace
+    # reaches its last row, so one refresh may show the final title over an earlier curve
+    settle(app, lambda: box.title == title, 30, "the pressure's title", show=lambda: (box.title, title))
+    settle(app, lambda: drawn() is not None and np.array_equal(drawn(), trace, equal_nan=True), 30,
+           "the pressure curve", show=lambda: (drawn(), trace))  # fmt: skip
 
 
 def test_reintegrate_from_the_panel_returns_at_once_and_a_bad_path_is_refused(chain, panel):
@@ -379,7 +408,7 @@ def test_the_editor_follows_the_chain_and_apply_sends_only_what_the_operator_cha
 
 
 def test_an_alarm_is_painted_orange_and_clear_errors_acknowledges_it(chain, panel):
-    from tango_servers.panel_states import STATE_COLOURS
+    from tango_servers.clients.states import STATE_COLOURS
 
     host = chain[1]
     app, window = panel

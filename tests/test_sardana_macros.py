@@ -194,3 +194,32 @@ def test_xrd_reintegrate_with_a_job_backend_waits_for_the_job_and_returns_its_fi
     finally:
         db.put_device_property(STITCHER, {"ReintegrationBackend": ["chain"]})
         stitcher.Init()
+
+
+def test_xrd_pressure_prints_the_mergers_pressure_sigma_and_rate_with_units(sardana):
+    """Issue 19: the macro shows what the Merger's attributes hold. This chain's Merger has no Marker
+    (its small acquisitions hold no gold): NaN, said as such; the numbers' format is checked below."""
+    from tango_servers.demo import MERGER
+
+    tmp, host, integrators, door = sardana
+    merger = _devices(host, integrators)[MERGER]
+    run = door.run("xrd_pressure")
+    assert (run.state, run.error) == (tango.DevState.ON, []), run.report
+    values = [merger.read_attribute(a).value for a in ("pressure", "pressureSigma", "compressionRate")]
+    assert np.isnan(values).all() and run.result == ["nan"], run.report
+    assert run.output == [f"{MERGER}: pressure NaN ± NaN (last frame), compression rate NaN"], run.report
+
+
+def test_the_pressure_line_carries_the_units(monkeypatch):
+    import importlib
+
+    from sardana.macroserver.macro import Type
+
+    for name in ("String", "Integer", "Float", "Boolean"):  # what a MacroServer's type manager fills in
+        monkeypatch.setattr(Type, name, name, raising=False)
+    pressure_text = importlib.import_module("sardana_macros.xrd_macros").pressure_text
+
+    values = {"pressure": 61.234, "pressureSigma": 0.0449, "compressionRate": 102.5641}
+    assert pressure_text("m", values) == "m: pressure 61.23 GPa ± 0.04 GPa (last frame), compression rate 102.564 GPa/s"
+    values["compressionRate"] = "? (not readable)"
+    assert pressure_text("m", values).endswith("compression rate ? (not readable)")

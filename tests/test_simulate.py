@@ -14,6 +14,7 @@ from pipeline_core.processing.sources import LambdaSource
 from pipeline_core.simulate import simulate_acquisition
 
 from .helpers import dioptas_stitch
+from .pressure_patterns import fei_gold_a
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +58,10 @@ def test_dead_pixels_are_flagged(acquisition):
         assert h5["entry/instrument/detector/data"][0, row, col] == 4095
 
 
-#: Gold (fcc) at ambient pressure, Å; the simulator documents a linear ramp of the lattice parameter
-#: down to 3.90 Å at the last frame (~100 GPa). The test states both values itself.
-AU_AMBIENT_A, AU_END_A = 4.0782, 3.90
+#: Gold (fcc) at ambient pressure, Å; the simulator documents a ramp linear in pressure from 0 to
+#: 100 GPa on the Fei et al. 2007 gold scale (a = 3.7246 Å at the last frame). The test states both
+#: values itself; the lattice between comes from the paper's equation (tests/pressure_patterns.py).
+AU_AMBIENT_A, AU_END_A = 4.0787, 3.7246
 AU_REFLECTIONS = [(1, 1, 1), (2, 0, 0), (2, 2, 0), (3, 1, 1)]
 WAVELENGTH_A = 0.4836  # P02.2, as in the simulator's PONI
 BINS = 2000
@@ -88,7 +90,7 @@ def _stitched_frame_and_mask(acq, index):
 @pytest.mark.parametrize("index", [0, 2, 3])  # frames 1, 3 and 4 of 6 (part 0 holds frames 1-4)
 def test_gold_peaks_sit_at_hand_computed_bragg_angles(acquisition, index):
     acq, _ = acquisition
-    a = AU_AMBIENT_A + (AU_END_A - AU_AMBIENT_A) * index / (acq.n_frames - 1)
+    a = fei_gold_a(100.0 * index / (acq.n_frames - 1))
     frame, mask = _stitched_frame_and_mask(acq, index)
     ai = pyFAI.load(str(acq.poni_path))
     result = ai.integrate1d(frame, BINS, unit="2th_deg", mask=mask, polarization_factor=0.99)
@@ -108,9 +110,9 @@ def test_gold_peaks_sit_at_hand_computed_bragg_angles(acquisition, index):
 
 def test_gold_rings_move_to_higher_angle_along_the_ramp(acquisition):
     acq, _ = acquisition
-    # the last frame (index 5, in part 1): a = 3.90 Å, Au 111 moves from 11.79° to 12.33°
+    # the last frame (index 5, in part 1): a = 3.7246 Å, Au 111 moves from 11.79° to 12.91°
     first, last = bragg_2theta_deg(AU_AMBIENT_A, (1, 1, 1)), bragg_2theta_deg(AU_END_A, (1, 1, 1))
-    assert first == pytest.approx(11.789, abs=1e-3) and last == pytest.approx(12.329, abs=1e-3)
+    assert first == pytest.approx(11.787, abs=1e-3) and last == pytest.approx(12.912, abs=1e-3)
     source = LambdaSource.from_file(acq.module_files[0][0])
     source.prepare()
     engine = IntegrationEngine(

@@ -91,6 +91,8 @@ def test_chain_merges_every_frame_once_and_equals_offline(tmp_path, small_poni):
     assert live["files"] == ref["files"]
     assert sum(s.counters.frames_processed for s in chain.integrators) == 15
     assert all(s.counters.frames_processed > 0 for s in chain.integrators)
+    # each Integrator let go of the part it kept open for its next items once the work stopped coming
+    assert not any(s._open_parts.held for s in chain.integrators)
 
 
 def test_part_with_a_missing_module_fails_after_timeout_and_is_listed(tmp_path, small_poni):
@@ -109,8 +111,10 @@ def test_part_with_a_missing_module_fails_after_timeout_and_is_listed(tmp_path, 
         chain.stop()
     m = read_merged(chain.closed[0].path)
     assert m["frame_number"].tolist() == [1, 2, 3]
-    assert m["failed_frames"] == ["4-6"]
+    assert m["failed_frames"] == ["4-6", ""]  # these small files do not say how many frames there are
     assert "scan_00001_m3_part00001.nxs not written within" in m["failed_reasons"][0]
+    assert "never announced; closed by stopped by the operator: frames after 6" in m["failed_reasons"][1]
+    assert m["status"] == "incomplete"
     assert any("not written within" in e for e in chain.errors)
 
 

@@ -195,19 +195,34 @@ def test_lambda_trigger_stitches_without_a_module_switched_off(lambda_chain):
 
 def test_lambda_trigger_a_stitcher_restarted_mid_acquisition_finds_the_parts_it_missed(lambda_chain):
     c = lambda_chain
-    sim, merger = c.proxy(SIMULATOR), c.proxy(MERGER)
+    sim = c.proxy(SIMULATOR)
     stitcher_server = c.server("XrdStitcher/demo")
-    stem = _acquire(sim, 60, 10, 10.0)  # 6 s of acquisition
-    wait_for(lambda: merger.framesProcessed > 0 and merger.currentScan == stem, 60, "the first frames merged")
+    first = c.proxy(STITCHER)
+    taken = first.framesReceived  # the chain is the module's: earlier tests' frames are counted too
+    # 24 s of acquisition: the Stitcher is back before it ends, on a loaded CI host too (at 5 frames/s
+    # a restart that took 6 s came back after the last frame)
+    stem = _acquire(sim, 60, 10, 2.5)
+    wait_for(lambda: first.framesReceived >= taken + 10, 60, "the first part taken")
     stitcher_server.kill()
     down_at = sim.LatestImageNumber
     wait_for(lambda: sim.LatestImageNumber >= down_at + 15, 30, "a part written while the Stitcher is down")
     stitcher_server.start()
     stitcher_server.wait_ready(60)
+    # mid-acquisition, as the test says (a Stitcher back after the end is issue-17's gap check's case)
+    assert sim.LatestImageNumber < 60, f"the acquisition ended before the Stitcher was back (down at {down_at})"
     m = c.merged(stem, timeout_s=180)
     c.assert_equals_offline(m, stem, 60)
     restarted = c.proxy(STITCHER)
-    assert restarted.framesReceived == 60 and restarted.itemsRequeued == 0  # every part found by the trigger
+    # every part written while it was down was found by its trigger: back mid-acquisition, it announces
+    # all six parts from the first (the stage takes the ones the first life finished once, not again);
+    # a part the first life had already taken may or may not be taken again, as the kill fell before or
+    # after its work was recorded (both seen with the suite on 3 workers). itemsRequeued is not asked:
+    # a lease run out on a loaded host, or a part lost with the first life's queue and recovered by the
+    # Merger's gap check, are both the chain working as designed, not the trigger missing a part.
+    assert restarted.detectorAnnouncement.endswith("; 6 parts announced)"), restarted.detectorAnnouncement
+    written_before = 10 * (down_at // 10)  # whole parts written before the kill, at most
+    received = restarted.framesReceived
+    assert received % 10 == 0 and 60 - written_before <= received <= 60, (received, down_at)
 
 
 # -- Trigger=watch ----------------------------------------------------------------------------------

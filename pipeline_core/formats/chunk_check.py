@@ -8,6 +8,12 @@ the ``lz4`` package's bounds-checked decoder (``LZ4_decompress_safe``). Only a s
 consistent to the last byte goes on to HDF5's normal decoding, whose results therefore stay
 bit-identical to an unchecked read.
 
+Checking and then letting HDF5 decode decompresses every chunk twice (the check ~1.2 ms of a Lambda
+2M frame's ~3.7 ms read, issue 21). One-frame chunks, what Lambda files hold, are therefore checked and
+decoded in one pass (:func:`decode_bitshuffle_lz4`, :meth:`ChunkChecker.decode`) with the same
+bounds-checked LZ4 decoder and bitshuffle's own unshuffle, both from the library of hdf5plugin's
+bitshuffle filter: the same rules, the same messages, HDF5's bytes; HDF5's filter never sees them.
+
 The bitshuffle chunk format (kiyo-masui/bitshuffle, ``src/bshuf_h5filter.c`` and ``src/bitshuffle.c``):
 a 12-byte header (uint64 BE uncompressed bytes, uint32 BE block size in *bytes*), then for each block
 of ``block_size`` elements a uint32 BE compressed size and an LZ4 block, then one shorter block of the
@@ -29,9 +35,13 @@ chunks and never passes through HDF5's filter, so it verifies with the same func
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import itertools
 import struct
+import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import h5py
 import lz4.block
@@ -72,6 +82,64 @@ def check_bitshuffle_lz4(chunk: bytes | memoryview, expected_bytes: int, elem_si
     path within its buffers.
     """
     view = memoryview(chunk).cast("B")
+    blocks, _ = _block_plan(view, expected_bytes, elem_size)
+    pos = _HEADER.size
+    for index, elements in enumerate(blocks):
+        pos, size = _next_block(view, pos, index, len(blocks))
+        want = elements * elem_size
+        try:
+            got = len(lz4.block.decompress(view[pos : pos + size], uncompressed_size=want))
+        except lz4.block.LZ4BlockError as exc:
+            raise CorruptChunk(f"block {index + 1} of {len(blocks)} is not a valid LZ4 block ({exc})") from exc
+        if got != want:
+            raise CorruptChunk(f"block {index + 1} of {len(blocks)} decompresses to {got} bytes, expected {want}")
+        pos += size
+    _check_end(view, pos, len(blocks), expected_bytes // elem_size, elem_size)
+
+
+def decode_bitshuffle_lz4(chunk: bytes | memoryview, out: np.ndarray, scratch: np.ndarray) -> None:
+    """Check and decode a bitshuffle-LZ4 stream into ``out`` in one pass (issue 21), or CorruptChunk.
+
+    The same rules as :func:`check_bitshuffle_lz4`, with the same messages; each LZ4 block is
+    decompressed once, by LZ4's bounds-checked ``LZ4_decompress_safe`` straight into ``scratch`` (the
+    bitshuffled bytes, raw tail included), then bitshuffle's own ``bshuf_bitunshuffle`` (a fixed-size
+    transposition: nothing in the stream steers it) writes the elements into ``out``. Both are the
+    functions of the bitshuffle filter hdf5plugin ships, so the result is HDF5's, bit for bit; what
+    is saved is the second decompression (HDF5's, after the check) and HDF5's chunk machinery.
+    ``out``: C-contiguous, the chunk's decoded size; ``scratch``: uint8, at least that size.
+    Only when :func:`native_decoder_available`.
+    """
+    lib = _native_bitshuffle()
+    assert lib is not None, "decode_bitshuffle_lz4 needs hdf5plugin's bitshuffle library"
+    expected_bytes, elem_size = int(out.nbytes), int(out.itemsize)
+    if not out.flags.c_contiguous or scratch.nbytes < expected_bytes:
+        raise ValueError(f"output {out.shape} must be C-contiguous and scratch ({scratch.nbytes} bytes) hold it")
+    view = memoryview(chunk).cast("B")
+    blocks, block_size = _block_plan(view, expected_bytes, elem_size)
+    src = np.frombuffer(view, np.uint8)
+    src_addr = src.ctypes.data
+    dst_addr = scratch.ctypes.data
+    decompress = lib.LZ4_decompress_safe
+    pos, done = _HEADER.size, 0
+    for index, elements in enumerate(blocks):
+        pos, size = _next_block(view, pos, index, len(blocks))
+        want = elements * elem_size
+        got = decompress(src_addr + pos, dst_addr + done, size, want)
+        if got != want:
+            what = "is not a valid LZ4 block" if got < 0 else f"decompresses to {got} bytes, expected {want}"
+            raise CorruptChunk(f"block {index + 1} of {len(blocks)} {what}")
+        pos += size
+        done += want
+    n_elements = expected_bytes // elem_size
+    _check_end(view, pos, len(blocks), n_elements, elem_size)
+    scratch[done:expected_bytes] = src[pos : pos + expected_bytes - done]  # the raw tail (< 8 elements)
+    if lib.bshuf_bitunshuffle(dst_addr, out.ctypes.data, n_elements, elem_size, block_size) < 0:
+        raise CorruptChunk(f"bitshuffle refused {n_elements} elements of {elem_size} bytes in blocks of {block_size}")
+
+
+def _block_plan(view: memoryview, expected_bytes: int, elem_size: int) -> tuple[list[int], int]:
+    """Elements of each LZ4 block the header announces, and the block size in elements (CorruptChunk
+    when the header disagrees with the chunk shape)."""
     total = len(view)
     if total < _HEADER.size:
         raise CorruptChunk(f"chunk is {total} bytes, shorter than the 12-byte bitshuffle header")
@@ -88,31 +156,52 @@ def check_bitshuffle_lz4(chunk: bytes | memoryview, expected_bytes: int, elem_si
     block_size = block_bytes // elem_size
     last = n_elements % block_size
     last -= last % _BLOCKED_MULT
-    blocks = [block_size] * (n_elements // block_size) + ([last] if last else [])
-    pos = _HEADER.size
-    for index, elements in enumerate(blocks):
-        if pos + 4 > total:
-            raise CorruptChunk(f"chunk ends at byte {total} before block {index + 1} of {len(blocks)}")
-        (size,) = _BLOCK_SIZE.unpack_from(view, pos)
-        pos += 4
-        if size > total - pos:
-            raise CorruptChunk(
-                f"block {index + 1} of {len(blocks)} says {size} compressed bytes, only {total - pos} remain"
-            )
-        want = elements * elem_size
-        try:
-            got = len(lz4.block.decompress(view[pos : pos + size], uncompressed_size=want))
-        except lz4.block.LZ4BlockError as exc:
-            raise CorruptChunk(f"block {index + 1} of {len(blocks)} is not a valid LZ4 block ({exc})") from exc
-        if got != want:
-            raise CorruptChunk(f"block {index + 1} of {len(blocks)} decompresses to {got} bytes, expected {want}")
-        pos += size
+    return [block_size] * (n_elements // block_size) + ([last] if last else []), block_size
+
+
+def _next_block(view: memoryview, pos: int, index: int, n_blocks: int) -> tuple[int, int]:
+    """(where block ``index``'s LZ4 bytes start, how many) from its size prefix at ``pos``, checked
+    against the end of the chunk."""
+    total = len(view)
+    if pos + 4 > total:
+        raise CorruptChunk(f"chunk ends at byte {total} before block {index + 1} of {n_blocks}")
+    (size,) = _BLOCK_SIZE.unpack_from(view, pos)
+    pos += 4
+    if size > total - pos:
+        raise CorruptChunk(f"block {index + 1} of {n_blocks} says {size} compressed bytes, only {total - pos} remain")
+    return pos, size
+
+
+def _check_end(view: memoryview, pos: int, n_blocks: int, n_elements: int, elem_size: int) -> None:
+    """The blocks and the raw tail of ``n_elements % 8`` elements must end exactly at the chunk's end."""
     tail = (n_elements % _BLOCKED_MULT) * elem_size
-    if pos + tail != total:
+    if pos + tail != len(view):
         raise CorruptChunk(
-            f"the stream ({len(blocks)} blocks and a {tail}-byte raw tail) ends at byte {pos + tail}, "
-            f"the chunk holds {total} bytes"
+            f"the stream ({n_blocks} blocks and a {tail}-byte raw tail) ends at byte {pos + tail}, "
+            f"the chunk holds {len(view)} bytes"
         )
+
+
+@functools.cache
+def _native_bitshuffle() -> ctypes.CDLL | None:
+    """hdf5plugin's bitshuffle filter library (it exports LZ4 and bitshuffle's functions), or None
+    when it cannot be loaded or lacks them (then frames go the checked-then-HDF5 way)."""
+    try:
+        import hdf5plugin
+
+        lib = ctypes.CDLL(str(Path(hdf5plugin.PLUGIN_PATH) / "libh5bshuf.so"))
+        lib.LZ4_decompress_safe.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+        lib.LZ4_decompress_safe.restype = ctypes.c_int
+        lib.bshuf_bitunshuffle.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_size_t] * 3
+        lib.bshuf_bitunshuffle.restype = ctypes.c_int64
+    except (ImportError, OSError, AttributeError):
+        return None
+    return lib
+
+
+def native_decoder_available() -> bool:
+    """Whether :func:`decode_bitshuffle_lz4` can run here (hdf5plugin's bitshuffle library loads)."""
+    return _native_bitshuffle() is not None
 
 
 def fletcher32(data: bytes | memoryview) -> int:
@@ -178,7 +267,7 @@ def filter_pipeline(dataset: h5py.Dataset) -> list[tuple[int, tuple[int, ...], s
 
 @dataclass
 class ChunkChecker:
-    """Validates the raw chunks of a 3-D frame dataset before HDF5 decodes them.
+    """Validates the raw chunks of a 3-D frame dataset before HDF5 decodes them (or decodes them itself).
 
     Works for any chunk shape: one frame per chunk, several frames per chunk (a bad chunk then costs
     every frame it holds) or tiles (every tile of the frames is checked). A chunk checked once is not
@@ -195,6 +284,9 @@ class ChunkChecker:
     fletcher32: bool = False
     _checked: set[tuple[int, ...]] = field(default_factory=set)
     _buffer: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint8))  # raw chunks, reused
+    _scratch: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint8))  # bitshuffled bytes, reused
+    #: one decode at a time per checker: the foreign calls release the GIL and ``_scratch`` is shared
+    _decoding: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
     def for_dataset(cls, dataset: h5py.Dataset) -> ChunkChecker:
@@ -251,6 +343,36 @@ class ChunkChecker:
             raw = self._raw_chunk(offset, expected)
             if raw is not None:
                 self._check_chunk(offset, raw, expected)
+            self._checked.add(offset)
+
+    def decode(self, start: int, stop: int, out: np.ndarray) -> bool:
+        """Frames ``start:stop`` checked and decoded into ``out`` in one pass (:func:`decode_bitshuffle_lz4`):
+        False, with nothing read, where that path does not apply (not bitshuffle-LZ4, chunks other than
+        one whole frame, ``out`` not C-contiguous in the dataset's dtype, no native library); then
+        :meth:`check` and HDF5 read them as before. CorruptChunk names the chunk, as :meth:`check` does."""
+        shape = self.dataset.shape
+        if not (self.needs_check and self.dataset.chunks == (1, *shape[1:]) and native_decoder_available()):
+            return False
+        if out.shape != (stop - start, *shape[1:]) or out.dtype != self.dataset.dtype or not out.flags.c_contiguous:
+            return False
+        with self._decoding:
+            self._decode_frames(start, stop, out, int(np.prod(shape[1:])) * self.elem_size)
+        return True
+
+    def _decode_frames(self, start: int, stop: int, out: np.ndarray, expected: int) -> None:
+        if self._scratch.size < expected:
+            self._scratch = np.empty(expected, np.uint8)
+        zeros = (0,) * (self.dataset.ndim - 1)
+        for i in range(stop - start):
+            offset = (start + i, *zeros)
+            raw = self._raw_chunk(offset, expected)
+            assert raw is not None  # needs_check: a chunk never written raises
+            try:
+                if self.fletcher32:
+                    raw = strip_fletcher32(raw)
+                decode_bitshuffle_lz4(raw, out[i], self._scratch)
+            except CorruptChunk as exc:
+                raise CorruptChunk(f"chunk at {offset}: {exc}") from None
             self._checked.add(offset)
 
     def _raw_chunk(self, offset: tuple[int, ...], expected: int) -> memoryview | None:

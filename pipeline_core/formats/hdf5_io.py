@@ -64,8 +64,11 @@ def check_not_truncated(path: Path) -> None:
         raise SourceError(f"{path} is truncated: {size} bytes on disk, HDF5 expects {eof} (still being written?)")
 
 
-def open_h5(path: str | Path, retries: int = 3, delay_s: float = 0.5) -> h5py.File:
-    """Open an HDF5 file read-only, retrying while it looks like it is still being written."""
+def open_h5(path: str | Path, retries: int = 3, delay_s: float = 0.5, locking: bool = True) -> h5py.File:
+    """Open an HDF5 file read-only, retrying while it looks like it is still being written.
+
+    ``locking`` False: HDF5's file lock is not taken. A handle kept open between reads must not hold
+    it: the lock would refuse the detector's writer (errno 11) re-writing the file under its name."""
     path = Path(path)
     last: Exception | None = None
     for attempt in range(retries + 1):
@@ -76,7 +79,9 @@ def open_h5(path: str | Path, retries: int = 3, delay_s: float = 0.5) -> h5py.Fi
             continue
         try:
             check_not_truncated(path)
-            return h5py.File(path, "r")
+            # True leaves HDF5's default (what every other open in the process uses: flags that differ
+            # between two opens of one file are refused); False takes no lock
+            return h5py.File(path, "r", locking=None if locking else False)
         except SourceError as exc:
             last = exc
         except (OSError, KeyError) as exc:

@@ -184,8 +184,8 @@ class ModuleFile:
     declared_shape: tuple[int, int] | None = None
 
     @classmethod
-    def open(cls, path: Path, retries: int = 3, delay_s: float = 0.5) -> ModuleFile:
-        h5 = open_h5(path, retries=retries, delay_s=delay_s)
+    def open(cls, path: Path, retries: int = 3, delay_s: float = 0.5, locking: bool = True) -> ModuleFile:
+        h5 = open_h5(path, retries=retries, delay_s=delay_s, locking=locking)
         try:
             return cls._read_metadata(path, h5)
         except SourceError:
@@ -243,10 +243,14 @@ class ModuleFile:
         """Read frames ``start:stop`` into ``out`` (preallocated: fresh arrays per chunk are slower).
 
         The raw chunks are checked first: HDF5 only decodes streams a bounds-checked decoder accepted.
+        One-frame bitshuffle-LZ4 chunks are checked and decoded by us in one pass instead
+        (:meth:`ChunkChecker.decode`: one decompression, not two; bit-identical to HDF5's).
         """
         if not 0 <= start < stop <= self.n_frames:
             raise SourceError(f"{self.path}: frames {start}..{stop - 1} requested, the file holds {self.n_frames}")
         try:
+            if self.checker.decode(start, stop, out):  # checked and decoded in one pass (bitshuffle-LZ4)
+                return
             self.checker.check(start, stop)
         except CorruptChunk as exc:
             raise SourceError(f"{self.path}: frames {start}..{stop - 1} are corrupt: {exc}") from exc
@@ -281,8 +285,9 @@ def _first_line(exc: Exception) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def open_modules(files, retries: int = 3, delay_s: float = 0.5, roots=()) -> list[ModuleFile]:
+def open_modules(files, retries: int = 3, delay_s: float = 0.5, roots=(), locking: bool = True) -> list[ModuleFile]:
     """Open every module file of a part, or none: on a failure the ones already open are closed.
+    ``locking``: as :func:`~.hdf5_io.open_h5`'s.
 
     With ``roots``, each file is resolved (symlinks followed) and must lie inside them: this is where
     a part's files are opened, so the check covers announced, reintegrated, requeued and sibling files.
@@ -295,7 +300,7 @@ def open_modules(files, retries: int = 3, delay_s: float = 0.5, roots=()) -> lis
                     f"module file {path} is missing: not written (yet), or its module is switched off "
                     "(then say which modules are on, e.g. --modules 1,2)"
                 )
-            opened.append(ModuleFile.open(path, retries=retries, delay_s=delay_s))
+            opened.append(ModuleFile.open(path, retries=retries, delay_s=delay_s, locking=locking))
     except BaseException:
         for m in opened:
             m.close()

@@ -180,8 +180,8 @@ class OpenPart:
         ``decoders``: threads that inflate DEFLATE chunks. h5py runs every HDF5 call, filters included,
         under one lock, so gzip frames decode on one core whatever the threads; here each one-frame
         DEFLATE chunk is read raw through HDF5 and inflated by zlib, which releases the GIL, so
-        decoding spreads over the cores. Other filters (bitshuffle-LZ4: checked first by
-        :mod:`.chunk_check`, then decoded by HDF5) go through :meth:`ModuleFile.read`. SourceError for
+        decoding spreads over the cores. Other filters (bitshuffle-LZ4: checked and decoded in one pass by
+        :mod:`.chunk_check`, or checked, then decoded by HDF5) go through :meth:`ModuleFile.read`. SourceError for
         frames that cannot be read or are corrupt, naming the file.
         """
         if not 0 <= start < stop <= self.n_frames:
@@ -299,6 +299,7 @@ def open_part(
     retry_delay_s: float = 0.5,
     roots: Sequence[str | Path] = (),
     modules_off: Sequence[int] = (),
+    locking: bool = True,
 ) -> OpenPart:
     """Open and check one part's module files (all or none stay open).
 
@@ -306,7 +307,7 @@ def open_part(
     ``modules_off``: module numbers switched off (no file): their pixels are gaps of the full frame.
     Raises SourceError when a file is missing or unreadable, PartMismatch when they disagree.
     """
-    modules = open_modules(files, retries, retry_delay_s, roots)
+    modules = open_modules(files, retries, retry_delay_s, roots, locking)
     try:
         layout, n = check_part_modules(modules, modules_off)
     except SourceError as exc:

@@ -16,6 +16,7 @@ import numpy as np
 from .. import __version__
 from ..processing.integrate import IntegrationSettings, file_sha256
 from ..processing.units import UNITS
+from .nexus_azint import Instrument, write_entry_flags, write_instrument, write_reduction
 
 STR = h5py.string_dtype()
 
@@ -64,8 +65,10 @@ def create_layout(
     input_files: Sequence[str],
     source_name: str,
     chunk_rows: int,
+    instrument: Instrument | None = None,
 ) -> ResultDatasets:
-    """Create every group of a new merged file, with no rows yet."""
+    """Create every group of a new merged file, with no rows yet: Dioptas' ``result`` and ``process``,
+    NXazint1d's fields (:mod:`nexus_azint`) and the default plot (:func:`_create_view`)."""
     s = settings
     h5.attrs.update(
         NX_class="NXroot",
@@ -79,12 +82,13 @@ def create_layout(
     entry.attrs["NX_class"] = "NXentry"
     set_str(entry, "title", f"{source_name} integrated ({s.unit}, {s.bins} bins)")
     set_str(entry, "start_time", now_iso())
+    write_entry_flags(entry, s.correct_solid_angle, s.polarization_factor is not None)
     radial = np.asarray(radial, dtype=np.float64)
     data, errors, frame_number = _create_result(entry, s.unit, radial, s.error_model is not None, chunk_rows)
-    entry.attrs["default"] = "result"
-    if s.unit != "2th_deg":
-        _create_unit_view(entry, s.unit, radial, data, errors, frame_number)
+    _create_view(entry, s.unit, radial)
     proc = _create_process(entry, s, raw_files, input_files)
+    write_instrument(entry, proc["poni"].asstr()[()], instrument or Instrument())
+    write_reduction(entry, proc, proc["date"].asstr()[()])
     pos_map = proc.create_dataset("pos_map", shape=(0, 2), maxshape=(None, 2), chunks=(1024, 2), dtype=np.int64)
     proc.create_dataset(
         "file_map", data=np.zeros(len(raw_files) + 1, dtype=np.int64), maxshape=(None,), chunks=(256,)
@@ -99,49 +103,61 @@ def create_layout(
 def _create_result(
     entry: h5py.Group, unit_name: str, radial: np.ndarray, with_sigma: bool, chunk_rows: int
 ) -> tuple[h5py.Dataset, h5py.Dataset | None, h5py.Dataset]:
-    """``result``: the NXdata Dioptas' Batch View reads (axis ``binning`` in a unit it knows: q in
-    1/nm is stored as q in 1/Å, scaled)."""
+    """``result``: the NXdata Dioptas' Batch View reads by path (``data``, axis ``binning`` in a unit
+    it knows: q in 1/nm is stored as q in 1/Å, scaled) and NXazint1d's NXdata (``I``, ``I_errors``,
+    ``radial_axis``: hard links to the same datasets; in d, ``radial_axis`` is q = 2π/d of the bins,
+    since NXazint1d's radial axis is q or 2θ)."""
     bins = int(len(radial))
     rows = dict(chunks=(chunk_rows, bins), maxshape=(None, bins), dtype=np.float32)
     result = entry.create_group("result")
-    result.attrs.update(NX_class="NXdata", signal="data", axes=["frame_number", "binning"])
-    result.attrs["frame_number_indices"] = 0
-    result.attrs["binning_indices"] = 1
+    result.attrs.update(NX_class="NXdata", signal="I", axes=[".", "radial_axis"], interpretation="spectrum")
+    result.attrs.update(frame_number_indices=0, radial_axis_indices=1, binning_indices=1)
     data = result.create_dataset("data", shape=(0, bins), **rows)
-    data.attrs.update(long_name="intensity", units="counts", interpretation="spectrum")
-    errors = result.create_dataset("data_errors", shape=(0, bins), **rows) if with_sigma else None
+    data.attrs.update(long_name="intensity", units="arbitrary units")
+    result["I"] = data
+    errors = None
+    if with_sigma:
+        errors = result.create_dataset("data_errors", shape=(0, bins), **rows)
+        errors.attrs.update(long_name="estimated intensity error", units="arbitrary units")
+        result["I_errors"] = errors
     frame_number = result.create_dataset("frame_number", shape=(0,), maxshape=(None,), chunks=(1024,), dtype=np.int64)
     frame_number.attrs.update(long_name="frame number", units="")
     unit = UNITS[unit_name]
     dioptas = unit.dioptas
     binning = result.create_dataset("binning", data=radial * unit.dioptas_scale)
     binning.attrs.update(units=dioptas.units, unit=dioptas.units, radial_unit=dioptas.name, long_name=dioptas.label)
+    if dioptas.name == "d_A":
+        q = result.create_dataset("radial_axis", data=2 * np.pi / binning[()])
+        q.attrs.update(units="1/angstrom", long_name="q")
+    else:
+        binning.attrs["long_name"] = AZINT_LONG_NAMES[dioptas.axis]
+        result["radial_axis"] = binning
     return data, errors, frame_number
 
 
-def _create_unit_view(
-    entry: h5py.Group,
-    unit_name: str,
-    radial: np.ndarray,
-    data: h5py.Dataset,
-    errors: h5py.Dataset | None,
-    frame_number: h5py.Dataset,
-) -> None:
-    """``result_q`` / ``result_d``: the same rows (hard links) on an axis in the integration unit, the
-    entry's default plot (README and Dioptas users know these names, not result_d_spacing)."""
+#: NXazint1d's ``radial_axis/@long_name`` for each axis it allows.
+AZINT_LONG_NAMES = {"two_theta": "2theta", "q": "q"}
+#: The default plot's group for each integration unit (``result_q``/``result_d`` are older names users know).
+VIEW_NAMES = {"two_theta": "result_2th", "q": "result_q", "d_spacing": "result_d"}
+
+
+def _create_view(entry: h5py.Group, unit_name: str, radial: np.ndarray) -> None:
+    """The entry's default plot: an image of the rows (frames × radial bins) on an axis in the
+    integration unit, with the label and units viewers show (silx labels an axis by its long_name
+    alone, and NXazint1d fixes radial_axis's to a bare ``2theta``/``q``: so the plotted axis is a
+    dataset of its own, bins floats). Every other dataset is a hard link into ``result``
+    (``data``/``data_errors`` kept for scripts that read them by those names)."""
     unit = UNITS[unit_name]
-    axis_name = unit.axis
-    extra = entry.create_group("result_d" if unit_name == "d_A" else f"result_{axis_name}")
-    extra.attrs.update(NX_class="NXdata", signal="data", axes=["frame_number", axis_name])
-    extra.attrs["frame_number_indices"] = 0
-    extra.attrs[f"{axis_name}_indices"] = 1
-    extra["data"] = data
-    extra["frame_number"] = frame_number
-    if errors is not None:
-        extra["data_errors"] = errors
-    ax = extra.create_dataset(axis_name, data=radial)
+    result = entry["result"]
+    view = entry.create_group(VIEW_NAMES[unit.axis])
+    view.attrs.update(NX_class="NXdata", signal="I", axes=["frame_number", unit.axis], interpretation="image")
+    view.attrs.update({"frame_number_indices": 0, f"{unit.axis}_indices": 1, "radial_axis_indices": 1})
+    for name in ("I", "data", "I_errors", "data_errors", "frame_number", "radial_axis"):
+        if name in result:
+            view[name] = result[name]
+    ax = view.create_dataset(unit.axis, data=radial)
     ax.attrs.update(units=unit.units, long_name=unit.label)
-    entry.attrs["default"] = extra.name.rsplit("/", 1)[-1]
+    entry.attrs["default"] = view.name.rsplit("/", 1)[-1]
 
 
 def record_engine(h5: h5py.File, name: str, note: str) -> None:

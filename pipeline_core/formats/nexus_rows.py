@@ -112,15 +112,25 @@ class RowStore:
         self._file_index = np.concatenate([self._file_index[:start], merged["pos"][:, 0]])
         self._write_file_map()
 
+    def raw_file(self, index: int) -> str:
+        """The raw (module-1) file recorded for part ``index``; "" when none is yet."""
+        files = self.ds.proc["files"]
+        return str(files.asstr()[index]) if 0 <= index < files.shape[0] else ""
+
     def set_raw_file(self, index: int, path: str, module_files: Sequence[str] = ()) -> None:
         """Name the raw (module-1) file of part ``index``; live scans learn their parts one by one.
 
-        ``module_files`` (all files of the part) are added to ``input_files`` for provenance.
+        ``module_files`` (all files of the part) are added to ``input_files`` for provenance. A part
+        already named after another file is refused (OutputError): its rows point at that file
+        (``pos_map``), and renaming it would make them point at frames they were not made from.
         """
         proc = self.ds.proc
         files = proc["files"]
-        if index < files.shape[0] and files.asstr()[index] == path:
+        recorded = self.raw_file(index)
+        if recorded == path:
             return  # known already: every batch of a part names it again
+        if recorded:
+            raise OutputError(f"{self.path}: part {index} is {recorded}, not {path}: a part's file is never renamed")
         inputs = proc["input_files"]
         known = set(inputs.asstr()[()]) if inputs.shape[0] else set()
         new = [f for f in module_files if f not in known]

@@ -52,6 +52,10 @@ class RangeSource(FrameSource):
         self.frame_shape = self.inner.frame_shape
         self.detector_mask = self.inner.detector_mask
 
+    def frame_bytes(self) -> int:
+        """The wrapped source's: a task's chunks are then the ones ``integrate`` reads."""
+        return self.inner.frame_bytes()
+
     def expected_frames(self) -> int | None:
         """None: a range's count is checked by the job's merge, against the whole acquisition."""
         return None

@@ -26,9 +26,12 @@ from ..errors import PipelineError
 from ..messages import ClaimRequest, FailedFrames, PatternBatch, WorkItem
 from ..processing.engine_cache import EngineCache
 from ..processing.engine_choice import DEFAULT_ENGINE, validate_engine
+from ..processing.engine_store import EngineStore
 from ..processing.frame_batch import BatchPatterns, FrameBatch, integrate_batch
 from ..processing.integrate import IntegrationEngine, IntegrationSettings
+from ..processing.open_parts import OpenParts
 from ..processing.sources import read_part_range
+from .deadline import Deadline, as_deadline
 from .item_settings import ItemSettings
 from .work_source import NoWork, WorkSource
 from .worker import ThreadContext, Worker
@@ -73,12 +76,14 @@ class IntegrateStage:
         offer: dict | None = None,
         thread_context: ThreadContext | None = None,
         engine: str = DEFAULT_ENGINE,
+        engine_store: EngineStore | None | str = "default",
     ):
         """``work`` None: the stage only integrates what ``process`` is given. ``offer``: initial
         settings sent with every claim (the Stitcher adopts them only while the chain has none).
         ``engine``: auto, csr or pyfai (:mod:`pipeline_core.processing.engine_choice`); an unknown name is
         reported through ``on_error`` and the stage claims no work (the other Integrators do it),
-        so nothing is integrated with an engine that was not asked for."""
+        so nothing is integrated with an engine that was not asked for. ``engine_store``: where built
+        engines are kept between processes (``"default"`` the process's, None none)."""
         self.name = name
         #: module files of a work item must resolve inside these (empty: anywhere), checked at open:
         #: an item names files, and whoever can call ClaimWork's answer into existence could name any
@@ -98,13 +103,18 @@ class IntegrateStage:
             self.engine_error = f"{exc}: this Integrator claims no work until it is given a known engine"
             on_error(self.engine_error)
             engine = DEFAULT_ENGINE  # never used: nothing is claimed, items given to process() fail
-        self.engines = EngineCache(name, max_engines, engine)
+        self.engines = EngineCache(name, max_engines, engine, engine_store)
         self.counters = IntegrateCounters()
         self._done: list[str] = []  # item ids handed on, to acknowledge with the next claim
         self._done_lock = threading.Lock()
         self.last_pattern: np.ndarray | None = None
         self.radial: np.ndarray | None = None
         self.running = False
+        #: work hints and polls that came while paused and were declined: the proof that a stopped
+        #: stage was asked for work and claimed none (seeing nothing happen for a while proves nothing)
+        self.hints_while_stopped = 0
+        #: the part the claiming thread read last, open for its next items (only that thread uses it)
+        self._open_parts = OpenParts()
         # Two threads: one claims and reads (decompress + stitch) the next item while the other
         # integrates the current one; the bounded hand-over queue stops it from hoarding work.
         ctx = thread_context
@@ -138,29 +148,39 @@ class IntegrateStage:
 
     def wake(self) -> None:
         """Work is available (an event arrived). Returns at once."""
-        if self.running and self._worker.depth < 2:
+        if not self.running:
+            self.hints_while_stopped += 1
+        elif self._worker.depth < 2:
             self._worker.submit("wake")
 
     def _poll(self) -> None:
         if self.running:
             self._drain("poll")
+        else:
+            self.hints_while_stopped += 1
 
     def _drain(self, _reason: str) -> None:
-        while self.running and self.engine_error is None:
-            claimed_at = time.monotonic()  # before asking: its lease cannot have started earlier
-            item = self._work.claim(ClaimRequest(self.name, self.offer, self.take_done()))
-            if item is None:
-                return
-            self.counters.frames_received += len(item.frame_numbers)
-            self._integrator.submit((item, self._read(item), claimed_at))
+        try:
+            while self.running and self.engine_error is None:
+                claimed_at = time.monotonic()  # before asking: its lease cannot have started earlier
+                item = self._work.claim(ClaimRequest(self.name, self.offer, self.take_done()))
+                if item is None:
+                    return
+                self.counters.frames_received += len(item.frame_numbers)
+                self._integrator.submit((item, self._read(item, self._open_parts), claimed_at))
+        finally:
+            self._open_parts.close()  # no more work for now (or stopped): no raw file held open while idle
 
-    def _read(self, item: WorkItem) -> FrameBatch | str:
-        """The item's stitched frames, or the reason they cannot be had."""
+    def _read(self, item: WorkItem, parts: OpenParts | None = None) -> FrameBatch | str:
+        """The item's stitched frames, or the reason they cannot be had. ``parts``: the claiming
+        thread's open part, kept for the part's next items while the work keeps coming."""
         if item.error:
             return item.error
         try:
             return read_part_range(
-                item.module_files, item.start, item.stop, roots=self.data_roots, modules_off=item.modules_off
+                item.module_files, item.start, item.stop, roots=self.data_roots, modules_off=item.modules_off,
+                stamps=item.file_stamps,  # files written over since queued: refused, never another scan's frames
+                parts=parts,
             )
         except PipelineError as exc:
             return str(exc)
@@ -229,10 +249,14 @@ class IntegrateStage:
     def pause(self) -> None:
         self.running = False
 
-    def stop(self) -> None:
+    def stop(self, deadline: Deadline | float | None = None) -> bool:
+        """Stop both threads within one ``deadline``; an item claimed and not integrated is dropped
+        (its lease runs out and the Stitcher hands it out again). The integrating thread first: the
+        claiming one may be waiting for room in its queue, which a stopping worker no longer waits for."""
         self.running = False
-        self._worker.stop()
-        self._integrator.stop()
+        deadline = as_deadline(deadline)
+        integrated = self._integrator.stop(deadline)
+        return self._worker.stop(deadline) and integrated
 
     def _failed(self, item: WorkItem, reason: str, settings: IntegrationSettings | None) -> PatternBatch:
         self._on_error(f"{item.item_id}: {reason}")

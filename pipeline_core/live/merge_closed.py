@@ -74,11 +74,22 @@ class ClosedScans:
         return not new
 
     def late(self, batch: PatternBatch) -> str | None:
-        """For a batch of a closed scan: None when it is a late twin (ignore it), else why it is refused."""
+        """For a batch of a closed scan: None when it is a late twin (ignore it), else why it is refused.
+
+        One that announces another frame count than the file was closed with is never a twin: the
+        published file may lack frames, and the operator is told so (a published file is never
+        reopened)."""
+        refused = f"batch {batch.item_id} came after scan {batch.scan} was closed: not merged"
+        closed_with = self.summaries[batch.scan].total_frames
+        if batch.total_frames and closed_with and batch.total_frames != closed_with:
+            return (
+                f"{refused}; it announces {batch.total_frames} frames where {self.summaries[batch.scan].path} "
+                f"was closed with {closed_with}: that file may lack frames (reintegrate the acquisition)"
+            )
         if set(batch.frame_numbers.tolist()) <= self._frames.get(batch.scan, set()):
             log.info("late duplicate %s of closed scan %s ignored", batch.item_id, batch.scan)
             return None
-        return f"batch {batch.item_id} came after scan {batch.scan} was closed: not merged"
+        return refused
 
     # -- the record in the output folder ------------------------------------------------------------
     def _record(self, summary: ScanSummary, frames: set[int]) -> None:

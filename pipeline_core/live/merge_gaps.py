@@ -94,4 +94,4 @@ class GapCheck:
                     self._request_missing(scan.scan, gaps, scan.raw_file)
                     continue
             if idle > p.scan_timeout_s:
-                yield scan, f"no news for {p.scan_timeout_s:.0f} s"
+                yield scan, f"no news for {p.scan_timeout_s:g} s"  # 120 s, or 0.5 s (never "0 s")

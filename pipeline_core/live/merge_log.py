@@ -5,7 +5,8 @@ metadata in its own order, so a file whose writer was killed with ``kill -9`` ca
 intensities and frame numbers come from different moments, or strings whose heap entries were
 never written ("bad heap index" on reading them back). A resumed Merger therefore never continues
 the HDF5 bytes it finds. Every change to an open scan's file is first appended here
-(``<name>.nxs.rowlog``: the radial axis, then rows, raw-file names and failures, in order), and a
+(``<name>.nxs.rowlog``: the radial axis, then rows, raw-file names, failures and the acquisition's
+frame count as it is learned, in order), and a
 resume rebuilds the file from scratch by replaying the log through the same writer calls.
 
 Each record is written with one ``write`` and flushed to the operating system, so a killed process
@@ -48,7 +49,7 @@ _MAGIC = b"XRL1"
 _HEADER = struct.Struct("<4sII")  # magic, payload length, crc32(payload)
 _META = struct.Struct("<I")  # length of the JSON part of a payload
 #: record kinds, in the order a file sees them (``open`` first, once)
-KINDS = ("open", "rows", "raw_file", "failure")
+KINDS = ("open", "rows", "raw_file", "failure", "total")
 
 
 class LogError(PipelineError):

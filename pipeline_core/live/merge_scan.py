@@ -2,7 +2,11 @@
 
 A scan is done when every frame of the acquisition is merged or listed as failed; each frame is
 counted once however often it arrives (a requeued item, a late twin). Batches integrated with other
-settings than the file's are listed as failed with the reason, never mixed in.
+settings than the file's, on another radial axis, or from another file than the one this file
+recorded for their part, are listed as failed with the reason, never mixed in; so are frame numbers
+outside the acquisition's ``1..N`` (:mod:`merge_accounting`). A file whose frame count was never
+announced, or announced twice differently, cannot vouch for its frames: it says so in its failures,
+so it never says ``complete``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import NoSpaceError, OutputError, PipelineError
+from ..formats import hdf5_room
 from ..formats.lambda_files import parse_lambda_name
 from ..formats.nexus import MergedFileWriter
 from ..formats.nexus_layout import record_engine
@@ -23,7 +28,8 @@ from ..messages import FailedFrames, PatternBatch, ScanInfo
 from ..output import part_path, reserve_output
 from ..paths import check_file_name
 from ..processing.integrate import IntegrationSettings
-from . import merge_journal, merge_log
+from ..processing.units import UNITS
+from . import merge_accounting, merge_journal, merge_log
 from .merge_gaps import GapState
 from .merge_journal import JournalEntry
 from .merge_log import LogError, Record, RowLog
@@ -42,6 +48,8 @@ class ScanSummary:
     settings: IntegrationSettings | None = None
     #: latest announcement (Stitcher's clock) of a batch in the file: what a later batch is told apart by
     last_announced: float = 0.0
+    #: the acquisition's frame count the file was closed with (None: never announced)
+    total_frames: int | None = None
 
 
 @dataclass
@@ -66,6 +74,13 @@ class OpenScan:
     #: latest ``announced_at`` of the batches in the file (the Stitcher's clock): a batch of this scan
     #: announced later is a new processing of it, one announced earlier a late or re-delivered one
     last_announced: float = 0.0
+    #: every frame count announced for the acquisition (``total_frames`` is the largest); each new
+    #: one is logged (a ``total`` record) before it is used, so a resume knows it
+    totals: merge_accounting.Totals = field(default_factory=merge_accounting.Totals)
+    _file_axis: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.totals.learn(self.total_frames)  # the journal's (the first batch's), known at open
 
     @classmethod
     def create(
@@ -109,6 +124,7 @@ class OpenScan:
             raise LogError(f"{part_path(path)} is not there to continue")
         settings = IntegrationSettings.from_dict(entry.settings)
         rowlog, records = RowLog.resume(path)
+        hdf5_room.let_go(part_path(path))  # a handle of this process that met a full disk holds it open
         writer: MergedFileWriter | None = None
         try:
             opened = records[0]
@@ -118,13 +134,14 @@ class OpenScan:
             scan = cls(entry.scan, writer, entry.settings_hash, settings, entry.total_frames, entry.raw_file)
             for record in records[1:]:
                 scan._apply(record)
+            with writer.writing("the rebuilt file"):
+                writer.h5.flush()
         except BaseException:
             rowlog.close()
-            if writer is not None and writer.is_open:  # a rebuild cut short (no space): flushed, closed
-                writer.h5.close()
+            if writer is not None:  # a rebuild cut short (no space): closed, or held if HDF5 met ENOSPC
+                writer.discard()
             raise
         scan.rowlog = rowlog
-        scan.writer.h5.flush()
         log.warning(
             "resumed scan %s in %s: rebuilt from %d logged change(s), %d frames already merged",
             entry.scan, path, len(records), writer.n_frames,
@@ -146,6 +163,10 @@ class OpenScan:
             self.writer.set_raw_file(f["index"], f["path"], f["module_files"])
             self.raw_file = f["path"]
             self._note_modules(f["module_files"], f.get("modules_off", []))
+            return 0
+        if record.kind == "total":
+            self.totals.learn(int(f["total_frames"]))
+            self.total_frames = self.totals.value
             return 0
         if record.kind == "failure":
             failure = FailedFrames(f["file"], f["reason"], [int(v) for v in a["frame_numbers"]])
@@ -171,9 +192,20 @@ class OpenScan:
         return self.writer.path
 
     def add(self, batch: PatternBatch) -> tuple[int, int]:
-        """Merge one batch of this scan; returns (frames merged, frames newly listed as failed)."""
-        if batch.total_frames and not self.total_frames:
-            self.total_frames = batch.total_frames
+        """Merge one batch of this scan; returns (frames merged, frames newly listed as failed).
+
+        What the file cannot vouch for is refused before anything of it is logged: a batch from
+        another file than the one this file recorded for its part, integrated with other settings or
+        on another radial axis (its frames listed as failed with why), and frame numbers outside
+        the acquisition's ``1..N``."""
+        source = batch.raw_file or batch.item_id
+        failed = self.learn_total(batch.total_frames, source)
+        numbers = [int(v) for v in batch.frame_numbers]
+        recorded = self.writer.raw_file(batch.part) if batch.raw_file else ""
+        if recorded and recorded != batch.raw_file:  # another acquisition's part, or a renamed file
+            everything = numbers + [int(n) for f in batch.failed for n in f.frame_numbers]
+            note = merge_accounting.part_note(batch.part, batch.raw_file, recorded)
+            return 0, failed + self.add_failure(FailedFrames(batch.raw_file, note, everything), batch.announced_at)
         if batch.raw_file:
             fields = {
                 "index": batch.part,
@@ -182,28 +214,66 @@ class OpenScan:
                 "modules_off": list(batch.modules_off),
             }
             self._apply(self._log(Record("raw_file", fields)))
-        merged = failed = 0
-        if len(batch.frame_numbers) and batch.settings_hash != self.settings_hash:
-            reason = (
-                f"integrated by {batch.integrator} with other settings ({batch.settings_hash}) than this "
-                f"file's ({self.settings_hash}): not merged"
-            )
-            numbers = [int(v) for v in batch.frame_numbers]
-            failed += self.add_failure(FailedFrames(batch.raw_file or batch.item_id, reason, numbers))
-        elif len(batch.frame_numbers):
-            n = len(batch.frame_numbers)
-            arrays: dict[str, np.ndarray] = {
-                "numbers": np.asarray(batch.frame_numbers, np.int64),
-                "data": np.asarray(batch.intensities, np.float32),
-                "file_index": np.full(n, batch.part, np.int64),
-                "index_in_file": np.asarray(batch.index_in_file, np.int64),
-            }
-            if batch.sigma is not None:
-                arrays["sigma"] = np.asarray(batch.sigma, np.float32)
-            merged = self._apply(self._log(Record("rows", {"announced_at": batch.announced_at}, arrays)))
+        merged = 0
+        refused = self._refusal(batch) if numbers else ""
+        if refused:
+            failed += self.add_failure(FailedFrames(source, refused, numbers))
+        elif numbers:
+            merged, n_out = self._add_rows(batch)
+            failed += n_out
         for f in batch.failed:
             failed += self.add_failure(FailedFrames(f.file, f.reason, list(f.frame_numbers)), batch.announced_at)
         return merged, failed
+
+    def _refusal(self, batch: PatternBatch) -> str:
+        """Why the batch's patterns cannot go into this file ("" when they can)."""
+        if batch.settings_hash != self.settings_hash:
+            return (
+                f"integrated by {batch.integrator} with other settings ({batch.settings_hash}) than this "
+                f"file's ({self.settings_hash}): not merged"
+            )
+        return merge_accounting.axis_problem(batch.radial, self.file_axis)
+
+    def _add_rows(self, batch: PatternBatch) -> tuple[int, int]:
+        """Log and write the batch's rows inside the acquisition's ``1..N``; those outside are listed as
+        failed. Returns (frames merged, frames newly listed as failed)."""
+        numbers = np.asarray(batch.frame_numbers, np.int64)
+        out = merge_accounting.outside(numbers, self.total_frames)
+        failed = 0
+        if out.any():
+            note = merge_accounting.outside_note(self.total_frames or 0)
+            failed = self.add_failure(FailedFrames(batch.raw_file or batch.item_id, note, numbers[out].tolist()))
+        keep = ~out
+        if not keep.any():
+            return 0, failed
+        arrays: dict[str, np.ndarray] = {
+            "numbers": numbers[keep],
+            "data": np.asarray(batch.intensities, np.float32)[keep],
+            "file_index": np.full(int(keep.sum()), batch.part, np.int64),
+            "index_in_file": np.asarray(batch.index_in_file, np.int64)[keep],
+        }
+        if batch.sigma is not None:
+            arrays["sigma"] = np.asarray(batch.sigma, np.float32)[keep]
+        return self._apply(self._log(Record("rows", {"announced_at": batch.announced_at}, arrays))), failed
+
+    @property
+    def file_axis(self) -> np.ndarray:
+        """The file's radial axis, in the unit the batches carry (the file stores it scaled for Dioptas)."""
+        if self._file_axis is None:
+            binning = self.writer.h5["processed/result/binning"][()]
+            self._file_axis = np.asarray(binning, np.float64) / UNITS[self.settings.unit].dioptas_scale
+        return self._file_axis
+
+    def learn_total(self, total: int | None, source: str = "") -> int:
+        """Take in a frame count announced for the acquisition: logged before it is used (a resume
+        replays it); one that differs from an earlier one is listed as a failure naming them all, and
+        the largest counts. Returns how many frames were newly listed as failed (none)."""
+        if not total or total in self.totals.seen:
+            return 0
+        self._apply(self._log(Record("total", {"total_frames": int(total)})))
+        if not self.totals.disputed:
+            return 0
+        return self.add_failure(FailedFrames(source, self.totals.dispute_note(), []))
 
     def add_failure(self, failure: FailedFrames, announced_at: float = 0.0) -> int:
         """List frames as failed in the file; returns how many were neither merged nor listed before.
@@ -213,10 +283,14 @@ class OpenScan:
         return self._apply(self._log(Record("failure", fields, {"frame_numbers": numbers})))
 
     def accounted(self) -> int:
-        """Frames of the scan that are merged or listed as failed (each counted once)."""
-        if not self.failed_numbers:
-            return self.writer.n_frames
-        return self.writer.n_frames + len(self.failed_numbers - set(self.writer.frame_numbers.tolist()))
+        """Frames of the scan that are merged or listed as failed (each counted once); with the total
+        known, only those inside the acquisition's ``1..N`` count."""
+        merged = self.writer.frame_numbers  # sorted, each once: its ends tell whether any is outside
+        ends = merged[[0, -1]] if merged.size else merged
+        if not self.failed_numbers and not merge_accounting.outside(ends, self.total_frames).any():
+            return int(merged.size)  # the common case, without sorting a scan's numbers per batch
+        have = np.union1d(merged, np.fromiter(self.failed_numbers, np.int64))
+        return int((~merge_accounting.outside(have, self.total_frames)).sum())
 
     @property
     def done(self) -> bool:
@@ -232,12 +306,22 @@ class OpenScan:
 
     def close(self, reason: str = "") -> tuple[ScanSummary, int]:
         """Finish the file under its final name, listing what never arrived as failed; returns the
-        summary and how many frames were newly listed as failed."""
+        summary and how many frames were newly listed as failed. A scan whose frame count was never
+        announced cannot say what never arrived: that is listed as a failure (status incomplete)."""
         missing = self.missing()
         failed = 0
         if missing:
             asked = f", asked again {self.gaps.requests} time(s)" if self.gaps.requests else ""
             failed = self.add_failure(FailedFrames("", f"never arrived ({reason or 'scan timed out'}{asked})", missing))
+        elif not self.total_frames:
+            have = [*self.writer.frame_numbers.tolist(), *self.failed_numbers]
+            note = merge_accounting.unknown_total_note(reason, max(have, default=0))
+            failed = self.add_failure(FailedFrames(self.raw_file, note, []))
+        merged = self.writer.frame_numbers
+        early = merged[merge_accounting.outside(merged, self.total_frames)]
+        if early.size:  # merged before the frame count that excludes them was announced
+            note = merge_accounting.outside_note(self.total_frames or 0, "merged before that count was announced")
+            self.add_failure(FailedFrames(self.raw_file, note, early.tolist()))
         reserved = self.writer.path  # the journal is named after the reserved name, which close() may not get
         self.writer.close()
         merge_journal.remove(reserved)
@@ -253,6 +337,7 @@ class OpenScan:
             complete=not w.failures,
             settings=self.settings,
             last_announced=self.last_announced,
+            total_frames=self.total_frames,
         )
         return summary, failed
 
@@ -333,7 +418,7 @@ class PendingScan:
             )
         bins = int(first.settings.get("bins") or len(first.radial) or 1)
         scan = OpenScan.create(directory, first, info, radial=np.full(bins, np.nan))
-        scan.total_frames = self.total_frames
+        scan.learn_total(self.total_frames, self.raw_file)  # logged: a resume knows it
         return scan
 
 

@@ -32,6 +32,7 @@ from typing import Any
 from ..errors import NoSpaceError, OutputError, PipelineError
 from ..messages import PatternBatch, ScanInfo
 from ..processing.integrate import IntegrationSettings
+from .deadline import Deadline
 from .merge_closed import ClosedScans
 from .merge_gaps import (
     DEFAULT_GAP_CHECK_S,
@@ -44,11 +45,16 @@ from .merge_gaps import (
 from .merge_journal import JournalEntry, journal_path
 from .merge_latency import LatencyWindow
 from .merge_log import WaitingForRoom
+from .merge_pressure import LivePressure
 from .merge_scan import RESUME_ERRORS, OpenScan, PendingScan, ScanSummary, resume_open_scans
 from .merge_unwritable import WaitingForWrite, refuses_writes
 from .worker import ThreadContext, Worker
 
 log = logging.getLogger(__name__)
+
+#: seconds a stopping Merger still merges the batches queued (of the server's 8 s stop budget: the
+#: rest is for SuspendAll and the other threads)
+MERGE_DRAIN_S = 3.0
 
 __all__ = [
     "DEFAULT_GAP_CHECK_S",
@@ -108,8 +114,11 @@ class MergeStage:
         gap_check_s: float = DEFAULT_GAP_CHECK_S,
         max_requests: int = DEFAULT_MAX_REQUESTS,
         thread_context: ThreadContext | None = None,
+        pressure: LivePressure | None = None,
     ):
         self.output_directory = Path(output_directory)
+        #: the marker's pressure, live and into each closed file (:mod:`merge_pressure`); off by default
+        self.pressure = pressure or LivePressure(None, on_error)
         self._on_scan_closed = on_scan_closed
         self._on_error = on_error
         self._on_progress = on_progress or (lambda: None)
@@ -161,11 +170,16 @@ class MergeStage:
         """The summary of the scan closed last (None before the first)."""
         return self._closed.last
 
-    def stop(self) -> None:
+    def stop(self, deadline: Deadline | float | None = None, drain_s: float = MERGE_DRAIN_S) -> bool:
         """Shut down (server stop or restart): open files are suspended, not finished, so the next
-        start resumes them from their journals; only completion, timeout or ``finish`` closes a scan."""
-        self._worker.submit(SuspendAll())
-        self._worker.stop()
+        start resumes them from their journals; only completion, timeout or ``finish`` closes a scan.
+
+        Batches already queued are merged for at most ``drain_s`` seconds (what arrived is kept without
+        a request); the rest are dropped, and the resumed scan's gap check asks for them again.
+        ``SuspendAll`` runs after that in any case, within ``deadline`` (see :meth:`Worker.stop`);
+        False when the stage's thread did not end within it (named in the log).
+        """
+        return self._worker.stop(deadline, final=SuspendAll(), drain_s=drain_s)
 
     def missing(self, scan: OpenScan | str) -> list[int]:
         """Frames of an open scan (or scan id) neither merged nor listed as failed (total must be known)."""
@@ -284,6 +298,8 @@ class MergeStage:
             return
         self.counters.frames_processed += merged
         self.counters.frames_failed += failed
+        if merged:
+            self.pressure.merged(scan.writer.h5, scan.settings.unit, batch)
         # latency as the operator feels it: part announced by the detector -> its patterns in the file
         self.counters.latency_s = max(0.0, time.time() - (batch.announced_at or job.sent_at))
         self.latency.record(self.current_scan, self.counters.latency_s)
@@ -294,6 +310,7 @@ class MergeStage:
     def _close(self, scan: OpenScan, reason: str = "") -> None:
         del self._open[scan.scan]
         try:
+            self._write_pressure(scan)
             summary, failed = scan.close(reason)
         except NoSpaceError as exc:  # not even its end fits: it waits, and is closed once rebuilt
             self._open[scan.scan] = scan
@@ -304,6 +321,19 @@ class MergeStage:
         self._closed.remember(summary, set(scan.writer.frame_numbers.tolist()))
         log.info("scan %s closed: %s", scan.scan, summary)
         self._on_scan_closed(summary)
+
+    def _write_pressure(self, scan: OpenScan) -> None:
+        """``/processed/pressure`` into the closing file (NoSpaceError: it waits for room); any other
+        failure is said, and the scan closes without it rather than not at all. Its room is taken
+        before HDF5 writes (``reserve``) and an ENOSPC met anyway is a NoSpaceError (``writing``):
+        a full disk here never leaves the file half written and the process to crash at its close."""
+        try:
+            self.pressure.write(scan.scan, scan.writer.h5, scan.writer.reserve, scan.writer.writing)
+        except NoSpaceError:
+            raise
+        except Exception as exc:  # a fit or file problem must never keep a scan from closing
+            log.exception("scan %s: pressure not written", scan.scan)
+            self._on_error(f"scan {scan.scan}: no /processed/pressure in {scan.path} ({exc!r})")
 
     def _set_aside(self, scan_id: str, exc: NoSpaceError, batch: PatternBatch | None = None) -> None:
         """A full disk: suspend the scan's file (its row log holds every change that reached it) and

@@ -20,6 +20,7 @@ from ..errors import SourceError
 from ..formats.lambda_files import LambdaAcquisition, frame_numbers_from_any, glob_escape
 from ..formats.lambda_part import PartMismatch, open_part
 from ..paths import OutsideRootsError, inside
+from ..processing.file_stamps import stamp_now
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,17 @@ class PartFailed:
 
 
 PartState = PartReady | PartWaiting | PartFailed
+
+#: What a file is on disk: (size, st_mtime_ns[, content digest]); None when it does not exist. Not the
+#: inode: a file written again in place (HDF5 truncating it) keeps its inode. Compared with
+#: :func:`~pipeline_core.processing.file_stamps.unchanged`: a new time with the same frames is the same file.
+Stamp = tuple[int, ...] | None
+
+
+def file_stamps(files: Sequence[Path], content: bool = False) -> dict[Path, Stamp]:
+    """Each file's :data:`Stamp` now (``content``: with its frames' digest, as a taken part records them):
+    what tells a part written again under the same name from the part that was taken."""
+    return {Path(f): stamp_now(f, content) for f in files}
 
 
 class PartChecker:

@@ -6,6 +6,14 @@ made again), the settings fixed for it, a reintegration still counting against i
 bookkeeping with no I/O, and testable as such. It also cuts parts into :class:`WorkItem` s, since an
 item is made of exactly that record: the scan's info, the part's files and frames, the scan's settings.
 
+A scan never mixes acquisitions either: the same file name acquired again (files overwritten in place)
+becomes a new scan, ``<stem>#2`` (see :mod:`.retake`); the stem's *live* scan is the one new
+announcements of the stem go to. The one look at the disk here: an item of a scan taken over is
+checked (file sizes and times, else the frames' digest) as it is handed out, so it never reads
+the new acquisition's frames;
+and every item carries those stamps (``WorkItem.file_stamps``) for the Integrator to check again at
+its read, in case the files are written over after the hand-out.
+
 A scan never mixes settings: its items carry the settings in force when the first of them was made
 (for a reintegration: when it was asked for), fixed from then on -- also for items made again later.
 """
@@ -22,6 +30,8 @@ from pathlib import Path
 from ..formats.lambda_files import LambdaNaming, glob_escape, parse_lambda_name
 from ..messages import ScanInfo, WorkItem
 from ..processing.integrate import IntegrationSettings
+from . import retake
+from .part_checker import Stamp
 from .work_queue import QueueFull
 
 #: Scans remembered (to ignore repeated announcements and to redo missing frames).
@@ -58,6 +68,18 @@ class ScanRecord:
     due_frames: dict[int, int] = field(default_factory=dict)
     #: the naming was read from a file of the scan (not only assumed)
     naming_seen: bool = False
+    #: part -> its module files' stamps when it was taken: the part announced again with files that
+    #: changed since is the same name acquired again (a new scan), with the same files a repeat
+    stamps: dict[int, dict[Path, Stamp]] = field(default_factory=dict)
+    #: module file -> the stamp it had in the earlier acquisition under this name (a scan taken again,
+    #: ``<stem>#2``): a file still so is not written again yet, whatever exists on disk
+    stale: dict[Path, Stamp] = field(default_factory=dict)
+    #: which acquisition of the ``lambda`` trigger the scan is (PartDue.acquisition); None: not said
+    acquisition: int | None = None
+    #: which acquisition under this stem the scan is: 1, then 2 for ``<stem>#2``, ...
+    take: int = 1
+    #: the scan that took this one's name over (the name acquired again); '' while it is the live one
+    superseded_by: str = ""
 
     def learn_naming(self, file_name: str | Path) -> None:
         """Follow the naming of one of the scan's module files (other names are ignored)."""
@@ -106,6 +128,7 @@ class ScanTracker:
         self._lock = threading.Lock()
         self._stamp_lock = threading.Lock()
         self._scans: dict[str, ScanRecord] = {}
+        self._live: dict[str, str] = {}  # stem -> its scan acquired again last (absent: the stem itself)
         self._reintegration_ids = itertools.count(1)
         self._reintegrations_waiting = 0
         self.current_scan = ""
@@ -114,6 +137,22 @@ class ScanTracker:
     def get(self, scan_id: str) -> ScanRecord | None:
         with self._lock:
             return self._scans.get(scan_id)
+
+    def live(self, stem: str) -> ScanRecord | None:
+        """The scan announcements of ``stem`` go to: its latest acquisition (None: none known)."""
+        with self._lock:
+            scan = self._scans.get(self._live.get(stem, stem))
+        return scan if scan is not None and not scan.superseded_by else None
+
+    def retake(self, old: ScanRecord, new: ScanRecord) -> None:
+        """``new`` is ``old``'s name acquired again: the stem's live scan from now on, and the files
+        as ``old`` took them are not ``new``'s until they change."""
+        new.take, old.superseded_by = old.take + 1, new.info.scan
+        for stamps in old.stamps.values():
+            new.stale.update(stamps)
+        old.pending.clear()  # its files are being written again: the new scan's now
+        with self._lock:
+            self._live[old.info.stem] = new.info.scan
 
     def scans(self) -> list[ScanRecord]:
         with self._lock:
@@ -130,7 +169,9 @@ class ScanTracker:
             self._scans[scan_id] = scan
             idle = [k for k, s in self._scans.items() if not s.pending and k != scan_id]
             for k in idle[: max(0, len(self._scans) - MAX_SCANS)]:
-                self._scans.pop(k)
+                stem = self._scans.pop(k).info.stem
+                if self._live.get(stem) == k:
+                    self._live.pop(stem)
         self.current_scan = scan_id
         return scan
 
@@ -197,7 +238,14 @@ class ScanTracker:
             return {"settings": dict(scan.settings), "settings_hash": scan.settings_hash}
 
     def stamp_late(self, item: WorkItem) -> WorkItem:
-        """An item queued while the chain had no PONI, with its scan's settings (fixed from now on)."""
+        """An item as it is handed out: queued while the chain had no PONI, with its scan's settings
+        (fixed from now on); of a scan whose name was acquired again, failed if its files were written
+        over since its part was taken (an Integrator would read the new acquisition's frames)."""
+        with self._lock:
+            taken_by = self._scans.get(item.scan)
+        written_over = retake.written_over(taken_by, item.part) if taken_by is not None and not item.error else ""
+        if written_over:
+            return dataclasses.replace(item, error=written_over)
         if item.settings or self._current_settings() is None:
             return item
         with self._lock:
@@ -216,7 +264,8 @@ class ScanTracker:
             WorkItem(
                 f"{info.scan}:{part}:{start}{tag}", info.scan, self.detector, part, [str(f) for f in files],
                 start, min(start + step, stop), numbers[start : min(start + step, stop)], info.total_frames,
-                announced_at=scan.announced_at.get(part, 0.0), modules_off=list(scan.modules_off), **settings,
+                announced_at=scan.announced_at.get(part, 0.0), modules_off=list(scan.modules_off),
+                file_stamps=_item_stamps(scan, part, files), **settings,
             )  # fmt: skip
             for start in range(first, stop, step)
         ]
@@ -228,3 +277,13 @@ class ScanTracker:
             f"{info.scan}:{part}:failed", info.scan, self.detector, part, [str(f) for f in files], 0, 0, numbers,
             info.total_frames, error=reason, modules_off=list(scan.modules_off), **self.settings_fields(scan),
         )  # fmt: skip
+
+
+def _item_stamps(scan: ScanRecord, part: int, files: list[Path]) -> list[list[int] | None]:
+    """What the part's ``files`` were when it was taken, for the Integrator to compare right before and
+    after it reads them (see :mod:`.retake`); empty when some file's stamp is not known (a part
+    learned from disk): such an item is read as it is, nothing is guessed."""
+    taken = scan.stamps.get(part, {})
+    if not files or any(Path(f) not in taken for f in files):
+        return []
+    return [list(stamp) if stamp is not None else None for stamp in (taken[Path(f)] for f in files)]

@@ -7,7 +7,9 @@ what each job carries, and the thread dispatches on its type -- no string tags t
 :class:`StitchJobs` joins the parts for each job: the :class:`~.scan_tracker.ScanTracker` (which
 parts wait, which are queued), the :class:`~.part_checker.PartChecker` (is a part readable) and the
 :class:`~.work_queue.WorkQueue` (items for Integrators). A part whose files do not all come within
-``module_timeout_s`` becomes a failed item that still travels down the chain.
+``module_timeout_s`` becomes a failed item that still travels down the chain. A taken part announced
+again is a repeat (ignored) unless its files changed or the detector started again: then the name
+was acquired again, and a new scan takes it (:mod:`.retake`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from ..formats.lambda_files import LambdaAcquisition, LambdaNaming, parse_lambda
 from ..messages import ScanInfo, WorkItem
 from ..paths import confine
 from ..processing.integrate import IntegrationSettings
-from .part_checker import PartChecker, PartFailed, PartReady, PartWaiting
+from . import retake
+from .part_checker import PartChecker, PartFailed, PartReady, PartWaiting, file_stamps
 from .scan_tracker import MAX_SCANS, ScanRecord, ScanTracker
 from .triggers.lambda_follow import PartDue
 from .work_queue import WorkQueue
@@ -152,8 +155,8 @@ class PartIntake:
             return False  # back-pressure: the part stays on disk until Integrators catch up
         scan.learn_naming_on_disk()
         files = scan.module_files(part, self.config.module_count)
-        if self.unannounced(scan, part, files):
-            return False  # the trigger has not seen them closed yet: never opened early
+        if self.unwritten(scan, part, files):
+            return False  # the trigger has not seen them closed yet (or not written again): never opened early
         if part in scan.due_frames and scan.modules is None:
             files = self._modules_on(scan, part, files)
             if not files:
@@ -161,9 +164,13 @@ class PartIntake:
         # before its timeout the idle check is the retry: opening retries (sleeps) here would hold the
         # thread, and every other part's announcements and timeouts with it, for each broken file
         last_chance = self._waited(scan, part) >= self.config.module_timeout_s
+        stamps = file_stamps(files)
         state = self.checker.check(
             files, self.frame_shape, retries=None if last_chance else 0, modules_off=scan.modules_off
         )
+        taken = file_stamps(files, content=True) if isinstance(state, PartReady) else stamps
+        if any((taken[f] or ())[:2] != (stamps[f] or ())[:2] for f in stamps):
+            return False  # written to while it was read: the idle check looks again
         if isinstance(state, PartWaiting):
             if state.missing or not last_chance:
                 return False  # still being written: the idle check tries again
@@ -177,11 +184,12 @@ class PartIntake:
             )  # fmt: skip
         self.scans.learn_total(scan, state.total_frames)
         if isinstance(state, PartFailed):
-            self._fail_part(scan, part, files, state)
+            self.fail_part(scan, part, files, state)
             return True
         if state.detector_mask is not None:
             self.frame_shape, self.detector_mask = state.frame_shape, state.detector_mask
         scan.parts[part] = (state.files, state.frame_numbers)
+        scan.stamps[part] = taken  # what the part's files were when taken, frames' digest included (see retake)
         n = len(state.frame_numbers)
         self._finish_part(scan, part, self.scans.items(scan, part, 0, n), n, failed=0)
         return True
@@ -189,12 +197,14 @@ class PartIntake:
     def _waited(self, scan: ScanRecord, part: int) -> float:
         return self._clock() - scan.pending.get(part, self._clock())
 
-    def unannounced(self, scan: ScanRecord, part: int, files: list[Path]) -> list[Path]:
-        """With ``require_announced`` (Trigger=watch): the files no one has seen complete yet."""
+    def unwritten(self, scan: ScanRecord, part: int, files: list[Path]) -> list[Path]:
+        """The files not to open yet: with ``require_announced`` (Trigger=watch) those no one has seen
+        complete yet; in a scan that took its name over, those the new acquisition has not written yet."""
+        stale = retake.stale_files(scan, files)
         if not self.config.require_announced:
-            return []
+            return stale
         seen = scan.announced_files.get(part, set())
-        return [f for f in files if f not in seen]
+        return [f for f in files if f not in seen or f in stale]
 
     def _modules_on(self, scan: ScanRecord, part: int, files: list[Path]) -> list[Path]:
         """The module files of a part the detector says is written, once the scan's modules are known.
@@ -220,9 +230,18 @@ class PartIntake:
         )
         return present
 
-    def _fail_part(self, scan: ScanRecord, part: int, files: list[Path], failure: PartFailed) -> None:
-        """A part that cannot be read still goes down the chain, as an item that says why."""
-        self._on_error(f"part {part} of {scan.info.stem}: {failure.reason}")
+    def report(self, message: str) -> None:
+        """Something the operator must hear of (Status) that is no failure of this stage: logged as a warning."""
+        log.warning("%s", message)
+        self._on_error(message)
+
+    def fail_part(
+        self, scan: ScanRecord, part: int, files: list[Path], failure: PartFailed, said: bool = False
+    ) -> None:
+        """A part that cannot be read still goes down the chain, as an item that says why (and in
+        Status, unless the caller ``said`` so already)."""
+        if not said:
+            self._on_error(f"part {part} of {scan.info.stem}: {failure.reason}")
         item = self.scans.failed_item(scan, part, files, failure.reason, failure.frame_numbers)
         n = len(failure.frame_numbers)
         self._finish_part(scan, part, [item], n, failed=n)
@@ -256,11 +275,12 @@ class PartIntake:
                     continue  # the files may be announced in the queue already: handled first, then timed
                 if self._clock() - since > timeout:
                     files = scan.module_files(part, self.config.module_count)
-                    unseen = set(self.unannounced(scan, part, files))
+                    unseen = set(self.unwritten(scan, part, files))
                     missing = ", ".join(f.name for f in files if not f.exists() or f in unseen)
                     closed = " (or not closed)" if self.config.require_announced else ""
+                    closed += " (still the earlier acquisition's)" if retake.stale_files(scan, files) else ""
                     reason = f"module file(s) {missing} not written{closed} within {timeout:.0f} s"
-                    self._fail_part(scan, part, files, self.checker.failed(files, reason))
+                    self.fail_part(scan, part, files, self.checker.failed(files, reason))
 
     def expire_leases(self) -> int:
         """Hand out again the items whose lease ran out, fail those that ran out too often (the
@@ -268,15 +288,27 @@ class PartIntake:
         expired = self.queue.expire()
         with self._count_lock:
             self.counters.items_requeued += len(expired.requeued)
-            for item in expired.died:
-                self.counters.frames_failed += len(item.frame_numbers)
-                self.counters.frames_processed -= len(item.frame_numbers)
+        self._count_failed(expired.died)
         for item in expired.died:
             self._on_error(f"{item.item_id}: {item.error}")
         if expired:
             self._on_work(len(expired))
         return len(expired)
 
+    def _count_failed(self, items: list[WorkItem]) -> None:
+        """Items that failed after being counted as processed: their frames move to failed."""
+        with self._count_lock:
+            for item in items:
+                self.counters.frames_failed += len(item.frame_numbers)
+                self.counters.frames_processed -= len(item.frame_numbers)
+
+    def hand_out(self, item: WorkItem) -> WorkItem:
+        """An item as it is handed out (:meth:`ScanTracker.stamp_late`); one failed there (its files
+        written over by a new acquisition under its name) counts as failed, not processed."""
+        out = self.scans.stamp_late(item)
+        if out.error and not item.error:
+            self._count_failed([item])
+        return out
 
     def count_requeued(self, n: int) -> None:
         with self._count_lock:
@@ -314,9 +346,10 @@ class StitchJobs:
         name = parse_lambda_name(path)
         if name is None or name.module is None:
             raise SourceError(f"announced file {path} is not a Lambda module file (<stem>_m<k>[_part<NNNNN>].nxs)")
-        scan = self.scans.get(name.stem) or self._new_scan(path.parent, name.stem, reintegration=False)
-        scan.learn_naming(path.name)
         part = name.part or 0
+        scan = self.scans.live(name.stem) or self._new_scan(path.parent, name.stem, reintegration=False)
+        scan = self._acquired_again(scan, part)
+        scan.learn_naming(path.name)
         scan.announced_files.setdefault(part, set()).add(path)
         self._part_announced(scan, part)
 
@@ -325,9 +358,12 @@ class StitchJobs:
         directory = confine(due.directory, self.config.data_roots, "the detector's SaveFilePath")
         if not due.stem:
             raise SourceError(f"the detector announced part {due.part} in {directory} without a file name (stem)")
-        scan = self.scans.get(due.stem) or self._new_scan(
+        scan = self.scans.live(due.stem) or self._new_scan(
             directory, due.stem, reintegration=False, total=due.total_frames
         )
+        scan = self._acquired_again(scan, due.part, due.acquisition, due.total_frames)
+        if scan.acquisition is None:
+            scan.acquisition = due.acquisition
         if not scan.naming_seen:
             scan.naming = LambdaNaming(scan.naming.module_width, due.parts_suffix)
         scan.due_frames[due.part] = due.frames
@@ -340,6 +376,29 @@ class StitchJobs:
         scan.pending.setdefault(part, self._clock())
         scan.announced_at.setdefault(part, time.time())
         self._try_part(scan, part)
+
+    def _acquired_again(
+        self, scan: ScanRecord, part: int, acquisition: int | None = None, total: int | None = None
+    ) -> ScanRecord:
+        """The scan an announcement of ``part`` goes to: ``scan``, or a new one (``<stem>#<n>``) when
+        the name was acquired again. Said in Status; the old scan's frames it never took are lost
+        (their files hold the new acquisition) and go down the chain as failed."""
+        why = retake.why_new(scan, part, acquisition)
+        if not why:
+            return scan
+        stem = scan.info.stem
+        new = self._new_scan(scan.directory, stem, reintegration=False, scan_id=f"{stem}#{scan.take + 1}", total=total)
+        self.scans.retake(scan, new)
+        new.acquisition = acquisition
+        lost = retake.lost_frames(scan)
+        self.intake.report(f"{why}: a new acquisition under the same name, merged as scan {new.info.scan}; "
+                           f"scan {scan.info.scan} keeps what it had ({len(lost)} frame(s) of it lost)")  # fmt: skip
+        if lost:
+            index = retake.first_untaken_part(scan)
+            files = scan.module_files(index, self.config.module_count)
+            reason = f"never taken before {stem} was acquired again (its files now hold scan {new.info.scan})"
+            self.intake.fail_part(scan, index, files, PartFailed(reason, lost), said=True)
+        return new
 
     def _reintegrate(self, job: Reintegrate) -> None:
         scan = None
@@ -373,6 +432,11 @@ class StitchJobs:
         if scan is None:
             raise SourceError(
                 f"frames {list(job.frames[:5])}... of unknown scan {job.scan} requested again: no file to read"
+            )
+        if scan.superseded_by:
+            raise SourceError(
+                f"frames {list(job.frames[:5])}... of scan {job.scan} requested again, refused: its files were "
+                f"written again by a new acquisition under the same name (scan {scan.superseded_by})"
             )
         self._learn_parts(scan)
         wanted, settled = self.queue.settle(job.scan, job.frames)

@@ -42,6 +42,7 @@ from ..messages import ClaimRequest, ScanInfo, WorkItem
 from ..paths import confine
 from ..processing.integrate import IntegrationSettings
 from .chain_settings import ChainSettings
+from .deadline import Deadline
 from .part_checker import PartChecker
 from .scan_tracker import ScanTracker
 from .stitch_jobs import (
@@ -197,7 +198,7 @@ class StitchStage:
         refused = self.settings.adopt_offer(request.settings, self.frame_shape)
         if refused:
             self._on_error(f"initial settings offered by {request.integrator or '?'} refused: {refused}")
-        return self._queue.claim(request.integrator, request.done, prepare=self._scans.stamp_late)
+        return self._queue.claim(request.integrator, request.done, prepare=self._intake.hand_out)
 
     def set_settings(self, changes: dict, initial: bool = False) -> IntegrationSettings | None:
         """Change the chain's settings from the next queued scan on (see ChainSettings.change).
@@ -212,8 +213,9 @@ class StitchStage:
         Returns how many items were queued (again or as failed)."""
         return self._intake.expire_leases()
 
-    def stop(self) -> None:
-        self._worker.stop()
+    def stop(self, deadline: Deadline | float | None = None) -> bool:
+        """Stop after the current job; queued announcements are dropped (the trigger finds them again)."""
+        return self._worker.stop(deadline)
 
     def _handle(self, job: Job) -> None:
         self._slots.release(Announce if isinstance(job, AnnouncePart) else type(job))

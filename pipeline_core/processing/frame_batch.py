@@ -90,8 +90,19 @@ class BatchPatterns:
 
 
 def integrate_batch(engine: IntegrationEngine, batch: FrameBatch) -> BatchPatterns:
-    """Integrate every frame of ``batch``; a frame that fails is reported, the others still count."""
+    """Integrate every frame of ``batch``; a frame that fails is reported, the others still count.
+
+    The csr engine takes the batch in blocks of frames (one sparse product per block); if that
+    fails, frame by frame, so that the frame at fault is the only one reported."""
     n = len(batch.frame_numbers)
+    if n:
+        try:
+            block = engine.integrate_block(None if batch.modules is not None else batch.frames, batch.modules)
+        except Exception:  # noqa: BLE001  (each frame on its own below says which one fails, and why)
+            block = None
+        if block is not None:
+            return BatchPatterns(batch.frame_numbers, batch.index_in_file, batch.file_index, block.intensity,
+                                 block.sigma, list(batch.read_failures), int(block.invalid.sum()))
     intensities = np.zeros((n, engine.settings.bins), np.float32)
     sigma = np.zeros_like(intensities) if engine.settings.error_model else None
     failed: list[FailedFrames] = list(batch.read_failures)

@@ -25,7 +25,9 @@ from ..formats.mask import check_mask_shape, load_mask_file
 from .csr_engine import CsrEngine
 from .engine_build import BuiltEngine, build_in_child, built_in_process, child_build_supported
 from .engine_choice import DEFAULT_ENGINE, EngineUsed, csr_refusal, csr_used, pyfai_used, validate_engine
+from .engine_store import EngineStore, default_store, engine_key
 from .module_frames import ModuleFrames
+from .stitch import StitchLayout
 from .units import DEFAULT_UNIT, UNITS
 
 DEFAULT_METHOD = ("bbox", "csr", "cython")
@@ -100,8 +102,12 @@ def poni_digest(path: str | Path) -> str:
     """Digest of a PONI file's values as pyFAI reads them (``pyFAI.io.ponifile``: a line is ``key: value``;
     lines that start with ``#`` or hold no colon are not read), normalised: numbers by value (``0.30`` is
     ``3e-1``), JSON (``Detector_config``: pixel sizes, shape, orientation) with sorted keys, other text as
-    written. Geometry, wavelength, detector and every key pyFAI would read count; comments do not.
+    written. Geometry, wavelength, detector and every key pyFAI would read count; comments do not. The
+    files the PONI names (a NexusDetector's ``filename``, a ``splineFile``: :mod:`.poni_files`) count by
+    their content: recalibrated in place, they are another geometry.
     ``missing`` when the file cannot be read (the engine build refuses it with the reason)."""
+    from .poni_files import referenced_file_digests  # here: only this function reads the files a PONI names
+
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError:
@@ -114,6 +120,9 @@ def poni_digest(path: str | Path) -> str:
             continue
         key, value = line.split(":", 1)
         values[key.strip().lower()] = _poni_value(value.strip())
+    files = referenced_file_digests(values)
+    if files:  # a key no PONI line can make (keys are stripped); PONIs naming no file keep their digest
+        values[" referenced files"] = files
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
 
 
@@ -345,6 +354,9 @@ class IntegrationEngine:
     isolate_build: bool | None = None
     #: auto, csr or pyfai (see :mod:`.engine_choice`)
     engine: str = DEFAULT_ENGINE
+    #: where pyFAI's built coefficients are kept between processes (:mod:`.engine_store`); None: build
+    #: every time. Default: the process's choice (``--engine-cache``, ``$XRD_PIPELINE_ENGINE_CACHE``).
+    engine_store: EngineStore | None = field(default_factory=default_store)
     mask: np.ndarray = field(init=False)
     radial: np.ndarray = field(init=False)
     #: the engine that integrates (csr or pyfai) and why, for the provenance
@@ -366,7 +378,14 @@ class IntegrationEngine:
         self.ai: Any = None
         built = None
         self._built_in_child = False
-        if self._build_in_child():
+        key = self._store_key(refusal)
+        #: True when pyFAI's coefficients came from the engine store instead of a build
+        self.from_store = False
+        if key is not None:
+            assert self.engine_store is not None
+            built = self.engine_store.load(key).built
+            self.from_store = built is not None
+        if built is None and self._build_in_child():
             # the child validates the PONI and the method too (ConfigError relayed), so nothing is skipped
             built = build_in_child(self.settings.to_dict(), self.frame_shape, self.mask)
             self._built_in_child = built is not None
@@ -381,6 +400,9 @@ class IntegrationEngine:
                     refusal = "the detector has its own dummy, dark or flat, which only pyFAI's path applies"
                 elif built.weighted_average:  # the csr engine takes over: pyFAI's copy of the matrix can go
                     self.ai.reset_engines()
+        if key is not None and built is not None and not self.from_store:
+            assert self.engine_store is not None
+            self.engine_store.save(key, built)
         if built is not None and not built.weighted_average and not refusal:
             refusal = f"method {','.join(self.settings.method)} averages without weights (pyFAI's legacy mean)"
         if refusal and self.engine == "csr":
@@ -397,6 +419,19 @@ class IntegrationEngine:
                                    f"the csr engine is not exact here: {refusal}")
         #: What the Merger compares so patterns integrated differently never land in one file.
         self.fingerprint = self.settings.fingerprint()
+
+    def _store_key(self, refusal: str | None) -> dict | None:
+        """The engine store's key when an engine built for these settings would be a :class:`BuiltEngine`
+        (pyFAI's csr/cython methods, applied by the csr engine or by pyFAI's ``integrate_ng``); None
+        when there is no store, nothing to store, or a PONI file that cannot be read (the build says why)."""
+        if self.engine_store is None or not child_build_supported(self.settings.method):
+            return None
+        if not (self._build_in_child() or (self.engine != "pyfai" and not refusal)):
+            return None
+        poni = poni_digest(self.settings.poni_path)
+        if poni == "missing" or poni.startswith("bytes "):
+            return None
+        return engine_key(self.settings.to_dict(), poni, self.mask, self.frame_shape)
 
     def _build_in_child(self) -> bool:
         if self.isolate_build is False or not child_build_supported(self.settings.method):
@@ -455,6 +490,13 @@ class IntegrationEngine:
         n_bad = 0 if bad is None else int(bad.sum())
         return Pattern(frame_number, np.asarray(intensity, dtype=np.float32), sigma, n_bad)
 
+    def prepare_layout(self, layout: StitchLayout) -> None:
+        """Fold ``layout``'s stitch into the csr engine's columns now (nothing for pyFAI's path): done
+        before any frame buffer exists, the fold's temporaries leave room the buffers then reuse, rather
+        than adding to them at the first batch (the run's peak memory)."""
+        if self._sparse is not None:
+            self._sparse.columns_for(layout)
+
     def integrate_modules(self, modules: ModuleFrames, i: int, frame_number: int = 0) -> Pattern:
         """Frame ``i`` of a module buffer: the csr engine reads its module pixels, pyFAI's path stitches it."""
         if modules.frame_shape != self.frame_shape:
@@ -464,6 +506,24 @@ class IntegrationEngine:
         if self._sparse is not None:
             return Pattern(frame_number, *self._sparse.integrate_modules(modules.data[i], modules.layout))
         return self.integrate(modules.stitched_frame(i), frame_number)
+
+    def integrate_block(self, frames: np.ndarray | None, modules: ModuleFrames | None):
+        """Every frame of a batch in blocks (the csr engine's :meth:`~.csr_engine.CsrEngine.integrate_block`):
+        module frames when given, else stitched ``frames`` (n, rows, cols). None when pyFAI's path
+        integrates (frame by frame). Raises on any frame it cannot integrate; the caller then goes
+        frame by frame, so that only that frame fails."""
+        if self._sparse is None:
+            return None
+        if modules is not None:
+            if modules.frame_shape != self.frame_shape:
+                raise ConfigError(
+                    f"frames stitch to {modules.frame_shape}; the engine was built for {self.frame_shape}"
+                )
+            return self._sparse.integrate_block(modules.data, modules.layout)
+        assert frames is not None
+        if tuple(frames.shape[1:]) != self.frame_shape:
+            raise ConfigError(f"frames of shape {frames.shape[1:]}; the engine was built for {self.frame_shape}")
+        return self._sparse.integrate_block(frames)
 
     def _integrate_csr(self, frame: np.ndarray, dummy: float | None, delta_dummy: float | None):
         """What pyFAI's ``integrate1d`` does for a csr/cython method once its engine exists.

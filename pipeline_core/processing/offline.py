@@ -5,9 +5,10 @@ chunks are inflated by :func:`decode_threads` threads that release the GIL, sinc
 runs HDF5's own filters under one lock); ``workers`` integration threads integrate them: they share
 one warm :class:`IntegrationEngine` when it is the csr engine (read-only matrices, scipy's product
 releases the GIL), or own one each for pyFAI's path (pyFAI's kernels reuse their buffers); the
-calling thread writes the merged file. Bounded queues keep memory flat whatever the acquisition
-length: at most ``workers`` chunks wait between the reader and the integrators
-(:func:`frames_in_flight` says how many frames that is at most).
+calling thread writes the merged file. Memory stays flat whatever the acquisition length: the
+reader takes a slot before it reads a chunk and a worker gives it back once the chunk is
+integrated, so at most ``workers + 1`` chunks exist at once (:func:`frames_in_flight` says how many
+frames that is at most; :func:`chunk_frames` how many frames a chunk holds).
 
 The run always ends the same way, whatever stops it: the threads are told to stop, the queues are
 drained (what was integrated is written), every thread is joined, and the file is closed, before
@@ -40,11 +41,13 @@ from ..formats.nexus import MergedFileWriter
 from ..formats.nexus_modules import record_modules
 from ..messages import FailedFrames
 from ..output import part_path, reserve_output
+from ..science.tracker import PressureSettings
 from ..signals import Interrupted, raise_if_stopped, signals_deferred
 from .engine_choice import DEFAULT_ENGINE, validate_engine
 from .frame_batch import BatchPatterns, integrate_batch
 from .integrate import IntegrationEngine, IntegrationSettings
 from .sources import FrameSource
+from .stitch import StitchLayout
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +98,50 @@ class IntegrationInterrupted(Interrupted):
 #: Chunks that may wait between the reader and the integrators, per worker. One is enough to
 #: keep a worker busy while the next chunk is read; each stitched Lambda 2M frame is 11 MB.
 CHUNKS_QUEUED_PER_WORKER = 1
-DEFAULT_CHUNK_SIZE = 2
+#: The most frames in one chunk (and the multiple at which job ranges are cut). Eight, because the
+#: csr engine's product is cheapest in blocks of 8 frames (scipy's multi-vector kernel; bench_engine's
+#: block probe, CPU ms a Lambda 2M frame on 2 cores: k = 1 5.6-8.6, k = 2 11-15, k = 4 6.3-9.9, k = 8 4.1-5.3), and
+#: because the merged file is then written and flushed once per 8 frames instead of per 2 (the
+#: writing thread took 1.6 ms a frame with chunks of 2). Fewer when the frames are wide (memory).
+DEFAULT_CHUNK_SIZE = 8
+#: What the frames in flight may take at once (:func:`chunk_frames`): 16 int16 Lambda 2M frames
+#: (77 MB) with one worker, 24 with two; chunks of 4 for 4-byte counts.
+FRAME_MEMORY_BYTES = 128 * 2**20
 #: How long the shutdown waits for a thread stuck in a read (a hung file system) before giving up.
 SHUTDOWN_TIMEOUT_S = 30.0
 
 
-def frames_in_flight(workers: int, chunk_size: int = DEFAULT_CHUNK_SIZE) -> int:
-    """Most frames alive at once: queued chunks, plus one being read and one per worker (module frames
-    as decoded for a Lambda source, stitched frames for the others)."""
-    return (CHUNKS_QUEUED_PER_WORKER * workers + 1 + workers) * chunk_size
+def chunk_frames(workers: int, frame_bytes: int, most: int = DEFAULT_CHUNK_SIZE) -> int:
+    """Frames per chunk: ``most``, halved until the chunks in flight (:func:`chunks_in_flight`) fit
+    :data:`FRAME_MEMORY_BYTES`, at least 1. Halving 8 gives divisors of 8, so the chunks never
+    straddle the ranges jobs cut at multiples of :data:`DEFAULT_CHUNK_SIZE`."""
+    chunk = max(1, int(most))
+    while chunk > 1 and chunks_in_flight(workers) * chunk * frame_bytes > FRAME_MEMORY_BYTES:
+        chunk //= 2
+    return chunk
+
+
+def chunks_in_flight(workers: int) -> int:
+    """Most chunks alive at once: one per worker being integrated (or queued for it) and one being
+    read. The reader takes a slot before it reads a chunk, a worker gives it back once the chunk is
+    integrated, so a chunk waiting in the queue counts against the reader, not on top of it."""
+    return workers + 1
+
+
+def frames_in_flight(workers: int, frame_bytes: int, most: int = DEFAULT_CHUNK_SIZE) -> int:
+    """Most frames alive at once (module frames as decoded for a Lambda source, stitched frames for
+    the others), whatever the acquisition's length."""
+    return chunks_in_flight(workers) * chunk_frames(workers, frame_bytes, most)
+
+
+def _frame_bytes(source: FrameSource) -> int:
+    """What one frame of ``source`` takes in a chunk: its own figure, else 4 bytes a pixel of its
+    (prepared) frame shape, the widest Lambda counts."""
+    own = getattr(source, "frame_bytes", None)  # FrameSource's; a duck-typed source may lack it
+    if own is not None:
+        return int(own())
+    rows, cols = source.frame_shape
+    return int(rows) * int(cols) * 4
 
 
 def decode_threads(workers: int) -> int:
@@ -151,17 +189,20 @@ def integrate_source(
     *,
     engine: str = DEFAULT_ENGINE,
     free_bytes: FreeBytes | None = None,
+    pressure: PressureSettings | None = None,
 ) -> RunReport:
     """Integrate every frame of ``source`` into a new merged file at ``output`` (never overwritten).
 
     Frames that cannot be read or integrated are listed in the file and in the report; the run goes
-    on with the others. The file gets its final name only when the run ends by itself; setting
+    on with the others. ``chunk_size``: the most frames read and integrated together (fewer for
+    wide frames, :func:`chunk_frames`). The file gets its final name only when the run ends by itself; setting
     ``stop`` ends it early (status ``interrupted``, file left at ``<name>.part``, report returned),
     a stop signal does the same and raises :class:`IntegrationInterrupted`.
 
     ``engine``: auto, csr or pyfai (:mod:`.engine_choice`); the one used is recorded in the file's
     ``/processed/process/engine``. ``free_bytes(folder)``: the output folder's free space (default:
-    the file system's; tests pass their own to simulate a full disk).
+    the file system's; tests pass their own to simulate a full disk). ``pressure``: when given, the
+    finished file also gets ``/processed/pressure`` (:func:`_add_pressure`).
     """
     t0 = time.perf_counter()
     requested = stop or threading.Event()  # set by the caller: stop early, cleanly
@@ -169,10 +210,13 @@ def integrate_source(
     abandon = threading.Event()  # set by us once nobody drains the results any more
     validate_engine(engine)
     source.prepare()
-    first = release_build_memory(
-        IntegrationEngine(settings, source.frame_shape, source.detector_mask, engine=engine)
-    )
+    first = IntegrationEngine(settings, source.frame_shape, source.detector_mask, engine=engine)
+    layout = getattr(source, "layout", None)  # a Lambda source's: the csr engine folds it before any buffer exists
+    if isinstance(layout, StitchLayout):
+        first.prepare_layout(layout)
+    release_build_memory(first)
     expected = source.expected_frames()
+    chunk_size = chunk_frames(workers, _frame_bytes(source), chunk_size)
     raise_if_stopped()  # stopped while setting up: no file reserved yet
     path = reserve_output(output)
     try:
@@ -186,6 +230,7 @@ def integrate_source(
     except BaseException:  # a reserved name is a file written, never an empty .part left behind
         part_path(path).unlink(missing_ok=True)
         raise
+    slots = threading.Semaphore(chunks_in_flight(workers))  # chunks read and not yet integrated
     failures: list[FailedFrames] = []
     crash: list[BaseException] = []
     refused: list[OutputError] = []  # the file refused a write (no space): nothing more goes into it
@@ -207,16 +252,35 @@ def integrate_source(
         def failed(failure: FailedFrames) -> None:
             put(results, ("failed", failure), abandon)
 
+        def slot() -> bool:
+            """Wait for a chunk's room before reading it (False: stopped meanwhile)."""
+            while not (halt.is_set() or requested.is_set()):
+                if slots.acquire(timeout=_POLL_S):
+                    return True
+            return False
+
         def read() -> None:
+            reading = None
             try:
-                for chunk in source.chunks(chunk_size, failed):
-                    if halt.is_set() or requested.is_set() or not put(chunks, chunk, halt, requested):
+                reading = iter(source.chunks(chunk_size, failed))
+                while slot():
+                    chunk = next(reading, None)
+                    if chunk is None or halt.is_set() or requested.is_set():
+                        break
+                    queued = put(chunks, chunk, halt, requested)
+                    del chunk  # the worker's now: held here through the next slot() and read, it would be one more
+                    if not queued:
                         break
             except BaseException as exc:  # a bug, not bad input: surface it in the calling thread
                 put(results, ("crash", exc), abandon)
             finally:
-                for _ in range(workers):
-                    put(chunks, _DONE, halt, requested)
+                try:
+                    close = getattr(reading, "close", None)  # a generator's open files and decode threads, now
+                    if close is not None:
+                        close()
+                finally:
+                    for _ in range(workers):
+                        put(chunks, _DONE, halt, requested)
 
         def work(eng: IntegrationEngine) -> None:
             try:
@@ -227,9 +291,12 @@ def integrate_source(
                         continue
                     if chunk is _DONE:
                         break
-                    result = integrate_batch(eng, chunk)
-                    chunk.release()  # its buffer can be read into again while the patterns wait to be written
-                    del chunk
+                    try:
+                        result = integrate_batch(eng, chunk)
+                    finally:
+                        chunk.release()  # its buffer can be read into again while the patterns wait to be written
+                        del chunk
+                        slots.release()
                     if result.invalid_pixels:
                         log.warning(
                             "frames %d..%d: %d pixel(s) with negative or NaN counts left out",
@@ -322,8 +389,27 @@ def integrate_source(
         if requested.is_set():
             _suspend(writer, "interrupted")
             return _report(writer, failures, "interrupted", expected, t0)
+        if pressure is not None:
+            _add_pressure(writer, pressure)
         _finish(writer, source.name, expected, failures)
     return _report(writer, failures, "complete" if not failures else "incomplete", expected, t0)
+
+
+def _add_pressure(writer: MergedFileWriter, settings: PressureSettings) -> None:
+    """The pressure hook: ``/processed/pressure`` from the rows just written (the same code as the
+    ``pressure`` command and the live Merger: :mod:`pipeline_core.science`); a failure ends the run
+    failed, never a result without the pressure asked for."""
+    from ..science.nexus_pressure import add_pressure
+
+    what = f"the pressure of {writer.file_path}"
+    try:
+        writer.reserve(8 << 20, what)  # the room taken, not only checked: HDF5 must never meet ENOSPC
+        with writer.writing(what):
+            add_pressure(writer.h5, settings)
+            writer.h5.flush()
+    except BaseException:
+        _suspend(writer, "failed")
+        raise
 
 
 def _suspend(writer: MergedFileWriter, status: str) -> None:
@@ -410,9 +496,15 @@ def check_all_frames_accounted(writer: MergedFileWriter, name: str, expected: in
     whole_files = sum(1 for f in failures if not f.frame_numbers)
     accounted = writer.n_frames + len(listed - set(writer.frame_numbers.tolist())) + whole_files
     if accounted < expected:
+        # frames are numbered 1..expected across the parts: the ones neither integrated nor listed are
+        # named (a missing part's frames), unless a failure of a whole file may hold them already
+        have = set(writer.frame_numbers.tolist()) | listed
+        missing = [] if whole_files else sorted(set(range(1, expected + 1)) - have)
         failure = FailedFrames(
             name,
-            f"the files announce {expected} frames but only {accounted} were integrated or reported as failed",
+            f"the files announce {expected} frames but only {accounted} were integrated or reported as failed"
+            + (" (never read: their part files are not in the folder)" if missing else ""),
+            missing,
         )
         failures.append(failure)
         writer.add_failure(failure)

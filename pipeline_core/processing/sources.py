@@ -32,8 +32,10 @@ from ..formats.lambda_files import (
 from ..formats.lambda_part import OpenPart, PartMismatch, open_part
 from ..formats.nexus_modules import off_note
 from ..messages import FailedFrames
+from .file_stamps import check_unchanged
 from .frame_batch import FrameBatch
 from .module_frames import BufferPool, ModuleFrames
+from .open_parts import OpenParts
 from .stitch import StitchLayout
 
 IMAGE_SUFFIXES = {".tif", ".tiff", ".cbf", ".edf", ".img", ".mar3450", ".sfrm", ".mccd", ".npy"}
@@ -71,6 +73,12 @@ class FrameSource:
         """Detector modules on, off, and why (for the result's ``process/modules``); None: no modules."""
         return None
 
+    def frame_bytes(self) -> int:
+        """Bytes one frame takes in a chunk, for the memory bound of the frames in flight; this default
+        assumes 4-byte pixels of the stitched frame (the widest Lambda counts, int32/uint32)."""
+        rows, cols = self.frame_shape
+        return int(rows) * int(cols) * 4
+
 
 def first_frame_shape(files: Sequence[Path], shape_of: Callable[[Path], tuple[int, ...]]) -> tuple[int, int]:
     """Frame shape of the first file whose shape can be read (SourceError naming every file's problem)."""
@@ -88,6 +96,15 @@ def first_frame_shape(files: Sequence[Path], shape_of: Callable[[Path], tuple[in
     raise SourceError("; ".join(errors))
 
 
+def _announced_total(h5) -> int:
+    """The acquisition's frame count a Lambda module file records (0 when it records none)."""
+    value = h5.get(f"{L.DETECTOR_GROUP}/collection/frame_numbers")
+    try:
+        return max(0, int(np.asarray(value[()]).ravel()[0])) if value is not None else 0
+    except (ValueError, IndexError, TypeError, OSError):
+        return 0
+
+
 class LambdaSource(FrameSource):
     """A Lambda acquisition: every part's module files read side by side and stitched."""
 
@@ -97,6 +114,7 @@ class LambdaSource(FrameSource):
         self.retries = retries
         self.retry_delay_s = retry_delay_s
         self.layout: StitchLayout | None = None
+        self._itemsize = 4  # bytes of a decoded pixel, known once a part is opened (prepare)
         self.raw_files = [str(p.first_file) for p in acquisition.parts]
         self.input_files = [str(f) for f in acquisition.files]
         #: threads that inflate DEFLATE frames while the next chunk is read (see OpenPart.read_modules)
@@ -137,20 +155,39 @@ class LambdaSource(FrameSource):
                 return
         raise SourceError(f"no part of {self.name} could be opened: " + "; ".join(errors))
 
+    def frame_bytes(self) -> int:
+        """A frame's module pixels as decoded (what a chunk holds: never stitched), in the first
+        readable part's type (the parts of one acquisition share it)."""
+        if self.layout is None:
+            self.prepare()
+        assert self.layout is not None
+        return self.layout.module_pixels * self._itemsize
+
     def _take_layout(self, opened: OpenPart) -> None:
         self.layout = opened.layout
+        self._itemsize = np.dtype(opened.module_dtype).itemsize
         self.frame_shape = opened.layout.frame_shape
         self.detector_mask = opened.detector_mask()
 
     def expected_frames(self) -> int | None:
-        total = 0
+        """Frames of the whole acquisition: what its files announce (``collection/frame_numbers``,
+        which Lambda writes into every part) when any readable part says it, else the frames of the
+        parts on disk (None when one cannot be read). Not only the parts found: a part missing from
+        the folder (the last ones of a copy cut short, one deleted) must not leave a result
+        ``complete`` with its frames silently absent."""
+        found: int | None = 0
+        announced = 0
         for part in self.acquisition.parts:
             try:
                 with open_h5(part.first_file, retries=0) as h5:
-                    total += int(h5[L.DATA].shape[0])
-            except (SourceError, KeyError):
-                return None
-        return total
+                    if found is not None:
+                        found += int(h5[L.DATA].shape[0])
+                    announced = max(announced, _announced_total(h5))
+            except (SourceError, KeyError, OSError):
+                found = None
+        if announced:
+            return max(announced, found or 0)
+        return found
 
     def set_decode_threads(self, threads: int) -> None:
         self.decode_threads = max(1, int(threads))
@@ -463,35 +500,64 @@ def read_part_range(
     retry_delay_s: float = 0.5,
     roots: Sequence[str | Path] = (),
     modules_off: Sequence[int] = (),
+    stamps: Sequence[Sequence[int] | None] = (),
+    parts: OpenParts | None = None,
 ) -> FrameBatch:
     """Open one part's module files and read frames ``start:stop`` (the live path) as module frames
     (``frames`` stitches them on demand), with the part's detector mask (the live Integrator has no
     source to hold it).
 
-    ``roots``: every module file must resolve inside them (OutsideRootsError, a SourceError, if not)."""
-    with open_part(module_files, retries, retry_delay_s, roots, modules_off) as opened:
-        numbers = opened.frame_numbers[start:stop].copy()
-        index = np.arange(start, stop)
-        failures: list[FailedFrames] = []
-        try:
-            data = opened.read_modules(start, stop)
-        except SourceError:
-            if stop - start == 1:
-                raise
-            # one corrupt frame must not cost the readable frames read with it (as offline: sources'
-            # _part_chunks): read them one by one, list the others with their own reason
-            data, good, failures = _salvage(opened, start, stop, str(module_files[0]))
-            numbers, index = numbers[good], index[good]
-        return FrameBatch(
-            numbers,
-            None,
-            0,
-            index,
-            detector_mask=opened.detector_mask(),
-            file=str(module_files[0]),
-            modules=ModuleFrames(data, opened.layout),
-            read_failures=failures,
-        )
+    ``roots``: every module file must resolve inside them (OutsideRootsError, a SourceError, if not).
+    ``stamps``: each file's ``[size, st_mtime_ns(, frames' digest)]`` when its part was queued; a file
+    that no longer holds those frames (:func:`.file_stamps.unchanged`) right before or right after the
+    read raises WrittenOverError (its frames may be a new acquisition's). ``parts``: the reading
+    thread's :class:`~.open_parts.OpenParts`, which keeps the part open for its next items (None:
+    opened and closed here); a failed read closes it."""
+    if parts is None:
+        with open_part(module_files, retries, retry_delay_s, roots, modules_off) as opened:
+            return _read_range(opened, opened.detector_mask(), module_files, start, stop, stamps)
+    opened, mask = parts.open(module_files, stop, retries, retry_delay_s, roots, modules_off)
+    try:
+        return _read_range(opened, mask, module_files, start, stop, stamps)
+    except BaseException:
+        parts.close()  # whatever went wrong, the next item opens the files afresh
+        raise
+
+
+def _read_range(
+    opened: OpenPart,
+    mask: np.ndarray,
+    module_files: Sequence[str | Path],
+    start: int,
+    stop: int,
+    stamps: Sequence[Sequence[int] | None],
+) -> FrameBatch:
+    check_unchanged(module_files, stamps, "right before reading")  # files confined by open_part
+    if not 0 <= start < stop <= opened.n_frames:  # an item past the part: refused whole, not salvaged frame by frame
+        raise SourceError(f"{opened.first_file}: frames {start}..{stop - 1} requested, the part has {opened.n_frames}")
+    numbers = opened.frame_numbers[start:stop].copy()
+    index = np.arange(start, stop)
+    failures: list[FailedFrames] = []
+    try:
+        data = opened.read_modules(start, stop)
+    except SourceError:
+        if stop - start == 1:
+            raise
+        # one corrupt frame must not cost the readable frames read with it (as offline: sources'
+        # _part_chunks): read them one by one, list the others with their own reason
+        data, good, failures = _salvage(opened, start, stop, str(module_files[0]))
+        numbers, index = numbers[good], index[good]
+    check_unchanged(module_files, stamps, "right after reading")
+    return FrameBatch(
+        numbers,
+        None,
+        0,
+        index,
+        detector_mask=mask,
+        file=str(module_files[0]),
+        modules=ModuleFrames(data, opened.layout),
+        read_failures=failures,
+    )
 
 
 def _salvage(opened: OpenPart, start: int, stop: int, file: str) -> tuple[np.ndarray, np.ndarray, list[FailedFrames]]:

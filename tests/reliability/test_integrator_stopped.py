@@ -63,10 +63,10 @@ def test_an_item_held_past_its_lease_is_dropped_not_integrated_nor_acknowledged(
     stage = integrate_stage.IntegrateStage("int0", None, source, batches.append, errors.append, poll_interval_s=0.1)
     read = stage._read
 
-    def held_up_while_reading(item):
+    def held_up_while_reading(item, *parts):
         if item.item_id == "scan:0:2":
             clock.jump += 100.0  # SIGSTOP for 100 s, then SIGCONT, between its claim and its integration
-        return read(item)
+        return read(item, *parts)
 
     stage._read = held_up_while_reading
     try:

@@ -1,5 +1,7 @@
 """kill -9 of a real Integrator server mid-acquisition, then its restart: nothing lost, nothing twice."""
 
+import os
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -93,7 +95,13 @@ def test_kill_9_of_an_integrator_mid_scan_loses_nothing_and_it_rejoins(pipeline,
     assert stitcher.itemsRequeued >= leased  # the expired leases, not the Merger's gap check
     assert "requested again" not in merger.status() and other.framesProcessed > 0
 
-    # restart it: Tango re-subscribes both ways (Merger -> patterns, Integrator -> workAvailable)
+    # restart it: Tango re-subscribes both ways (Merger -> patterns, Integrator -> workAvailable), with
+    # its own engine cache folder (the EngineCache property) holding what this chain's Integrators built
+    own_cache = tmp / "engines"
+    own_cache.mkdir(mode=0o700)
+    for entry in Path(os.environ["XRD_PIPELINE_ENGINE_CACHE"]).glob("*.engine"):
+        shutil.copy(entry, own_cache)
+    tango.Database(*host.split(":")).put_device_property(names[1], {"EngineCache": [str(own_cache)]})
     victim.start()
     victim.wait_ready(60)
     victim.wait_connected(60)
@@ -109,6 +117,9 @@ def test_kill_9_of_an_integrator_mid_scan_loses_nothing_and_it_rejoins(pipeline,
     # (with a short LeaseTimeout its first item may have been handed on while its engine was built; the
     # Merger then ignores the late twin, so wait for its count rather than expect it at once)
     wait_for(lambda: revived.framesProcessed > 0, timeout_s=60, what="the restarted Integrator to integrate")
+    # ... and it loaded its engine from that folder instead of building it again (issue 21)
+    poni = tmp / "cal" / "lambda2m.poni"
+    assert revived.engineSource.startswith(f"csr engine for {poni}: loaded from the engine cache {own_cache} in ")
 
 
 def test_kill_9_of_the_merger_mid_scan_resumes_the_same_file(pipeline, ledger):

@@ -14,6 +14,11 @@ stopped early, one that began and ended between two polls -- is a unit test.
 
 ``LatestImageNumber`` is read as the number of frames acquired so far (the latest frame's number,
 counted from 1). A server that counts from 0 makes a part due one frame late, never early.
+
+The same file name can be acquired twice (an aborted scan restarted under its name: the files are
+overwritten in place). Each :class:`PartDue` says which acquisition it is of (``acquisition``: the
+follower counts the starts it sees), so the Stitcher starts a new scan when that changes instead of
+taking the new parts as the old scan's -- without looking at file times.
 """
 
 from __future__ import annotations
@@ -81,6 +86,9 @@ class PartDue:
     last: bool = False
     #: frames the whole acquisition is to have (``FrameNumbers``; None when the server says 0)
     total_frames: int | None = None
+    #: which acquisition of this follower the part is of (0 for the first it saw start, then 1, ...):
+    #: the same stem with another number is the name acquired again, a new scan
+    acquisition: int = 0
 
 
 @dataclass(frozen=True)
@@ -89,12 +97,13 @@ class _Acquisition:
     stem: str
     frames: int
     frames_per_file: int
+    number: int = 0
 
     @classmethod
-    def of(cls, snap: LambdaSnapshot) -> _Acquisition:
+    def of(cls, snap: LambdaSnapshot, number: int) -> _Acquisition:
         frames = max(0, int(snap.frame_numbers))
         per_file = int(snap.frames_per_file) if snap.frames_per_file > 0 else max(frames, 1)
-        return cls(Path(snap.save_file_path), snap.stem, frames, per_file)
+        return cls(Path(snap.save_file_path), snap.stem, frames, per_file, number)
 
     @property
     def parts_suffix(self) -> bool:
@@ -113,13 +122,17 @@ class LambdaFollower:
     this follower was made: a Stitcher restarted mid-acquisition then announces the parts it missed);
     it ends when a snapshot shows any other state (the remaining parts are due, the last one as
     ``last``). While idle, a stem that changed since the last snapshot with frames counted means an
-    acquisition began and ended between two snapshots: all of its parts are due.
+    acquisition began and ended between two snapshots: all of its parts are due. While acquiring, a
+    ``LatestImageNumber`` that went back means the acquisition was stopped and the same name started
+    again between two snapshots: the first one ends (with the frames last seen), a new one starts.
     """
 
     def __init__(self) -> None:
         self._acq: _Acquisition | None = None
         self._next_part = 0
         self._idle_stem: tuple[str, str] | None = None  # (directory, stem) last seen while idle
+        self._started = 0  # acquisitions started so far: the next one's number
+        self._latest = 0  # the highest LatestImageNumber seen in the acquisition followed
 
     @property
     def acquisition(self) -> str:
@@ -128,10 +141,22 @@ class LambdaFollower:
 
     def update(self, snap: LambdaSnapshot) -> list[PartDue]:
         if snap.acquiring:
-            if self._acq is None or (self._acq.directory, self._acq.stem) != (Path(snap.save_file_path), snap.stem):
-                due = self._end(self._acq.frames) if self._acq is not None else []  # a new one without ON between
+            if self._acq is None:
+                self._start(snap)
+                return self._parts_written(snap.latest_image_number)
+            if (self._acq.directory, self._acq.stem) != (Path(snap.save_file_path), snap.stem):
+                due = self._end(self._acq.frames)  # a new one without ON between
                 self._start(snap)
                 return due + self._parts_written(snap.latest_image_number)
+            if snap.latest_image_number < self._latest:  # the same name started again between two looks
+                log.warning("acquisition %s started again (LatestImageNumber went back)", snap.stem)
+                self._end(self._latest)
+                self._start(snap)
+                # the old acquisition's parts not announced yet are not announced at all: by the time the
+                # Stitcher reads one, the new acquisition may be writing over it, and nothing tells which
+                # frames it would read. Their frames end as failed in the old scan's file (the Stitcher's
+                # "never taken before ... acquired again"): refuse rather than guess
+                return self._parts_written(snap.latest_image_number)
             return self._parts_written(snap.latest_image_number)
         if self._acq is not None:
             due = self._end(snap.latest_image_number)
@@ -145,8 +170,10 @@ class LambdaFollower:
         return []
 
     def _start(self, snap: LambdaSnapshot) -> None:
-        self._acq = _Acquisition.of(snap)
+        self._acq = _Acquisition.of(snap, self._started)
+        self._started += 1
         self._next_part = 0
+        self._latest = 0
         log.info(
             "acquisition %s started in %s: %d frames, %d per file",
             self._acq.stem, self._acq.directory, self._acq.frames, self._acq.frames_per_file,
@@ -156,6 +183,7 @@ class LambdaFollower:
         """Parts whose last frame the detector has passed (all but possibly the last, running one)."""
         acq = self._acq
         assert acq is not None
+        self._latest = max(self._latest, int(latest))
         written = acq.written(latest)
         return self._take(written // acq.frames_per_file, written, last=False)
 
@@ -177,7 +205,7 @@ class LambdaFollower:
             due.append(
                 PartDue(
                     acq.directory, acq.stem, part, frames, acq.parts_suffix, last and part == n_parts - 1,
-                    acq.frames or None,
+                    acq.frames or None, acq.number,
                 )  # fmt: skip
             )
         self._next_part = max(self._next_part, n_parts)

@@ -27,11 +27,14 @@ from typing import Any
 from ...errors import ConfigError
 from ...formats.lambda_files import parse_lambda_name
 from ...paths import OutsideRootsError, confine
+from ..deadline import Deadline, as_deadline
 
 log = logging.getLogger(__name__)
 
 #: Module files looked at per sweep of one directory tree (a beamtime folder holds thousands).
 MAX_SWEEP_FILES = 200_000
+#: seconds :meth:`DirectoryWatch.stop` waits for its threads when no deadline is given
+WATCH_STOP_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class CompletionTracker:
     def written_to(self, path: str) -> None:
         if is_module_file(path):
             self.writing.add(path)
+            self.taken.discard(path)  # written again (the name acquired again): taken anew once closed
 
     def closed(self, path: str) -> bool:
         """A writer closed ``path`` (or renamed it into place): True when it is newly complete."""
@@ -144,13 +148,15 @@ class DirectoryWatch:
         self._sweeper = threading.Thread(target=self._sweep_loop, name="xrd-watch-sweep", daemon=True)
         self._sweeper.start()
 
-    def stop(self) -> None:
+    def stop(self, deadline: Deadline | float | None = None) -> bool:
+        """End inotify and the sweep, both within one ``deadline`` (a sweep of a large tree looks at the
+        stop flag between files); False when a thread still runs at the end (named in the log)."""
         self._stop.set()
+        deadline = as_deadline(deadline, WATCH_STOP_S)
         if self._observer is not None:
             self._observer.stop()
-            self._observer.join(timeout=5.0)
-        if self._sweeper is not None:
-            self._sweeper.join(timeout=5.0)
+        observed = deadline.join(self._observer, "inotify observer") if self._observer is not None else True
+        return deadline.join(self._sweeper, "sweep of the watched directories") and observed
 
     def describe(self) -> str:
         how = self.inotify_problem or f"inotify + a sweep every {self.config.sweep_s:g} s"
@@ -240,12 +246,16 @@ class DirectoryWatch:
                 if self._tracker.swept(p, st.st_size, st.st_mtime_ns, now):
                     fresh.append(p)
         for p in fresh:
+            if self._stop.is_set():
+                return  # not announced: found again by the next start's sweep (its backlog)
             self._take(p)
 
     def _module_files(self) -> Iterable[tuple[str, os.stat_result]]:
         count = 0
         for d in self.directories:
             for root, _dirs, names in os.walk(d):  # nothing for a folder not made yet
+                if self._stop.is_set():
+                    return  # stopping: a sweep of thousands of files is not waited for
                 for n in names:
                     if not n.endswith(".nxs") or not is_module_file(n):
                         continue

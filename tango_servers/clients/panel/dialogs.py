@@ -11,7 +11,7 @@ import os
 
 from taurus.external.qt import Qt
 
-from .panel_data import outside_roots
+from ..settings_request import outside_roots
 
 
 def confined_dialog(parent: Qt.QWidget, title: str, roots: list[str]) -> Qt.QFileDialog:

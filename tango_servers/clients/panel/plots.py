@@ -13,7 +13,8 @@ import pyqtgraph as pg
 import tango
 from taurus.external.qt import Qt
 
-from .panel_data import ChainNames, ScanSoFar, axis_label, read_scan_so_far
+from ..chain_names import ChainNames
+from ..scan_so_far import ScanSoFar, axis_label, read_scan_so_far
 
 _PENS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
 

@@ -21,8 +21,10 @@ from taurus.qt.qtgui.display import TaurusLabel
 from pipeline_core.processing.integrate import MAX_BINS
 from pipeline_core.processing.units import DEFAULT_UNIT, UNITS
 
-from .panel_data import ChainNames, edited_settings, outside_roots, settings_request
-from .panel_dialogs import choose_file
+from ..chain_client import ChainClient
+from ..chain_names import ChainNames
+from ..settings_request import edited_settings, outside_roots
+from .dialogs import choose_file
 
 #: attribute of the Stitcher -> label in the "in force" column
 IN_FORCE = {"poniPath": "PONI", "maskPath": "mask", "bins": "bins", "unit": "unit"}
@@ -31,10 +33,12 @@ IN_FORCE = {"poniPath": "PONI", "maskPath": "mask", "bins": "bins", "unit": "uni
 class SettingsBox(Qt.QGroupBox):
     """PONI, mask (file dialogs), bins, unit; Apply, Revert; the settings in force and the last answer."""
 
-    def __init__(self, chain: ChainNames, stitcher: tango.DeviceProxy, parent=None, period_ms: int = 1000):
+    def __init__(self, client: ChainClient, parent=None, period_ms: int = 1000):
         super().__init__("Chain settings", parent)
-        self.stitcher = stitcher
-        self.roots = list(stitcher.get_property("CalibrationRoots")["CalibrationRoots"])
+        chain = client.chain
+        self.client = client
+        self.stitcher = client.stitcher
+        self.roots = client.property_list("CalibrationRoots")
         #: (title, start folder, roots) -> chosen path or "" (tests replace it: no modal dialog)
         self.chooser: Callable[[Qt.QWidget, str, list[str]], str] = choose_file
         self.poni, self.mask = Qt.QLineEdit(), Qt.QLineEdit()
@@ -94,7 +98,7 @@ class SettingsBox(Qt.QGroupBox):
 
     def read_in_force(self) -> dict[str, object]:
         """The Stitcher's settings, as the editor shows them (no bins yet: 1; no unit yet: the default)."""
-        values = {a: v.value for a, v in zip(IN_FORCE, self.stitcher.read_attributes(list(IN_FORCE)), strict=True)}
+        values = self.client.settings_in_force()
         return {
             "poniPath": values["poniPath"] or "",
             "maskPath": values["maskPath"] or "",
@@ -170,14 +174,9 @@ class SettingsBox(Qt.QGroupBox):
         if not changes:
             self.show_message("nothing to apply: the editor shows the settings in force")
             return False
-        try:
-            self.stitcher.command_inout("SetSettings", settings_request(changes))
-        except tango.DevFailed as exc:
-            error = exc.args[0]
-            self.show_message(f"refused ({error.reason}): {error.desc.strip()}", error=True)
-            return False
-        except ValueError as exc:
-            self.show_message(f"refused: {exc}", error=True)
+        answer = self.client.apply_settings(changes)
+        if not answer.ok:
+            self.show_message(answer.text, error=True)
             return False
         self.load()
         sent = ", ".join(f"{IN_FORCE[a]} {v if v != '' else 'none'}" for a, v in changes.items())

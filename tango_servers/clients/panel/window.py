@@ -1,14 +1,14 @@
 """The operator panel of one chain (``xrd-pipeline panel``): a Taurus GUI for what the P02.2 web
 interface gave its operators.
 
-One window: the devices with their counters (:class:`~.panel_devices.DeviceTable`), the chain's
-settings with Apply (:class:`~.panel_settings.SettingsBox`), Start/Stop/Reintegrate
-(:class:`~.panel_controls.ControlsBox`), the latest pattern and the heatmap of the scan so far
-(:mod:`.panel_plots`) and the Status of any device in ALARM (:class:`~.panel_devices.AlarmView`).
+One window: the devices with their counters (:class:`~.devices.DeviceTable`), the chain's
+settings with Apply (:class:`~.settings.SettingsBox`), Start/Stop/Reintegrate
+(:class:`~.controls.ControlsBox`), the latest pattern and the heatmap of the scan so far
+(:mod:`.plots`) and the Status of any device in ALARM (:class:`~.devices.AlarmView`).
 
 This module imports Qt, Taurus and pyqtgraph (the ``[panel]`` extra): the command's options live
-in :mod:`.panel_command`, which imports this only when the panel is opened. Every box refreshes on
-its own Qt timer; SIGINT, SIGTERM and SIGHUP close the window (:mod:`.panel_signals`).
+in :mod:`.command`, which imports this only when the panel is opened. Every box refreshes on
+its own Qt timer; SIGINT, SIGTERM and SIGHUP close the window (:mod:`.signals`).
 """
 
 from __future__ import annotations
@@ -21,12 +21,14 @@ from taurus.external.qt import Qt
 
 from pipeline_core.signals import Interrupted
 
-from .panel_controls import ControlsBox
-from .panel_data import ChainNames
-from .panel_devices import AlarmView, DeviceTable
-from .panel_plots import PatternPlot, ScanHeatmap
-from .panel_settings import SettingsBox
-from .panel_signals import StopOnSignals
+from ..chain_client import ChainClient
+from ..chain_names import ChainNames
+from .controls import ControlsBox
+from .devices import AlarmView, DeviceTable
+from .plots import PatternPlot, ScanHeatmap
+from .pressure_plot import PressurePlot
+from .settings import SettingsBox
+from .stop_signals import StopOnSignals
 
 
 class PanelWindow(Qt.QMainWindow):
@@ -36,20 +38,17 @@ class PanelWindow(Qt.QMainWindow):
         super().__init__(parent)
         self.chain = chain
         self.setWindowTitle(f"xrd-pipeline — {chain.stitcher} on {chain.tango_host}")
-        self.proxies = {d: self._proxy(d) for d in chain.devices}
+        self.client = ChainClient(chain)
+        self.proxies = self.client.proxies
         self.devices = DeviceTable(chain)
-        self.controls = ControlsBox(chain, self.proxies)
-        self.settings = SettingsBox(chain, self.proxies[chain.stitcher])
+        self.controls = ControlsBox(self.client)
+        self.settings = SettingsBox(self.client)
         self.pattern = PatternPlot(chain, self.proxies)
         self.heatmap = ScanHeatmap(self.proxies[chain.merger])
+        self.pressure = PressurePlot(self.proxies[chain.merger])  # P(t) beside the heatmap (issue 19)
         self.alarms = AlarmView(chain)
         self.setCentralWidget(self._layout())
         self.resize(1400, 900)
-
-    def _proxy(self, device: str) -> tango.DeviceProxy:
-        proxy = tango.DeviceProxy(self.chain.trl(device))
-        proxy.set_timeout_millis(3000)
-        return proxy
 
     def _layout(self) -> Qt.QWidget:
         left = Qt.QVBoxLayout()
@@ -62,6 +61,7 @@ class PanelWindow(Qt.QMainWindow):
         plots = Qt.QHBoxLayout()
         plots.addWidget(self.pattern)
         plots.addWidget(self.heatmap)
+        plots.addWidget(self.pressure)
         central = Qt.QWidget()
         outer = Qt.QVBoxLayout(central)
         outer.addLayout(top)
@@ -77,7 +77,7 @@ class PanelWindow(Qt.QMainWindow):
         return path
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
-        for box in (self.pattern, self.heatmap, self.alarms, self.settings):
+        for box in (self.pattern, self.heatmap, self.pressure, self.alarms, self.settings):
             box.timer.stop()
         for widget in self.findChildren(Qt.QWidget):
             if hasattr(widget, "setModel") and hasattr(widget, "getModelName"):

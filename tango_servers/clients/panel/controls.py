@@ -9,22 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import tango
 from taurus.external.qt import Qt
 
-from .panel_data import ChainNames
-from .panel_dialogs import choose_file
+from ..chain_client import Answer, ChainClient
+from .dialogs import choose_file
 
 
 class ControlsBox(Qt.QGroupBox):
     """Start / Stop of every device, Reintegrate of an acquisition chosen in a file dialog."""
 
-    def __init__(self, chain: ChainNames, proxies: dict[str, tango.DeviceProxy], parent=None):
+    def __init__(self, client: ChainClient, parent=None):
         super().__init__("Acquisition", parent)
-        self.chain = chain
-        self.proxies = proxies
-        stitcher = proxies[chain.stitcher]
-        self.data_roots = list(stitcher.get_property("DataRoots")["DataRoots"])
+        self.client = client
+        self.data_roots = client.property_list("DataRoots")
         #: (parent, title, roots) -> chosen path or "" (tests replace it: no modal dialog)
         self.chooser: Callable[[Qt.QWidget, str, list[str]], str] = choose_file
         self.start_button, self.stop_button = Qt.QPushButton("Start"), Qt.QPushButton("Stop")
@@ -39,21 +36,15 @@ class ControlsBox(Qt.QGroupBox):
             layout.addWidget(button, 0, col)
         layout.addWidget(self.message, 1, 0, 1, 3)
 
-    def _run(self, devices: list[str], command: str) -> bool:
-        failed = []
-        for device in devices:
-            try:
-                self.proxies[device].command_inout(command)
-            except tango.DevFailed as exc:
-                failed.append(f"{device}: {exc.args[0].desc.strip()}")
-        self.message.setText(f"{command}: " + ("; ".join(failed) if failed else f"done on {len(devices)} devices"))
-        return not failed
+    def _show(self, answer: Answer) -> bool:
+        self.message.setText(answer.text)
+        return answer.ok
 
     def start(self) -> bool:
-        return self._run([*self.chain.integrators, self.chain.merger, self.chain.stitcher], "Start")
+        return self._show(self.client.start())
 
     def stop(self) -> bool:
-        return self._run([self.chain.stitcher, *self.chain.integrators, self.chain.merger], "Stop")
+        return self._show(self.client.stop())
 
     def browse_reintegrate(self) -> None:
         path = self.chooser(self, "Choose an acquisition file to reintegrate", self.data_roots)
@@ -62,11 +53,4 @@ class ControlsBox(Qt.QGroupBox):
 
     def reintegrate(self, path: str) -> bool:
         """Queue ``path`` (any file of an acquisition) for reintegration; the Stitcher's answer is shown."""
-        try:
-            answer = self.proxies[self.chain.stitcher].command_inout("Reintegrate", path)
-        except tango.DevFailed as exc:
-            error = exc.args[0]
-            self.message.setText(f"Reintegrate refused ({error.reason}): {error.desc.strip()}")
-            return False
-        self.message.setText(answer)
-        return True
+        return self._show(self.client.reintegrate(path))

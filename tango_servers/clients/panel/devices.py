@@ -8,12 +8,12 @@ Its "Clear errors" button acknowledges the problems of the devices in ALARM (the
 
 from __future__ import annotations
 
-import tango
 from taurus.external.qt import Qt
 from taurus.qt.qtgui.display import TaurusLabel, TaurusLed
 
-from .panel_data import ChainNames
-from .panel_states import StateLabel
+from ..chain_client import ChainClient
+from ..chain_names import ChainNames
+from .states import StateLabel
 
 #: column title -> attribute (None: the device has no such attribute)
 COLUMNS = {
@@ -26,12 +26,6 @@ COLUMNS = {
 }
 #: devices that have a queueDepth attribute, by class
 _HAS_QUEUE = ("stitcher", "merger")
-
-
-def _role(chain: ChainNames, device: str) -> str:
-    if device == chain.stitcher:
-        return "stitcher"
-    return "merger" if device == chain.merger else "integrator"
 
 
 class DeviceTable(Qt.QGroupBox):
@@ -62,7 +56,7 @@ class DeviceTable(Qt.QGroupBox):
         self.cells[(device, "state")] = state
         grid.addWidget(state, row, 2)
         for col, (title, attr) in enumerate(COLUMNS.items(), start=3):
-            if attr == "queueDepth" and _role(self.chain, device) not in _HAS_QUEUE:
+            if attr == "queueDepth" and self.chain.role(device) not in _HAS_QUEUE:
                 grid.addWidget(Qt.QLabel("—"), row, col)
                 continue
             label = self._label(self.chain.trl(device, attr))
@@ -89,7 +83,7 @@ class AlarmView(Qt.QGroupBox):
     def __init__(self, chain: ChainNames, parent=None, period_ms: int = 1000):
         super().__init__("Alarms", parent)
         self.chain = chain
-        self.proxies = {d: self._proxy(d) for d in chain.devices}
+        self.client = ChainClient(chain, timeout_ms=1000)  # a device that hangs must not freeze the panel for long
         self.view = Qt.QPlainTextEdit()
         self.view.setReadOnly(True)
         self.view.setMaximumHeight(110)
@@ -108,38 +102,23 @@ class AlarmView(Qt.QGroupBox):
         self.timer.start(period_ms)
         self.refresh()
 
-    def _proxy(self, device: str) -> tango.DeviceProxy:
-        proxy = tango.DeviceProxy(self.chain.trl(device))
-        proxy.set_timeout_millis(1000)  # a device that hangs must not freeze the panel for long
-        return proxy
-
     def alarms(self) -> dict[str, str]:
         """device -> "STATE: status" of each device that is not ON or RUNNING."""
         found = {}
-        for device, proxy in self.proxies.items():
-            try:
-                state = proxy.state()
-                if state not in (tango.DevState.ON, tango.DevState.RUNNING):
-                    found[device] = f"{state}: {proxy.status()}"
-            except tango.DevFailed as exc:
-                found[device] = f"not answering: {exc.args[0].desc.strip()}"
+        for device, (state, status) in self.client.state_and_status().items():
+            if state == "UNKNOWN" and status.startswith("not answering"):
+                found[device] = status
+            elif state not in ("ON", "RUNNING"):
+                found[device] = f"{state}: {status}"
         return found
 
-    def clear_errors(self) -> list[str]:
+    def clear_errors(self) -> bool:
         """``ClearErrors`` on each device in ALARM now (FAULT needs a repair, not an acknowledgement);
         the devices cleared (and those that refused) are shown beside the button."""
-        cleared, failed = [], []
-        for device, proxy in self.proxies.items():
-            try:
-                if proxy.state() == tango.DevState.ALARM:
-                    proxy.command_inout("ClearErrors")
-                    cleared.append(device)
-            except tango.DevFailed as exc:
-                failed.append(f"{device}: {exc.args[0].desc.strip()}")
-        text = f"ClearErrors sent to {', '.join(cleared)}" if cleared else "no device in ALARM to clear"
-        self.message.setText("; ".join([text, *failed]))
+        answer = self.client.clear_errors()
+        self.message.setText(answer.text)
         self.refresh()
-        return cleared
+        return answer.ok
 
     def refresh(self) -> None:
         found = self.alarms()
