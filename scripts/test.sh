@@ -5,8 +5,9 @@
 # The reintegration jobs' Slurm tests need a cluster. One that answers `scontrol ping` (SLURM_CONF, or
 # Slurm's default configuration) is used as it is. Otherwise, as root on Debian, scripts/slurm_local.sh
 # starts a one-node cluster for the run (slurm-wlm + munge, installed if missing) and stops it at the end.
-# Otherwise the Slurm tests are skipped, and the run says why: in pytest's summary (-rs) and on its last
-# line. XRD_TEST_SLURM=required (CI) makes a cluster that cannot be had an error instead.
+# Otherwise the Slurm tests are skipped, and the run says why: in pytest's summary (-rfEs names failures,
+# errors and skips) and on its last line. XRD_TEST_SLURM=required (CI) makes a cluster that cannot be had an
+# error instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -65,7 +66,7 @@ export XRD_TEST_SLURM_SKIP="$slurm_skip"
 # run on one worker (tests/xdist_groups.py).
 # pytest exit code 5 means "no tests ran": that is a failure here, as in CI.
 status=0
-.venv/bin/python -m pytest -q -rs -p no:cacheprovider -n "${XRD_TEST_WORKERS:-3}" "$@" || status=$?
+.venv/bin/python -m pytest -q -rfEs -p no:cacheprovider -n "${XRD_TEST_WORKERS:-3}" "$@" || status=$?
 if [ -n "$slurm_skip" ]; then
     echo "test.sh: the Slurm tests were skipped: $slurm_skip" >&2
 fi

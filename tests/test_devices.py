@@ -5,6 +5,7 @@ Every device has ``AutoStart`` false here, so the first tests see a chain that m
 anything until it is started.
 """
 
+import errno
 import json
 import os
 import re
@@ -523,7 +524,7 @@ def test_a_burst_past_80_percent_of_max_pending_is_an_alarm_and_past_the_bound_r
     assert burst.state() == tango.DevState.ALARM
     assert "announcements waiting (bound 10)" in burst.status()
     assert "announcement queue full (10)" in burst.status()  # the ones past the bound, refused and said so
-    writer = os.open(first, os.O_WRONLY | os.O_NONBLOCK)  # the blocked reader's open returns...
+    writer = _writer_of(first)  # the blocked reader's open returns...
     garbage = tmp / "burst" / "garbage"
     garbage.write_bytes(b"not HDF5" * 1000)
     os.replace(garbage, first)  # ...every later open finds an unreadable file...
@@ -533,6 +534,23 @@ def test_a_burst_past_80_percent_of_max_pending_is_an_alarm_and_past_the_bound_r
     assert burst.state() == tango.DevState.ALARM  # the problems stay listed until acknowledged
     burst.ClearErrors()  # RUNNING, not ALARM: the failed part's item waits for an Integrator that will report it
     assert burst.state() == tango.DevState.RUNNING and "Recent problems" not in burst.status(), burst.status()
+
+
+def _writer_of(fifo) -> int:
+    """Open ``fifo`` for writing once a reader has opened it (before that, a non-blocking open fails with
+    ENXIO): the Stitcher's thread may still be on its way to the FIFO when the queue is seen full."""
+    fds: list[int] = []
+
+    def opened() -> bool:
+        try:
+            fds.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
+        return bool(fds)
+
+    wait_for(opened, timeout_s=30, what=f"the Stitcher's thread to open {fifo.name} (a FIFO) for reading")
+    return fds[0]
 
 
 def test_a_device_without_its_upstream_is_in_fault_and_says_which_property(chain):
