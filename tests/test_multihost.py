@@ -363,10 +363,11 @@ def test_an_integrator_on_a_second_host_shares_a_scan_and_its_kill_9_loses_nothi
         wait_for(lambda: stitcher.workAvailable == 0, 60, "the items handed out again claimed")
         # integrations counted, not only the file (its writer drops a twin): a frame is integrated twice
         # only when the killed host handed it on and its lease ran out before it was acknowledged, so
-        # at most the frames of the items handed out again (FramesPerItem each)
+        # at most the frames of the items handed out again (FramesPerItem each). No lower bound: the second
+        # host's count is read just before its kill, and it may finish one more item in between
         integrated = remote_processed + local.framesProcessed
         requeued_frames = stitcher.itemsRequeued * int(TUNED["Stitcher"]["FramesPerItem"][0])
-        assert frames <= integrated <= frames + requeued_frames, (integrated, frames, requeued_frames)
+        assert integrated <= frames + requeued_frames, (integrated, frames, requeued_frames)
         print(
             f"second host integrated {remote_processed} of {frames} frames; killed with {leased_at_kill} item(s) "
             f"leased after {written_at_kill} frames written; first host integrated {local.framesProcessed}"

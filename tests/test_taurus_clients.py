@@ -103,7 +103,7 @@ def _operator_attributes(proxy: tango.DeviceProxy) -> dict[str, tango.AttributeI
 def scan(tmp_path_factory):
     """A live chain, every operator attribute subscribed through Taurus, then one short scan."""
     import taurus
-    from taurus.core.taurusbasetypes import TaurusEventType  # noqa: F401  (Taurus' Tango scheme loaded)
+    from taurus.core.taurusbasetypes import TaurusEventType  # (also loads Taurus' Tango scheme)
 
     from tango_servers.demo import layout_for
 
@@ -139,7 +139,17 @@ def scan(tmp_path_factory):
                 timeout_s=120,
                 what=f"the scan's merged file:\n{merger.status()}",
             )
-            time.sleep(3.0)  # devices go back from RUNNING to ON ~2 s after their last work
+
+            def settled() -> bool:  # back from RUNNING to ON ~2 s after their last work, and an event says so
+                for device in EXPECTED:
+                    key = f"{device}/State"
+                    values = [e[1] for e in recorder.of(key) if e[0] == TaurusEventType.Change]
+                    now = _plain(attributes[key].read(cache=False).rvalue)
+                    if proxies[device].state() != tango.DevState.ON or values[-1:] != [now]:
+                        return False
+                return True
+
+            wait_for(settled, timeout_s=30, what="every device ON and its last State change event saying so")
             yield Subscribed(host, attributes, config, recorder, stem, merger.lastOutputFile)
         finally:
             for key, attr in attributes.items():

@@ -140,7 +140,7 @@ def test_lambda_trigger_polls_a_server_without_events_and_equals_offline(lambda_
     with pytest.raises(tango.DevFailed):  # what the Stitcher found: this server pushes no events
         sim.subscribe_event("LatestImageNumber", tango.EventType.CHANGE_EVENT, lambda e: None)
     assert stitcher.upstreamConnected
-    stem = _acquire(sim, 30, 10, 40.0)
+    stem = _acquire(sim, 30, 10, 10.0)  # 3 s: still MOVING when read, on a loaded host too
     assert sim.state() == tango.DevState.MOVING and sim.SaveFileName == ""
     assert stem == f"ramp_{sim.FileStartNum:05d}"
     m = c.merged(stem)

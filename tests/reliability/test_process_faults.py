@@ -92,7 +92,9 @@ def test_kill_9_of_an_integrator_mid_scan_loses_nothing_and_it_rejoins(pipeline,
     ledger.checked(len(m["frame_number"]))
     assert m["status"] == "complete" and m["failed_frames"] == []
     assert Path(merger.lastOutputFile).name == f"{stem}.nxs"
-    assert stitcher.itemsRequeued >= leased  # the expired leases, not the Merger's gap check
+    # the expired leases, not the Merger's gap check (a lease on an item it had delivered but not yet
+    # acknowledged may run out only after the file is merged: LeaseTimeout 8 s after its claim)
+    wait_for(lambda: stitcher.itemsRequeued >= leased, 40, f"the {leased} lease(s) of the killed Integrator back")
     assert "requested again" not in merger.status() and other.framesProcessed > 0
 
     # restart it: Tango re-subscribes both ways (Merger -> patterns, Integrator -> workAvailable), with
@@ -173,7 +175,8 @@ def test_kill_9_of_the_stitcher_mid_scan_recovers_the_missed_announcements(pipel
     written_at_kill = sim.framesWritten
     victim.kill()
     ledger.fault("SIGKILL to the Stitcher")
-    assert written_at_kill <= 40, "the simulator ran ahead: nothing would be announced while the Stitcher is down"
+    # two parts (20 frames) must still be written while it is down
+    assert written_at_kill <= 60, "the simulator ran ahead: nothing would be announced while the Stitcher is down"
     wait_for(lambda: sim.framesWritten >= written_at_kill + 20, what="two parts announced while the Stitcher is down")
     victim.start()
     victim.wait_ready(60)
