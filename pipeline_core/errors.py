@@ -23,6 +23,11 @@ class OutputError(PipelineError):
     """A result file cannot be created or written."""
 
 
+class UpstreamError(PipelineError):
+    """An upstream device did not take a request (it is down, restarting or refused it): nothing was
+    asked of it, so whoever asked tries again later instead of counting the request as made."""
+
+
 def _size(n: int) -> str:
     """Bytes as an operator reads them (``1.3 MB``), exact count beside for the record."""
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):

@@ -15,11 +15,12 @@ from pathlib import Path
 import tango
 from tango.server import command, device_property, run
 
+from pipeline_core.errors import UpstreamError
 from pipeline_core.live.merge_stage import DEFAULT_GAP_CHECK_S, DEFAULT_SCAN_TIMEOUT_S, MergeStage, ScanSummary
 from pipeline_core.messages import MessageError, PatternBatch, RequeueRequest, ScanInfo, SettingsRequest
 
 from .chain_settings import ChainSettingsClient, ChainSettingsDevice
-from .dev_failed import throw
+from .dev_failed import one_line, throw
 from .merger_attributes import MergerAttributes
 from .merger_pressure import PRESSURE_ATTRIBUTES, MergerPressure
 
@@ -112,10 +113,18 @@ class Merger(MergerAttributes, MergerPressure, ChainSettingsDevice):
             )
 
     def _request_missing(self, scan: str, frames: list[int], raw_file: str) -> None:
-        """Called on the stage's thread: ask the Stitcher to make work again for missing frames."""
-        self.report_error(f"scan {scan}: {len(frames)} frame(s) missing ({frames[0]}..{frames[-1]}); requested again")
+        """Called on the stage's thread: ask the Stitcher to make work again for missing frames.
+
+        Raises UpstreamError when the Stitcher does not take the request (down, restarting, or at its
+        bound): the gap check then asks again later, and does not count this one."""
+        what = f"scan {scan}: {len(frames)} frame(s) missing ({frames[0]}..{frames[-1]})"
         request = RequeueRequest(scan, [int(n) for n in frames], raw_file).to_json()
-        tango.DeviceProxy(self.StitcherDevice).command_inout("RequeueFrames", request)
+        try:
+            tango.DeviceProxy(self.StitcherDevice).command_inout("RequeueFrames", request)
+        except tango.DevFailed as exc:
+            refused = f"{self.StitcherDevice} did not take the request ({one_line(exc.args)})"
+            raise UpstreamError(f"{what}; {refused}") from exc
+        self.report_error(f"{what}; requested again")
 
     def _closed(self, summary: ScanSummary) -> None:
         self.push_progress()  # lastOutputFile, Status, State back to ON: from the publisher

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pipeline_core.errors import UpstreamError
 from pipeline_core.live.merge_gaps import GapCheck, GapPolicy, GapState
 from pipeline_core.live.merge_latency import LatencyWindow
 
@@ -61,6 +62,50 @@ def test_news_restarts_the_quiet_and_a_complete_scan_is_never_asked_for():
     closed = list(check.check([waiting, complete]))
     assert asked == [("s1", [7], "/raw/scan_m1.nxs")]
     assert [s.scan for s, _ in closed] == ["s2"]
+
+
+def test_a_request_the_stitcher_did_not_take_is_made_again_and_not_counted():
+    """A Stitcher restarting while the Merger asks: the request is made again gap_check_s later, each
+    failure said, and the bound of max_requests counts only requests the Stitcher took."""
+    clock, asked, said = Clock(), [], []
+    down = {"s1": 3}  # the Stitcher refuses the first three
+
+    def request(scan, frames, raw):
+        if down[scan]:
+            down[scan] -= 1
+            raise UpstreamError(f"p02/xrd/stitcher did not take the request for {scan}")
+        asked.append((scan, frames))
+
+    check = GapCheck(GapPolicy(scan_timeout_s=60, gap_check_s=3, max_requests=1), request, clock, said.append)
+    scan = Scan("s1", lost=[11, 12])
+    check.news(scan)
+    for _ in range(3):
+        clock.now += 3.5
+        assert list(check.check([scan])) == [] and asked == [] and scan.gaps.requests == 0
+    assert len(said) == 3 and all("did not take the request for s1; asked again in 3 s" in m for m in said), said
+    assert "(the scan closes after 60 s without news)" in said[0]
+    clock.now += 3.5
+    assert list(check.check([scan])) == [] and asked == [("s1", [11, 12])] and scan.gaps.requests == 1
+    clock.now += 3.5
+    list(check.check([scan]))
+    assert len(asked) == 1  # the bound counts the request taken
+
+
+def test_a_stitcher_that_never_comes_back_leaves_the_scan_to_its_time_out():
+    clock, said = Clock(), []
+
+    def request(scan, frames, raw):
+        raise UpstreamError("p02/xrd/stitcher did not take the request")
+
+    check = GapCheck(GapPolicy(scan_timeout_s=20, gap_check_s=5), request, clock, said.append)
+    scan = Scan("s1", lost=[3])
+    check.news(scan)
+    closed: list = []
+    while not closed and clock.now < 1100:
+        clock.now += 5.5
+        closed = list(check.check([scan]))
+    assert closed == [(scan, "no news for 20 s")] and clock.now == 1022.0  # the first check past 20 s
+    assert len(said) == 4 and scan.gaps.requests == 0
 
 
 def test_without_upstream_a_quiet_scan_only_times_out():

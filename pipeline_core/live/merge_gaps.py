@@ -3,7 +3,9 @@
 Events are hints (Tango drops them under load, an Integrator may die with a batch), so the Merger
 does not wait forever for frames that will not come: after ``gap_check_s`` of quiet it asks the
 Stitcher for the missing frames (at most ``max_requests`` times), and after ``scan_timeout_s``
-without news it closes the scan with them listed as failed. No I/O here: testable with a fake clock.
+without news it closes the scan with them listed as failed. A request the Stitcher did not take
+(``UpstreamError``: it is restarting, say) is not counted: it is made again ``gap_check_s`` later,
+until the scan's time-out. No I/O here: testable with a fake clock.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
+
+from ..errors import UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +60,17 @@ W = TypeVar("W", bound=Watched)
 
 
 class GapCheck:
-    def __init__(self, policy: GapPolicy, request_missing: RequestMissing | None, clock: Callable[[], float]):
+    def __init__(
+        self,
+        policy: GapPolicy,
+        request_missing: RequestMissing | None,
+        clock: Callable[[], float],
+        on_error: Callable[[str], None] | None = None,
+    ):
         self.policy = policy
         self._request_missing = request_missing
         self._clock = clock
+        self._on_error = on_error or (lambda message: None)
 
     def news(self, scan: Watched) -> None:
         """Something of the scan arrived: the quiet starts again."""
@@ -81,17 +92,24 @@ class GapCheck:
             ):
                 gaps = scan.missing()
                 if gaps:
-                    g.requests += 1
                     g.last_request = now
                     log.warning(
                         "scan %s: %d frame(s) missing after %.0f s quiet; asking again (%d/%d)",
                         scan.scan,
                         len(gaps),
                         idle,
-                        g.requests,
+                        g.requests + 1,
                         p.max_requests,
                     )
-                    self._request_missing(scan.scan, gaps, scan.raw_file)
-                    continue
+                    try:
+                        self._request_missing(scan.scan, gaps, scan.raw_file)
+                    except UpstreamError as exc:  # not asked: again in gap_check_s, the time-out still counts
+                        self._on_error(
+                            f"{exc}; asked again in {p.gap_check_s:g} s (the scan closes after "
+                            f"{p.scan_timeout_s:g} s without news)"
+                        )
+                    else:
+                        g.requests += 1
+                        continue
             if idle > p.scan_timeout_s:
                 yield scan, f"no news for {p.scan_timeout_s:g} s"  # 120 s, or 0.5 s (never "0 s")

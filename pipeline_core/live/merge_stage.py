@@ -124,7 +124,7 @@ class MergeStage:
         self._on_progress = on_progress or (lambda: None)
         #: before giving up on missing frames, ask upstream for them again (events are hints)
         self.gap_policy = GapPolicy(scan_timeout_s, gap_check_s, max_requests)
-        self._gaps = GapCheck(self.gap_policy, request_missing, time.monotonic)
+        self._gaps = GapCheck(self.gap_policy, request_missing, time.monotonic, on_error)
         self._infos: dict[str, ScanInfo] = {}
         self._open: dict[str, OpenScan] = {}
         #: scans whose batches so far only list failures (no radial axis for a file yet)

@@ -178,6 +178,13 @@ def test_kill_9_of_the_stitcher_mid_scan_recovers_the_missed_announcements(pipel
     # two parts (20 frames) must still be written while it is down
     assert written_at_kill <= 60, "the simulator ran ahead: nothing would be announced while the Stitcher is down"
     wait_for(lambda: sim.framesWritten >= written_at_kill + 20, what="two parts announced while the Stitcher is down")
+    # meanwhile the Merger's gap check (3 s) asks for what it misses: not taken, said, and asked again, more
+    # often than the 3 requests it may make (a request the Stitcher did not take is not counted)
+    wait_for(
+        lambda: merger.status().count("did not take the request") >= 4,
+        60,
+        "four requests the Stitcher did not take, in the Merger's Status",
+    )
     victim.start()
     victim.wait_ready(60)
     wait_for(lambda: merger.lastOutputFile != "", timeout_s=180, what=f"the merged file of {stem}")
