@@ -242,6 +242,25 @@ def test_a_job_range_reads_the_chunks_integrate_reads(tmp_path):
     assert chunk_frames(2, lambda_2m) == 8
 
 
+def test_a_float64_stack_counts_8_bytes_a_pixel_for_the_frames_in_flight(tmp_path):
+    """An HDF5 stack's frames take what its type takes: 8 bytes a pixel in float64, not the 4 assumed
+    for other sources, so the chunks in flight stay within FRAME_MEMORY_BYTES."""
+    from pipeline_core.processing.offline import FRAME_MEMORY_BYTES, chunk_frames, chunks_in_flight
+    from pipeline_core.processing.sources import Hdf5Source
+
+    sizes = {}
+    for dtype in ("float64", "float32", "uint16"):
+        path = tmp_path / f"{dtype}.h5"
+        with h5py.File(path, "w") as h5:  # never written: only the shape and type are read
+            h5.create_dataset("entry/data/data", shape=(24, 2000, 2000), dtype=dtype, chunks=(1, 2000, 2000))
+        source = Hdf5Source([path])
+        source.prepare()
+        sizes[dtype] = source.frame_bytes()
+    assert sizes == {"float64": 32_000_000, "float32": 16_000_000, "uint16": 8_000_000}
+    assert [chunk_frames(2, sizes[d]) for d in ("float64", "float32", "uint16")] == [1, 2, 4]
+    assert all(chunks_in_flight(2) * chunk_frames(2, b) * b <= FRAME_MEMORY_BYTES for b in sizes.values())
+
+
 class _FailsAtOnce(LambdaSource):
     """A source whose ``chunks`` raises before it yields anything (not a generator)."""
 

@@ -69,8 +69,9 @@ class Worker:
         self._stopping = threading.Event()
         self._final: Any = None
         self._drain_until = 0.0
-        #: jobs dropped by the stop (submitted and never run)
+        #: jobs dropped by the stop (submitted and never run); counted by submitters and the worker thread
         self.dropped = 0
+        self._dropped_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -82,7 +83,7 @@ class Worker:
                 return
             except queue.Full:
                 continue
-        self.dropped += 1
+        self._count_dropped()
 
     @property
     def depth(self) -> int:
@@ -109,11 +110,15 @@ class Worker:
             if item is _STOP:
                 continue  # the stop's wake-up: the loop ends (after the drain)
             if item is not None and self._stopping.is_set() and time.monotonic() >= self._drain_until:
-                self.dropped += 1  # the drain is over: the loop ends
+                self._count_dropped()  # the drain is over: the loop ends
                 continue
             job = self._idle if item is None else functools.partial(self._handle, item)
             if job is not None:
                 self._run_one(job)
+
+    def _count_dropped(self) -> None:
+        with self._dropped_lock:  # ``+=`` is a read and a write: two threads could lose one
+            self.dropped += 1
 
     def _draining(self) -> bool:
         return time.monotonic() < self._drain_until and not self.queue.empty()
@@ -126,7 +131,7 @@ class Worker:
             except queue.Empty:
                 break
             if item is not _STOP:
-                self.dropped += 1
+                self._count_dropped()
         if self.dropped:  # a warning: the operator learns that work was left (found again after a restart)
             log.warning("%s stopped with %d queued job(s) not run: dropped", self.name, self.dropped)
         if self._final is not None:

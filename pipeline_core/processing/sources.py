@@ -295,6 +295,7 @@ class Hdf5Source(FrameSource):
         self.raw_files = [str(f) for f in self.files]
         self.input_files = list(self.raw_files)
         self.detector_mask = None
+        self._itemsize = 4  # until prepared: the widest Lambda counts
 
     def _dataset(self, h5, path: Path):
         candidates = (self.dataset,) if self.dataset else DEFAULT_DATASETS
@@ -305,10 +306,18 @@ class Hdf5Source(FrameSource):
 
     def _shape(self, path: Path) -> tuple[int, ...]:
         with open_h5(path, retries=self.retries) as h5:
-            return tuple(self._dataset(h5, path).shape)
+            ds = self._dataset(h5, path)
+            self._itemsize = ds.dtype.itemsize  # the first readable file's: its shape is the one taken
+            return tuple(ds.shape)
 
     def prepare(self) -> None:
         self.frame_shape = first_frame_shape(self.files, self._shape)
+
+    def frame_bytes(self) -> int:
+        """A frame as the stack stores it (a float64 stack takes twice the 4 bytes a pixel assumed for
+        others), so the frames in flight stay within their memory bound whatever the type."""
+        rows, cols = self.frame_shape
+        return int(rows) * int(cols) * int(self._itemsize)
 
     def chunks(self, chunk_size: int, on_error: ErrorSink) -> Iterator[FrameBatch]:
         next_number = 1
