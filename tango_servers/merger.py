@@ -15,12 +15,12 @@ from pathlib import Path
 import tango
 from tango.server import command, device_property, run
 
-from pipeline_core.errors import UpstreamError
+from pipeline_core.errors import PipelineError, UpstreamError
 from pipeline_core.live.merge_stage import DEFAULT_GAP_CHECK_S, DEFAULT_SCAN_TIMEOUT_S, MergeStage, ScanSummary
 from pipeline_core.messages import MessageError, PatternBatch, RequeueRequest, ScanInfo, SettingsRequest
 
 from .chain_settings import ChainSettingsClient, ChainSettingsDevice
-from .dev_failed import one_line, throw
+from .dev_failed import one_line, throw, unreachable
 from .merger_attributes import MergerAttributes
 from .merger_pressure import PRESSURE_ATTRIBUTES, MergerPressure
 
@@ -115,15 +115,18 @@ class Merger(MergerAttributes, MergerPressure, ChainSettingsDevice):
     def _request_missing(self, scan: str, frames: list[int], raw_file: str) -> None:
         """Called on the stage's thread: ask the Stitcher to make work again for missing frames.
 
-        Raises UpstreamError when the Stitcher does not take the request (down, restarting, or at its
-        bound): the gap check then asks again later, and does not count this one."""
+        Raises UpstreamError when the Stitcher cannot take the request now (down, restarting, at its
+        bound): the gap check then asks again later, and does not count this one; PipelineError when it
+        refuses it for good (counted)."""
         what = f"scan {scan}: {len(frames)} frame(s) missing ({frames[0]}..{frames[-1]})"
         request = RequeueRequest(scan, [int(n) for n in frames], raw_file).to_json()
         try:
             tango.DeviceProxy(self.StitcherDevice).command_inout("RequeueFrames", request)
         except tango.DevFailed as exc:
             refused = f"{self.StitcherDevice} did not take the request ({one_line(exc.args)})"
-            raise UpstreamError(f"{what}; {refused}") from exc
+            if unreachable(exc.args) or exc.args[0].reason == "XRD_QueueFull":  # it may take it later
+                raise UpstreamError(f"{what}; {refused}") from exc
+            raise PipelineError(f"{what}; {refused}") from exc  # refused for good (e.g. a path out of its roots)
         self.report_error(f"{what}; requested again")
 
     def _closed(self, summary: ScanSummary) -> None:

@@ -124,14 +124,15 @@ def dioptas_stitch(module_frames: list[np.ndarray], offsets) -> np.ndarray:
     return full[::-1]
 
 
-def wait_for(predicate, timeout_s: float = 30.0, what: str = "condition") -> None:
-    """Poll until ``predicate()`` is true; fail the test naming ``what`` after ``timeout_s``."""
+def wait_for(predicate, timeout_s: float = 30.0, what="condition") -> None:
+    """Poll until ``predicate()`` is true; fail the test naming ``what`` after ``timeout_s`` (a callable
+    ``what`` is called then, so the message shows the values at the time-out, not at the start)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what() if callable(what) else what}")
 
 
 @contextlib.contextmanager

@@ -82,13 +82,35 @@ def test_a_request_the_stitcher_did_not_take_is_made_again_and_not_counted():
     for _ in range(3):
         clock.now += 3.5
         assert list(check.check([scan])) == [] and asked == [] and scan.gaps.requests == 0
-    assert len(said) == 3 and all("did not take the request for s1; asked again in 3 s" in m for m in said), said
-    assert "(the scan closes after 60 s without news)" in said[0]
+    # said once for the run of refusals (each is logged): Status keeps its few lines for other problems
+    assert said == [
+        "p02/xrd/stitcher did not take the request for s1; asked again every 3 s until it does "
+        "(the scan closes after 60 s without news)"
+    ]
+    assert scan.gaps.refused == 3
     clock.now += 3.5
     assert list(check.check([scan])) == [] and asked == [("s1", [11, 12])] and scan.gaps.requests == 1
     clock.now += 3.5
     list(check.check([scan]))
     assert len(asked) == 1  # the bound counts the request taken
+
+
+def test_a_failure_of_our_own_while_asking_counts_and_the_scan_still_times_out():
+    clock, said = Clock(), []
+
+    def request(scan, frames, raw):
+        raise ValueError("a bug")
+
+    check = GapCheck(GapPolicy(scan_timeout_s=20, gap_check_s=5, max_requests=2), request, clock, said.append)
+    scan, other = Scan("s1", lost=[3]), Scan("s2")
+    check.news(scan)
+    check.news(other)
+    closed: list = []
+    while not closed and clock.now < 1100:
+        clock.now += 5.5
+        closed = [s.scan for s, _ in check.check([scan, other])]
+    assert closed == ["s1", "s2"] and clock.now == 1022.0  # neither kept open by the failures, none skipped
+    assert scan.gaps.requests == 2 and said == ["scan s1: asking again for 1 frame(s) failed: ValueError: a bug"] * 2
 
 
 def test_a_stitcher_that_never_comes_back_leaves_the_scan_to_its_time_out():
@@ -105,7 +127,7 @@ def test_a_stitcher_that_never_comes_back_leaves_the_scan_to_its_time_out():
         clock.now += 5.5
         closed = list(check.check([scan]))
     assert closed == [(scan, "no news for 20 s")] and clock.now == 1022.0  # the first check past 20 s
-    assert len(said) == 4 and scan.gaps.requests == 0
+    assert len(said) == 1 and scan.gaps.requests == 0 and scan.gaps.refused == 4
 
 
 def test_without_upstream_a_quiet_scan_only_times_out():

@@ -260,6 +260,12 @@ def test_a_float64_stack_counts_8_bytes_a_pixel_for_the_frames_in_flight(tmp_pat
     assert [chunk_frames(2, sizes[d]) for d in ("float64", "float32", "uint16")] == [1, 2, 4]
     assert all(chunks_in_flight(2) * chunk_frames(2, b) * b <= FRAME_MEMORY_BYTES for b in sizes.values())
 
+    # a later file of a wider type than the first's reads fewer frames a chunk: the bytes stay the same
+    stack = Hdf5Source([tmp_path / "uint16.h5", tmp_path / "float64.h5"])
+    stack.prepare()
+    sizes_read = [len(batch.frame_numbers) for batch in stack.chunks(8, lambda failed: None)]
+    assert sizes_read == [8] * 3 + [2] * 12, sizes_read
+
 
 class _FailsAtOnce(LambdaSource):
     """A source whose ``chunks`` raises before it yields anything (not a generator)."""

@@ -134,10 +134,11 @@ def test_xrd_status_lists_every_device_with_state_and_counts(sardana):
     devices = _devices(host, integrators)
     # the line holds State as the macro read it: wait until the previous test's work has settled (RUNNING
     # lasts a moment after the last batch, and until the Integrators' next claims acknowledge their items)
+    busy = (tango.DevState.RUNNING, tango.DevState.MOVING)
     wait_for(
-        lambda: all(d.state() == tango.DevState.ON for d in devices.values()),
+        lambda: all(d.state() not in busy for d in devices.values()),
         timeout_s=60,
-        what="every device idle: " + ", ".join(f"{n} {d.state()}" for n, d in devices.items()),
+        what=lambda: "every device idle: " + ", ".join(f"{n} {d.state()}" for n, d in devices.items()),
     )
     run = door.run("xrd_status")
     assert (run.state, run.error) == (tango.DevState.ON, []), run.report

@@ -44,6 +44,9 @@ class GapState:
     last_news: float = 0.0
     last_request: float = 0.0
     requests: int = 0
+    #: requests the Stitcher did not take (not counted in ``requests``), and whether the last one was such
+    refused: int = 0
+    refusing: bool = False
 
 
 class Watched(Protocol):
@@ -101,15 +104,38 @@ class GapCheck:
                         g.requests + 1,
                         p.max_requests,
                     )
-                    try:
-                        self._request_missing(scan.scan, gaps, scan.raw_file)
-                    except UpstreamError as exc:  # not asked: again in gap_check_s, the time-out still counts
-                        self._on_error(
-                            f"{exc}; asked again in {p.gap_check_s:g} s (the scan closes after "
-                            f"{p.scan_timeout_s:g} s without news)"
-                        )
-                    else:
-                        g.requests += 1
+                    if self._ask(scan, gaps):
                         continue
             if idle > p.scan_timeout_s:
                 yield scan, f"no news for {p.scan_timeout_s:g} s"  # 120 s, or 0.5 s (never "0 s")
+
+    def _ask(self, scan: Watched, gaps: list[int]) -> bool:
+        """Make one request; True when the Stitcher took it (counted). One it did not take is made again
+        ``gap_check_s`` later and said in Status once per run of refusals (each is logged); any other
+        failure counts as a request made, so a scan always reaches its time-out."""
+        g, p = scan.gaps, self.policy
+        assert self._request_missing is not None
+        try:
+            self._request_missing(scan.scan, gaps, scan.raw_file)
+        except UpstreamError as exc:
+            g.refused += 1
+            message = (
+                f"{exc}; asked again every {p.gap_check_s:g} s until it does (the scan closes after "
+                f"{p.scan_timeout_s:g} s without news)"
+            )
+            log.warning("%s", message)
+            if not g.refusing:
+                self._on_error(message)
+            g.refusing = True
+            return False
+        except Exception as exc:  # a failure of ours: counted, said, and the scan's time-out still ends it
+            g.requests += 1
+            log.exception("scan %s: asking again for %d frame(s) failed", scan.scan, len(gaps))
+            failed = f"{type(exc).__name__}: {exc}"
+            self._on_error(f"scan {scan.scan}: asking again for {len(gaps)} frame(s) failed: {failed}")
+            return False
+        if g.refusing:
+            log.warning("scan %s: the request was taken after %d refusal(s)", scan.scan, g.refused)
+        g.requests += 1
+        g.refusing = False
+        return True

@@ -312,6 +312,8 @@ class OpenScan:
         failed = 0
         if missing:
             asked = f", asked again {self.gaps.requests} time(s)" if self.gaps.requests else ""
+            if self.gaps.refused:
+                asked += f", {self.gaps.refused} request(s) not taken by the Stitcher"
             failed = self.add_failure(FailedFrames("", f"never arrived ({reason or 'scan timed out'}{asked})", missing))
         elif not self.total_frames:
             have = [*self.writer.frame_numbers.tolist(), *self.failed_numbers]

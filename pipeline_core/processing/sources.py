@@ -342,8 +342,10 @@ class Hdf5Source(FrameSource):
                     )
                     next_number += n
                     continue
-                for start in range(0, n, chunk_size):
-                    stop = min(start + chunk_size, n)
+                # a file of a wider type than the first one's (frame_bytes) reads fewer frames at a time
+                per_chunk = max(1, min(chunk_size, chunk_size * self._itemsize // ds.dtype.itemsize))
+                for start in range(0, n, per_chunk):
+                    stop = min(start + per_chunk, n)
                     numbers = np.arange(next_number + start, next_number + stop)
                     try:
                         frames = ds[()][None] if ds.ndim == 2 else ds[start:stop]

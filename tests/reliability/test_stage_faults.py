@@ -7,11 +7,12 @@ import time
 
 import pytest
 
-from pipeline_core.errors import ConfigError, SourceError
+from pipeline_core.errors import ConfigError, SourceError, UpstreamError
 from pipeline_core.formats.nexus import read_merged
 from pipeline_core.live.integrate_stage import IntegrateStage
 from pipeline_core.live.merge_stage import MergeStage
 from pipeline_core.live.stitch_stage import StitchConfig, StitchStage
+from pipeline_core.live.work_queue import QueueFull
 from pipeline_core.live.work_source import InProcessWorkSource
 from pipeline_core.messages import ClaimRequest, PatternBatch
 from pipeline_core.processing.integrate import IntegrationSettings
@@ -23,7 +24,7 @@ class LossyChain:
     """Stitch → integrators → merge; ``drop`` decides which pattern batches get "lost on the wire"."""
 
     def __init__(self, tmp_path, poni, drop=lambda batch: False, lease_s=60.0, roots=(), max_pending=10_000,
-                 scan_timeout_s=120.0, gap_check_s=10.0, clock=time.monotonic):
+                 scan_timeout_s=120.0, gap_check_s=10.0, clock=time.monotonic, stitcher_up=lambda: True):
         """Defaults are the stages' (README's); a test passes another value only when it is about
         that value. One exception: ``frames_per_item=2`` (the default 16 would put a whole small
         part in one item, so nothing could be lost item by item)."""
@@ -31,6 +32,8 @@ class LossyChain:
         self.closed = []
         self.dropped: list[str] = []
         self.requests: list[list[int]] = []  # the frames the Merger asked for again, ask by ask
+        self.refused = 0  # requests made while ``stitcher_up()`` was false (a Stitcher restarting)
+        self._stitcher_up = stitcher_up
         self._drop = drop
         self._lock = threading.Lock()
         self.stitch = StitchStage(
@@ -63,8 +66,16 @@ class LossyChain:
         return stage
 
     def _request_missing(self, scan, numbers, raw_file):
+        """What the Merger device does: a Stitcher that cannot take the request now (down, or at its
+        bound) is an UpstreamError; another refusal is for good."""
+        if not self._stitcher_up():
+            self.refused += 1
+            raise UpstreamError("test/stitcher did not take the request (API_CantConnectToDevice: down)")
+        try:
+            self.stitch.requeue_frames(scan, numbers, raw_file)
+        except QueueFull as exc:
+            raise UpstreamError(str(exc)) from exc
         self.requests.append(list(numbers))
-        self.stitch.requeue_frames(scan, numbers, raw_file)
 
     def _work(self, n):
         for s in self.integrators:
@@ -183,6 +194,32 @@ def test_frames_that_never_come_are_listed_after_asking_again(tmp_path, settings
     assert chain.requests == [[4, 5, 6]] * 3
     ledger.fault("pattern batch lost", len(chain.dropped))  # part 1, each time it is sent
     assert chain.dropped and all(item_id.split(":")[1] == "1" for item_id in chain.dropped)  # part 1, resent
+
+
+def test_a_stitcher_that_never_takes_the_requests_leaves_the_scan_to_its_time_out_saying_so(tmp_path, settings, ledger):
+    acq = write_small_acquisition(tmp_path / "raw", n_parts=2, frames_per_part=3, record_total=True)
+    # the gap check runs each second the stage is idle: 5.5 s leave it 5 requests, more than the 3 it may make
+    chain = LossyChain(tmp_path, settings.poni_path, drop=lambda b: b.part == 1, scan_timeout_s=5.5, gap_check_s=0.3,
+                       stitcher_up=lambda: False)  # fmt: skip
+    chain.add_integrator("int0", settings)
+    try:
+        for f in acq["files"]:
+            chain.stitch.announce(str(f))
+        wait_for(lambda: len(chain.closed) == 1)
+    finally:
+        chain.stop()
+    m = read_merged(chain.closed[0].path)
+    assert m["frame_number"].tolist() == [1, 2, 3] and m["status"] == "incomplete"
+    assert m["failed_frames"] == ["4-6"] and chain.requests == []
+    # more than the 3 requests a scan may make, none counted; said once in Status, counted in the file
+    assert chain.refused > 3, chain.refused
+    reason = m["failed_reasons"][0]
+    assert reason == f"never arrived (no news for 5.5 s, {chain.refused} request(s) not taken by the Stitcher)", reason
+    said = [e for e in chain.errors if "did not take the request" in e]
+    assert len(said) == 1 and said[0].endswith("asked again every 0.3 s until it does (the scan closes after 5.5 s "
+                                               "without news)"), chain.errors  # fmt: skip
+    ledger.fault("Stitcher not taking requests", chain.refused)
+    ledger.checked(len(m["frame_number"]))
 
 
 def test_a_flood_of_announcements_is_bounded_reported_and_recoverable(tmp_path, settings, ledger):
