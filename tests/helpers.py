@@ -153,9 +153,11 @@ def real_servers(tmp: Path, specs):
     try:
         host, port = db.tango_host.split(":")
         register(specs, tango.Database(host, int(port)))
-        servers = start_servers(specs, db.tango_host, tmp / "logs")
+        # 150 s to come up and connect: twice in six clean-clone runs on a loaded 2-core machine one
+        # Integrator's subscription to its Stitcher timed out (TRANSIENT_CallTimedout) for over 60 s
+        servers = start_servers(specs, db.tango_host, tmp / "logs", timeout_s=150)
         for server in servers:
-            server.wait_connected(60)
+            server.wait_connected(150)
         yield db.tango_host
     finally:
         stop_servers(servers)
