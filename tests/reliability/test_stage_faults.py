@@ -94,6 +94,15 @@ class LossyChain:
         self.stitch.stop()
         self.merge.stop()
 
+    def merge_one_scan(self, files) -> None:
+        """Announce ``files``, wait until the Merger has closed the scan, stop everything."""
+        try:
+            for f in files:
+                self.stitch.announce(str(f))
+            wait_for(lambda: len(self.closed) == 1)
+        finally:
+            self.stop()
+
 
 @pytest.fixture
 def settings(small_poni):
@@ -115,12 +124,7 @@ def test_lost_pattern_events_are_found_by_the_gap_check_and_redone(tmp_path, set
     # the gap check is what is tested: 0.5 s of quiet instead of the default 10 s keeps it to seconds
     chain = LossyChain(tmp_path, settings.poni_path, drop=drop_first_time, gap_check_s=0.5)
     chain.add_integrator("int0", settings)
-    try:
-        for f in acq["files"]:
-            chain.stitch.announce(str(f))
-        wait_for(lambda: len(chain.closed) == 1)
-    finally:
-        chain.stop()
+    chain.merge_one_scan(acq["files"])
     assert len(chain.dropped) == 3
     ledger.fault("pattern batch lost", len(chain.dropped))
     m = read_merged(chain.closed[0].path)
@@ -180,12 +184,7 @@ def test_frames_that_never_come_are_listed_after_asking_again(tmp_path, settings
     chain = LossyChain(tmp_path, settings.poni_path, drop=lambda b: b.part == 1, scan_timeout_s=2.5, gap_check_s=0.5)
     assert chain.merge.gap_policy.max_requests == 3
     chain.add_integrator("int0", settings)
-    try:
-        for f in acq["files"]:
-            chain.stitch.announce(str(f))
-        wait_for(lambda: len(chain.closed) == 1)
-    finally:
-        chain.stop()
+    chain.merge_one_scan(acq["files"])
     m = read_merged(chain.closed[0].path)
     assert m["frame_number"].tolist() == [1, 2, 3]
     ledger.checked(len(m["frame_number"]))
@@ -202,12 +201,7 @@ def test_a_stitcher_that_never_takes_the_requests_leaves_the_scan_to_its_time_ou
     chain = LossyChain(tmp_path, settings.poni_path, drop=lambda b: b.part == 1, scan_timeout_s=5.5, gap_check_s=0.3,
                        stitcher_up=lambda: False)  # fmt: skip
     chain.add_integrator("int0", settings)
-    try:
-        for f in acq["files"]:
-            chain.stitch.announce(str(f))
-        wait_for(lambda: len(chain.closed) == 1)
-    finally:
-        chain.stop()
+    chain.merge_one_scan(acq["files"])
     m = read_merged(chain.closed[0].path)
     assert m["frame_number"].tolist() == [1, 2, 3] and m["status"] == "incomplete"
     assert m["failed_frames"] == ["4-6"] and chain.requests == []
